@@ -1,0 +1,5 @@
+"""Allow ``python -m ai4ec``."""
+
+from .cli import main
+
+main()

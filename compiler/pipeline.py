@@ -1,0 +1,223 @@
+"""The compile pipeline as one call: ``load -> validate -> model (-> render -> write)``.
+
+``check_platform`` runs everything up to the model for every requested environment and
+returns all diagnostics at once; ``build_platform`` adds rendering and writing. Both are
+pure library functions (no printing, no exit codes): the CLI reports their results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import Diagnostic, LoadError, Severity, ValidationError
+from .load import Document, SourceMap, format_path, load_platform
+from .model import Platform, build_model
+from .overlay import apply_environment, base_view, environment_names
+
+DEFAULT_ENV = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentResult:
+    """One environment after validation: its merged data and, if valid, its model."""
+
+    name: str
+    data: dict[str, Any]
+    source: SourceMap
+    platform: Platform | None
+    diagnostics: tuple[Diagnostic, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """Outcome of validating a platform file across environments."""
+
+    document: Document | None
+    environments: tuple[EnvironmentResult, ...] = ()
+    diagnostics: tuple[Diagnostic, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """True when no error (warnings allowed) was found."""
+        return not any(d.severity is Severity.ERROR for d in self.diagnostics)
+
+    def platforms(self) -> list[Platform]:
+        """The models of all environments (only meaningful when ``ok``)."""
+        return [e.platform for e in self.environments if e.platform is not None]
+
+
+def check_platform(
+    path: Path | str,
+    environments: Sequence[str] | None = None,
+    display_name: str | None = None,
+) -> CheckResult:
+    """Load, validate and model ``path`` for the given (default: all) environments."""
+    try:
+        doc = load_platform(path, display_name)
+    except LoadError as exc:
+        return CheckResult(document=None, diagnostics=exc.diagnostics)
+    return check_document(doc, environments)
+
+
+def check_document(doc: Document, environments: Sequence[str] | None = None) -> CheckResult:
+    """Validate an already loaded document (see :func:`check_platform`)."""
+    from .validate import environments_diagnostics, schema_diagnostics
+
+    diags: list[Diagnostic] = environments_diagnostics(doc.data, doc.source)
+    if diags:
+        return CheckResult(document=doc, diagnostics=tuple(sorted(diags, key=Diagnostic.sort_key)))
+    defined = environment_names(doc)
+    if environments:
+        hint = (
+            f"defined environments: {', '.join(defined)}"
+            if defined
+            else "this file defines no `environments`"
+        )
+        diags.extend(
+            Diagnostic(
+                code="E-ENV-UNKNOWN",
+                message=f"environment {env!r} is not defined",
+                file=doc.source.file,
+                json_path="$.environments",
+                hint=hint,
+            )
+            for env in environments
+            if env not in defined
+        )
+        if diags:
+            return CheckResult(document=doc, diagnostics=tuple(diags))
+        wanted = list(environments)
+    else:
+        wanted = defined or [DEFAULT_ENV]
+
+    results: list[EnvironmentResult] = []
+    per_env: list[list[Diagnostic]] = []
+    base_dir = doc.path.parent
+    for env in wanted:
+        env_diags: list[Diagnostic] = []
+        if env == DEFAULT_ENV and not defined:
+            data, source = base_view(doc)
+        else:
+            data, source = apply_environment(doc, env)
+        env_diags.extend(schema_diagnostics(data, source))
+        platform = None
+        if not any(d.severity is Severity.ERROR for d in env_diags):
+            platform, semantic = build_model(data, source, env, base_dir)
+            env_diags.extend(semantic)
+        results.append(
+            EnvironmentResult(
+                name=env,
+                data=data,
+                source=source,
+                platform=platform,
+                diagnostics=tuple(env_diags),
+            )
+        )
+        per_env.append(env_diags)
+    return CheckResult(
+        document=doc,
+        environments=tuple(results),
+        diagnostics=tuple(_merge_env_diagnostics(wanted, per_env, bool(defined))),
+    )
+
+
+def _merge_env_diagnostics(
+    envs: list[str], per_env: list[list[Diagnostic]], has_envs: bool
+) -> list[Diagnostic]:
+    """One diagnostic per distinct problem, naming the environments it occurs in.
+
+    A mistake in the base section shows up once per environment; users want it once.
+    """
+    seen: dict[tuple[Any, ...], list[str]] = {}
+    first: dict[tuple[Any, ...], Diagnostic] = {}
+    for env, diags in zip(envs, per_env, strict=True):
+        for d in diags:
+            key = (d.code, d.file, d.line, d.col, d.message)
+            seen.setdefault(key, []).append(env)
+            first.setdefault(key, d)
+    out = []
+    for key, d in first.items():
+        where = seen[key]
+        if has_envs and len(where) < len(envs):
+            d = Diagnostic(
+                code=d.code,
+                message=f"{d.message} [environment: {', '.join(where)}]",
+                file=d.file,
+                line=d.line,
+                col=d.col,
+                json_path=d.json_path,
+                hint=d.hint,
+                severity=d.severity,
+            )
+        out.append(d)
+    out.sort(key=Diagnostic.sort_key)
+    return out
+
+
+def require_ok(result: CheckResult) -> list[Platform]:
+    """The models, or raise :class:`ValidationError` carrying every diagnostic."""
+    if not result.ok:
+        n = sum(1 for d in result.diagnostics if d.severity is Severity.ERROR)
+        raise ValidationError(f"{n} error(s) in the platform file", result.diagnostics)
+    return result.platforms()
+
+
+__all__ = [
+    "DEFAULT_ENV",
+    "CheckResult",
+    "EnvironmentResult",
+    "check_document",
+    "check_platform",
+    "format_path",
+    "require_ok",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """What ``build_platform`` wrote, plus the warnings met on the way."""
+
+    check: CheckResult
+    written: tuple[Path, ...]
+
+
+def render_platforms(result: CheckResult) -> list[tuple[Any, Any]]:
+    """Render every valid environment in memory: ``[(RenderResult, manifest), ...]``."""
+    import hashlib
+
+    from .render import RenderContext, render_all
+    from .write import manifest
+
+    platforms = require_ok(result)
+    doc = result.document
+    assert doc is not None
+    source_sha = hashlib.sha256("\n".join(doc.lines).encode()).hexdigest()
+    context = RenderContext(source_name=doc.source.file, source_dir=str(doc.path.parent))
+    rendered = []
+    for platform in platforms:
+        r = render_all(platform, context)
+        rendered.append((r, manifest(r, platform.name, doc.source.file, source_sha)))
+    return rendered
+
+
+def build_platform(
+    path: Path | str,
+    out_dir: Path | str,
+    environments: Sequence[str] | None = None,
+    display_name: str | None = None,
+) -> BuildResult:
+    """Validate, render and write ``out_dir/<env>/`` for each environment.
+
+    Raises:
+        ValidationError: the platform file has errors (nothing is written).
+        RenderError / BuildError: rendering or writing failed (nothing half-written).
+    """
+    from .write import write_build
+
+    result = check_platform(path, environments, display_name)
+    rendered = render_platforms(result)
+    written = write_build(Path(out_dir), rendered)
+    return BuildResult(check=result, written=tuple(written))

@@ -1,0 +1,92 @@
+"""What renderers produce: files as bytes, with their kind, ready for parse-back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True, slots=True)
+class RenderContext:
+    """Build-wide inputs a renderer may need besides the model."""
+
+    #: platform.yaml as the user named it (for "generated from" headers).
+    source_name: str
+    #: Directory of platform.yaml (for files it references, e.g. OpenAPI documents).
+    source_dir: str
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """One generated file, relative to ``out/<env>/``."""
+
+    path: PurePosixPath
+    content: bytes
+
+    @property
+    def kind(self) -> str:
+        """File kind by extension: yaml, json, xml, bicep, zip or text."""
+        suffix = self.path.suffix.lower()
+        return {
+            ".yaml": "yaml",
+            ".yml": "yaml",
+            ".json": "json",
+            ".xml": "xml",
+            ".bicep": "bicep",
+            ".zip": "zip",
+        }.get(suffix, "text")
+
+
+def json_artifact(path: str, data: Any) -> Artifact:
+    """Deterministic JSON: sorted keys, two-space indent, trailing newline."""
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return Artifact(PurePosixPath(path), text.encode("utf-8"))
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that never emits aliases and indents lists under their key."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        del data
+        return True
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        del indentless  # always indent block sequences under their key
+        super().increase_indent(flow, False)
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # Multi-line text as literal blocks; everything else lets PyYAML choose quoting,
+    # which already quotes anything that would read back as another type ("no", "1.30").
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def to_yaml(data: Any) -> str:
+    """Deterministic YAML (sorted keys, no aliases, block style)."""
+    return yaml.dump(
+        data,
+        Dumper=_Dumper,
+        sort_keys=True,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=120,
+    )
+
+
+def to_yaml_documents(docs: list[Any], header: str = "") -> str:
+    """Several YAML documents joined with ``---``."""
+    parts = [to_yaml(d) for d in docs]
+    return header + "---\n" + "---\n".join(parts) if parts else header
+
+
+def yaml_artifact(path: str, data: Any, header: str = "") -> Artifact:
+    """One YAML document as an artifact."""
+    return Artifact(PurePosixPath(path), (header + to_yaml(data)).encode("utf-8"))

@@ -1,0 +1,69 @@
+"""Runtime target: the task manager's routing table and app settings for one environment.
+
+Writes ``functions/routing.json`` (format in docs/contracts.md: which API owns which
+backend path, task TTLs, retry policy, and each pipeline's ordered steps) and
+``functions/settings.json`` (the Function App settings, secrets as Key Vault references
+only). The runtime reads the first; the Azure target puts the second into the Function
+App. Both come from the model alone. The ingress address that dispatch targets
+(``AI4EC_BACKEND_BASE_URL``) is only known once a cluster exists, so the Azure target
+sets it from the deployment, not from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model.types import Mode, Platform
+from .artifact import Artifact, RenderContext, json_artifact
+
+ROUTING_SCHEMA_VERSION = 1
+
+
+def routing_table(platform: Platform) -> dict[str, Any]:
+    """The routing table the runtime uses to own, expire, retry and chain tasks."""
+    apis: dict[str, Any] = {}
+    for api in platform.apis:
+        async_eps = [e for e in api.endpoints if e.mode is Mode.ASYNC]
+        if not async_eps:
+            continue
+        apis[api.id] = {
+            "taskTtlSeconds": api.tasks.ttl_seconds,
+            "timeoutSeconds": max(e.timeout_seconds for e in async_eps),
+            "retry": {
+                "maxAttempts": api.tasks.max_attempts,
+                "backoffSeconds": api.tasks.backoff_seconds,
+            },
+            "paths": sorted(e.backend_path for e in async_eps),
+        }
+    pipelines = {
+        p.id: {
+            "taskTtlSeconds": p.tasks.ttl_seconds,
+            "steps": [{"api": s.api, "path": s.endpoint_path} for s in p.steps],
+        }
+        for p in platform.pipelines
+    }
+    return {"schemaVersion": ROUTING_SCHEMA_VERSION, "apis": apis, "pipelines": pipelines}
+
+
+def app_settings(platform: Platform) -> dict[str, str]:
+    """Function App settings; secret ones are Key Vault references, never values."""
+    az = platform.azure
+    vault = f"https://{az.key_vault.name}.vault.azure.net/secrets"
+    return {
+        "AI4EC_PLATFORM": platform.name,
+        "AI4EC_ENVIRONMENT": platform.environment,
+        "AI4EC_REDIS_URL": f"@Microsoft.KeyVault(SecretUri={vault}/ai4ec-redis-url/)",
+        "EVENT_GRID_TOPIC_URI": f"https://{az.event_grid.topic_name}.{az.location}-1.eventgrid.azure.net/api/events",
+        "EVENT_GRID_KEY": f"@Microsoft.KeyVault(SecretUri={vault}/ai4ec-eventgrid-key/)",
+        "AI4EC_ROUTING_PATH": "routing.json",
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+    }
+
+
+def render_runtime(platform: Platform, context: RenderContext) -> list[Artifact]:
+    """Routing table and settings of the task manager."""
+    del context
+    return [
+        json_artifact("functions/routing.json", routing_table(platform)),
+        json_artifact("functions/settings.json", app_settings(platform)),
+    ]

@@ -1,0 +1,153 @@
+"""Stage 5: verify rendered artifacts and write them atomically with a manifest.
+
+Every artifact is parsed back by its kind before anything touches the disk. The output
+of each environment is written into a temporary directory next to the target and
+swapped in with renames, so an interrupted or failed build never leaves a half-written
+``out/<env>/``. ``manifest.json`` lists every artifact with its SHA-256; it contains no
+timestamps, so the same input gives byte-identical output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import xml.dom.minidom
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import __version__
+from .errors import BuildError, Diagnostic, RenderError
+from .render import RenderResult
+from .render.artifact import Artifact, json_artifact
+
+MANIFEST_SCHEMA_VERSION = 1
+
+
+def verify_artifact(artifact: Artifact) -> None:
+    """Parse ``artifact`` back according to its kind.
+
+    Raises:
+        RenderError: when the content does not parse (a renderer or template bug).
+    """
+    text = ""
+    try:
+        if artifact.kind == "zip":
+            with zipfile.ZipFile(io.BytesIO(artifact.content)) as zf:
+                bad = zf.testzip()
+                if bad:
+                    raise ValueError(f"corrupt member {bad}")
+            return
+        text = artifact.content.decode("utf-8")
+        if artifact.kind == "yaml":
+            list(yaml.safe_load_all(text))
+        elif artifact.kind == "json":
+            json.loads(text)
+        elif artifact.kind == "xml":
+            xml.dom.minidom.parseString(text)
+        elif artifact.kind == "bicep":
+            _parse_bicep(text)
+    except Exception as exc:  # noqa: BLE001 - any parser failure means the same thing
+        raise RenderError(
+            f"generated {artifact.path} does not parse: {exc}",
+            (
+                Diagnostic(
+                    code="E-RENDER-PARSE",
+                    message=f"generated {artifact.path} does not parse back: {exc}",
+                    hint="this is an ai4ec bug; please report it with your platform.yaml",
+                ),
+            ),
+        ) from exc
+
+
+def _parse_bicep(text: str) -> None:
+    from pycep import BicepParser
+
+    with tempfile.NamedTemporaryFile("w", suffix=".bicep", encoding="utf-8", delete=False) as fh:
+        fh.write(text)
+        name = fh.name
+    try:
+        BicepParser().parse(file_path=Path(name))
+    finally:
+        Path(name).unlink()
+
+
+def manifest(
+    result: RenderResult, platform_name: str, source_name: str, source_sha: str
+) -> Artifact:
+    """``manifest.json``: what was built, from what, with every artifact's hash."""
+    entries = [
+        {
+            "path": str(a.path),
+            "kind": a.kind,
+            "bytes": len(a.content),
+            "sha256": hashlib.sha256(a.content).hexdigest(),
+        }
+        for a in result.artifacts
+    ]
+    data: dict[str, Any] = {
+        "schemaVersion": MANIFEST_SCHEMA_VERSION,
+        "generator": f"ai4ec {__version__}",
+        "platform": platform_name,
+        "environment": result.environment,
+        "source": {"file": source_name, "sha256": source_sha},
+        "artifacts": entries,
+    }
+    return json_artifact("manifest.json", data)
+
+
+def write_build(out_dir: Path, results: list[tuple[RenderResult, Artifact]]) -> list[Path]:
+    """Write each environment's artifacts plus manifest under ``out_dir/<env>/``.
+
+    All artifacts are verified first; then each environment is staged in a temporary
+    sibling directory and renamed into place.
+
+    Returns:
+        The environment directories written.
+    """
+    for result, man in results:
+        for a in (*result.artifacts, man):
+            verify_artifact(a)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(
+            f"cannot create output directory {out_dir}: {exc.strerror}",
+            (Diagnostic(code="E-BUILD-WRITE", message=f"cannot create {out_dir}: {exc.strerror}"),),
+        ) from None
+    written = []
+    for result, man in results:
+        target = out_dir / result.environment
+        stage = Path(tempfile.mkdtemp(prefix=f".{result.environment}.", dir=out_dir))
+        try:
+            for a in (*result.artifacts, man):
+                dest = stage.joinpath(*a.path.parts)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(a.content)
+            _swap_in(stage, target)
+        except OSError as exc:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise BuildError(
+                f"cannot write {target}: {exc.strerror}",
+                (Diagnostic(code="E-BUILD-WRITE", message=f"cannot write {target}: {exc}"),),
+            ) from None
+        written.append(target)
+    return written
+
+
+def _swap_in(stage: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        target.rename(old)
+    stage.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,200 @@
+"""App settings -> a typed :class:`Settings` value.
+
+Sources, highest priority first: the process environment (Function App settings),
+then ``ai4ec_settings.json`` next to ``function_app.py`` (non-secret values the compiler
+bakes into the bundle), then the defaults below. Nothing here touches the network, and
+nothing fails at import: a missing required setting raises
+:class:`~ai4ec_runtime.models.ConfigurationError` when a function first needs it, so the
+Functions host still indexes every function and the error shows up in the response and
+the logs instead of as an opaque worker crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from .models import ConfigurationError
+
+#: Directory that holds function_app.py, host.json and (optionally) routing.json.
+APP_DIR = Path(__file__).resolve().parent.parent
+#: Bundled defaults written by :func:`ai4ec_runtime.bundle.build_zip`.
+BUNDLED_SETTINGS = APP_DIR / "ai4ec_settings.json"
+
+
+def parse_stackexchange(conn: str) -> str:
+    """Turn an upstream StackExchange.Redis connection string into a redis:// URL.
+
+    ``host:6380,password=KEY,ssl=True,abortConnect=False`` becomes
+    ``rediss://:KEY@host:6380/0``. Unknown options are ignored, as StackExchange does.
+
+    Raises:
+        ConfigurationError: no host in the string.
+    """
+    parts = [p.strip() for p in conn.split(",") if p.strip()]
+    endpoint = ""
+    options: dict[str, str] = {}
+    for part in parts:
+        if "=" in part:
+            key, _, value = part.partition("=")
+            options[key.strip().lower()] = value.strip()
+        elif not endpoint:
+            endpoint = part
+    if not endpoint:
+        raise ConfigurationError("REDIS_CONNECTION_STRING has no host:port part")
+    ssl = options.get("ssl", "false").lower() == "true"
+    if ":" not in endpoint:
+        endpoint += ":6380" if ssl else ":6379"
+    user = quote(options.get("user", ""), safe="")
+    password = options.get("password", "")
+    auth = f"{user}:{quote(password, safe='')}@" if password or user else ""
+    db = options.get("defaultdatabase", "0")
+    return f"{'rediss' if ssl else 'redis'}://{auth}{endpoint}/{db}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"App setting {name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"App setting {name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every knob of the runtime; names of the app settings in the field docs.
+
+    Attributes:
+        redis_url: ``AI4EC_REDIS_URL``, else parsed ``REDIS_CONNECTION_STRING``.
+        event_grid_topic_uri: ``EVENT_GRID_TOPIC_URI``.
+        event_grid_key: ``EVENT_GRID_KEY``; absent means managed identity.
+        routing_path: ``AI4EC_ROUTING_PATH`` (default: routing.json next to function_app.py).
+        backend_base_url: ``AI4EC_BACKEND_BASE_URL``: scheme+host dispatch targets.
+        dispatch: ``AI4EC_DISPATCH``: ``eventgrid`` (Azure) or ``local`` (direct POST).
+        not_found_status: ``AI4EC_NOT_FOUND_STATUS``: 404 (default) or upstream's 204.
+        default_task_ttl_seconds: ``AI4EC_DEFAULT_TASK_TTL_SECONDS`` for unrouted paths.
+        default_timeout_seconds: ``AI4EC_DEFAULT_TIMEOUT_SECONDS`` (0 = no run timeout).
+        default_queue_timeout_seconds: ``AI4EC_DEFAULT_QUEUE_TIMEOUT_SECONDS``.
+        event_max_delivery_attempts: ``AI4EC_EVENT_MAX_DELIVERY_ATTEMPTS``: the Event Grid
+            subscription's ``maxDeliveryAttempts``; the webhook fails the task on the last.
+        event_inline_max_bytes: ``AI4EC_EVENT_INLINE_MAX_BYTES``: larger bodies travel by
+            reference (``<TaskId>_ORIG``) instead of inside the event.
+        backend_timeout_seconds: ``AI4EC_BACKEND_TIMEOUT_SECONDS`` for the POST to a backend.
+        delivery_lease_seconds: ``AI4EC_DELIVERY_LEASE_SECONDS``: how long a delivered
+            event blocks duplicate deliveries of the same dispatch.
+        local_retry_base_seconds: ``AI4EC_LOCAL_RETRY_BASE_SECONDS`` (local dispatcher).
+        local_retry_max_seconds: ``AI4EC_LOCAL_RETRY_MAX_SECONDS`` (local dispatcher).
+        local_max_attempts: ``AI4EC_LOCAL_MAX_ATTEMPTS`` (local dispatcher).
+        sweep_batch: ``AI4EC_SWEEP_BATCH``: deadlines handled per script call.
+    """
+
+    redis_url: str | None = None
+    event_grid_topic_uri: str | None = None
+    event_grid_key: str | None = None
+    routing_path: Path = field(default_factory=lambda: APP_DIR / "routing.json")
+    backend_base_url: str | None = None
+    dispatch: str = "eventgrid"
+    not_found_status: int = 404
+    default_task_ttl_seconds: int = 7 * 24 * 3600
+    default_timeout_seconds: int = 3600
+    default_queue_timeout_seconds: int = 24 * 3600
+    event_max_delivery_attempts: int = 30
+    event_inline_max_bytes: int = 512 * 1024
+    backend_timeout_seconds: float = 25.0
+    delivery_lease_seconds: int = 600
+    local_retry_base_seconds: float = 0.5
+    local_retry_max_seconds: float = 30.0
+    local_max_attempts: int = 20
+    sweep_batch: int = 500
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, bundled: Path | None = BUNDLED_SETTINGS
+    ) -> Settings:
+        """Read settings from ``env`` (default ``os.environ``) over the bundled file.
+
+        Raises:
+            ConfigurationError: a setting has an invalid value.
+        """
+        merged: dict[str, str] = {}
+        if bundled is not None and bundled.is_file():
+            try:
+                doc = json.loads(bundled.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise ConfigurationError(f"{bundled} is not valid JSON: {exc}") from None
+            merged.update({str(k): str(v) for k, v in doc.items() if v is not None})
+        merged.update(os.environ if env is None else env)
+        e = merged
+
+        redis_url = e.get("AI4EC_REDIS_URL") or None
+        if not redis_url and e.get("REDIS_CONNECTION_STRING"):
+            redis_url = parse_stackexchange(e["REDIS_CONNECTION_STRING"])
+        not_found = _int(e, "AI4EC_NOT_FOUND_STATUS", 404)
+        if not_found not in (204, 404):
+            raise ConfigurationError("AI4EC_NOT_FOUND_STATUS must be 404 or 204")
+        dispatch = (e.get("AI4EC_DISPATCH") or "eventgrid").lower()
+        if dispatch not in ("eventgrid", "local"):
+            raise ConfigurationError("AI4EC_DISPATCH must be 'eventgrid' or 'local'")
+        routing_path = e.get("AI4EC_ROUTING_PATH")
+        return cls(
+            redis_url=redis_url,
+            event_grid_topic_uri=e.get("EVENT_GRID_TOPIC_URI") or None,
+            event_grid_key=e.get("EVENT_GRID_KEY") or None,
+            routing_path=Path(routing_path) if routing_path else APP_DIR / "routing.json",
+            backend_base_url=(e.get("AI4EC_BACKEND_BASE_URL") or "").rstrip("/") or None,
+            dispatch=dispatch,
+            not_found_status=not_found,
+            default_task_ttl_seconds=_int(e, "AI4EC_DEFAULT_TASK_TTL_SECONDS", 7 * 24 * 3600),
+            default_timeout_seconds=_int(e, "AI4EC_DEFAULT_TIMEOUT_SECONDS", 3600),
+            default_queue_timeout_seconds=_int(e, "AI4EC_DEFAULT_QUEUE_TIMEOUT_SECONDS", 86400),
+            event_max_delivery_attempts=_int(e, "AI4EC_EVENT_MAX_DELIVERY_ATTEMPTS", 30),
+            event_inline_max_bytes=_int(e, "AI4EC_EVENT_INLINE_MAX_BYTES", 512 * 1024),
+            backend_timeout_seconds=_float(e, "AI4EC_BACKEND_TIMEOUT_SECONDS", 25.0),
+            delivery_lease_seconds=_int(e, "AI4EC_DELIVERY_LEASE_SECONDS", 600),
+            local_retry_base_seconds=_float(e, "AI4EC_LOCAL_RETRY_BASE_SECONDS", 0.5),
+            local_retry_max_seconds=_float(e, "AI4EC_LOCAL_RETRY_MAX_SECONDS", 30.0),
+            local_max_attempts=_int(e, "AI4EC_LOCAL_MAX_ATTEMPTS", 20),
+            sweep_batch=_int(e, "AI4EC_SWEEP_BATCH", 500),
+        )
+
+    def require_redis_url(self) -> str:
+        """The Redis URL, or a clear error naming the settings to set.
+
+        Raises:
+            ConfigurationError: neither Redis setting is present.
+        """
+        if not self.redis_url:
+            raise ConfigurationError(
+                "No Redis configured: set the app setting AI4EC_REDIS_URL "
+                "(rediss://:<key>@<host>:6380/0) or REDIS_CONNECTION_STRING"
+            )
+        return self.redis_url
+
+    def require_event_grid(self) -> str:
+        """The Event Grid topic endpoint, or a clear error.
+
+        Raises:
+            ConfigurationError: ``EVENT_GRID_TOPIC_URI`` is not set.
+        """
+        if not self.event_grid_topic_uri:
+            raise ConfigurationError(
+                "No Event Grid topic configured: set the app setting EVENT_GRID_TOPIC_URI "
+                "(or AI4EC_DISPATCH=local to POST to backends directly)"
+            )
+        return self.event_grid_topic_uri
