@@ -29,11 +29,8 @@ EXIT_INTERNAL = 70
 _FORMAT = click.Choice(["text", "json", "github"])
 
 
-class _Failed(Exception):
-    """Internal signal: output was already printed; exit with ``code``."""
-
-    def __init__(self, code: int) -> None:
-        self.code = code
+class _Failed(click.exceptions.Exit):
+    """Output was already printed; exit with ``exit_code`` (works under CliRunner too)."""
 
 
 def _lines_for(diags: Sequence[Diagnostic]) -> dict[str, Sequence[str]]:
@@ -219,8 +216,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("AI4EC_DEBUG") == "1"
     try:
         cli.main(args=args, prog_name="ai4ec", standalone_mode=False)
-    except _Failed as exc:
-        sys.exit(exc.code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:

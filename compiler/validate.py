@@ -74,6 +74,17 @@ def _convert(error: JsonSchemaError, source: SourceMap) -> Iterable[tuple[Diagno
             at,
         )
 
+    if "propertyNames" in error.absolute_schema_path and isinstance(instance, str):
+        # jsonschema reports a bad key as a failure of the key's own subschema, at the
+        # path of the mapping; point at the key instead.
+        yield make(
+            "E-SCHEMA-NAME",
+            f"{field or 'mapping'}: {instance!r} is not a valid name",
+            _describe(schema),
+            at=(*path, instance),
+            prefer_key=True,
+        )
+        return
     if validator == "additionalProperties" and isinstance(instance, dict):
         allowed = sorted(schema.get("properties", {}))
         extras = [k for k in instance if k not in schema.get("properties", {})]
@@ -191,17 +202,6 @@ def _convert(error: JsonSchemaError, source: SourceMap) -> Iterable[tuple[Diagno
             message = f"{field or 'list'}: needs {words} {error.validator_value} item(s)"
         yield make("E-SCHEMA-ITEMS", message, _describe(schema))
         return
-    if validator == "propertyNames":
-        bad = _bad_property_name(error)
-        at = (*path, bad) if bad is not None else path
-        yield make(
-            "E-SCHEMA-NAME",
-            f"{field or 'mapping'}: key {bad!r} is not a valid name",
-            _describe(error.validator_value if isinstance(error.validator_value, dict) else {}),
-            at=at,
-            prefer_key=True,
-        )
-        return
     if validator in ("oneOf", "anyOf"):
         yield make(
             "E-SCHEMA-ONEOF",
@@ -210,13 +210,6 @@ def _convert(error: JsonSchemaError, source: SourceMap) -> Iterable[tuple[Diagno
         )
         return
     yield make("E-SCHEMA", f"{field or 'value'}: {error.message}", _describe(schema))
-
-
-def _bad_property_name(error: JsonSchemaError) -> str | None:
-    for sub in error.context or ():
-        if isinstance(sub.instance, str):
-            return sub.instance
-    return None
 
 
 def _field_name(path: JsonPath) -> str:

@@ -1006,8 +1006,8 @@ class _Builder:
                 if ep.mode is not Mode.ASYNC:
                     self.ctx.report(
                         "E-PIPELINE-STEP-SYNC",
-                        f"step {api.id}{rel} is a sync endpoint; pipeline steps are dispatched "
-                        "as tasks",
+                        f"step {api.id} {rel} is a sync endpoint; pipeline steps are "
+                        "dispatched as tasks",
                         (*spath, "endpoint"),
                         "make the endpoint async (mode: async)",
                     )
@@ -1109,6 +1109,8 @@ class _Builder:
         public: dict[str, str] = {}
         for i, a in enumerate(apis):
             prev = public.get(a.base_path)
+            if prev == f"API {a.id!r}":
+                continue  # the same API defined twice: E-DUPLICATE-NAME says it
             if prev:
                 self.ctx.report(
                     "E-DUPLICATE-ROUTE",
