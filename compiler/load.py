@@ -16,9 +16,12 @@ itself so that it can:
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -49,12 +52,27 @@ MAX_ALIAS_EXPANSION = 100_000
 _scalar_builder = yaml.constructor.SafeConstructor()
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(NamedTuple):
     """1-based line and column of a value in its file."""
 
     line: int
     col: int
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building large trees.
+
+    Loading creates hundreds of thousands of small objects and no cycles; with the
+    collector on, its generational passes made a 5,000-API file four times slower.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass(slots=True)
@@ -154,7 +172,8 @@ def parse_platform(raw: bytes | str, name: str, path: Path | None = None) -> Doc
     if diags:
         raise LoadError(f"{name}: invalid YAML", tuple(diags))
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        with gc_paused():
+            nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         raise LoadError(f"{name}: invalid YAML", (_yaml_error(exc, name),)) from None
     except yaml.YAMLError as exc:  # pragma: no cover - libyaml always marks its errors
@@ -208,7 +227,8 @@ def parse_platform(raw: bytes | str, name: str, path: Path | None = None) -> Doc
             ),
         )
     builder = _Builder(name)
-    data = builder.build(root)
+    with gc_paused():
+        data = builder.build(root)
     if builder.diagnostics:
         raise LoadError(f"{name}: invalid YAML", tuple(builder.diagnostics))
     assert isinstance(data, dict)
@@ -403,6 +423,14 @@ class _Builder:
                 value = _scalar_builder.construct_yaml_int(node)
             else:
                 value = _scalar_builder.construct_yaml_float(node)
+                # JSON Schema counts 2.0 as an integer; make it one so that renderers
+                # never print "replicas: 2.0". The source text stays in `raw`.
+                if (
+                    value == value
+                    and value not in (float("inf"), float("-inf"))
+                    and value.is_integer()
+                ):
+                    value = int(value)
             if not node.style:  # plain scalar (libyaml says '', PyYAML None)
                 self.source.raw[path] = node.value
             return value

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Diagnostic, LoadError, Severity, ValidationError
-from .load import Document, SourceMap, format_path, load_platform
+from .load import Document, SourceMap, format_path, gc_paused, load_platform
 from .model import Platform, build_model
 from .overlay import apply_environment, base_view, environment_names
 
@@ -98,15 +98,16 @@ def check_document(doc: Document, environments: Sequence[str] | None = None) -> 
     base_dir = doc.path.parent
     for env in wanted:
         env_diags: list[Diagnostic] = []
-        if env == DEFAULT_ENV and not defined:
-            data, source = base_view(doc)
-        else:
-            data, source = apply_environment(doc, env)
-        env_diags.extend(schema_diagnostics(data, source))
-        platform = None
-        if not any(d.severity is Severity.ERROR for d in env_diags):
-            platform, semantic = build_model(data, source, env, base_dir)
-            env_diags.extend(semantic)
+        with gc_paused():
+            if env == DEFAULT_ENV and not defined:
+                data, source = base_view(doc)
+            else:
+                data, source = apply_environment(doc, env)
+            env_diags.extend(schema_diagnostics(data, source))
+            platform = None
+            if not any(d.severity is Severity.ERROR for d in env_diags):
+                platform, semantic = build_model(data, source, env, base_dir)
+                env_diags.extend(semantic)
         results.append(
             EnvironmentResult(
                 name=env,

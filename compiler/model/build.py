@@ -215,6 +215,8 @@ class _Builder:
         self.ctx = ctx
         self.base_dir = base_dir
         self.vm_sizes: dict[str, dict[str, Any]] = load_table("vm_sizes")["sizes"]
+        self._by_name: dict[str, list[Api]] = {}
+        self._by_name_for: list[Api] | None = None
 
     # -- top level -------------------------------------------------------------------
     def build(self) -> Platform:
@@ -924,7 +926,14 @@ class _Builder:
     def _find_api(
         self, name: str, version: str | None, apis: list[Api], path: JsonPath, what: str
     ) -> Api | None:
-        matches = [a for a in apis if a.name == name and (version is None or a.version == version)]
+        if self._by_name_for is not apis:
+            self._by_name = {}
+            for a in apis:
+                self._by_name.setdefault(a.name, []).append(a)
+            self._by_name_for = apis
+        matches = [
+            a for a in self._by_name.get(name, []) if version is None or a.version == version
+        ]
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -1120,23 +1129,21 @@ class _Builder:
                 )
             else:
                 public[a.base_path] = f"API {a.id!r}"
-        for i, p in enumerate(pipelines):
-            prev = public.get(p.path)
-            idx = next(
-                k
-                for k, raw in enumerate(self.d.get("pipelines", []))
-                if f"{raw['name']}-{raw['version']}" == p.id
-            )
-            if prev or any(
-                p.path.startswith(x.rstrip("/") + "/") or x.startswith(p.path + "/")
-                for x in public
-                if x != p.path
-            ):
-                clash = prev or next(
-                    v
-                    for x, v in public.items()
-                    if p.path.startswith(x.rstrip("/") + "/") or x.startswith(p.path + "/")
-                )
+        raw_index = {
+            f"{raw['name']}-{raw['version']}": k
+            for k, raw in enumerate(self.d.get("pipelines", []))
+        }
+        # Every proper prefix of every public path, to find nesting in O(total depth).
+        under: dict[str, str] = {}
+        for path_, owner in public.items():
+            for ancestor in _ancestors(path_):
+                under.setdefault(ancestor, owner)
+        for p in pipelines:
+            idx = raw_index[p.id]
+            clash = public.get(p.path) or under.get(p.path)
+            if clash is None:
+                clash = next((public[x] for x in _ancestors(p.path) if x in public), None)
+            if clash:
                 self.ctx.report(
                     "E-DUPLICATE-ROUTE",
                     f"pipeline {p.id!r} path {p.path!r} collides with {clash}",
@@ -1147,23 +1154,25 @@ class _Builder:
                 )
             else:
                 public[p.path] = f"pipeline {p.id!r}"
-            del i
         # Nested base paths would make Istio prefix routes shadow each other.
-        bases = sorted((a.base_path, a.id, i) for i, a in enumerate(apis))
-        for (b1, id1, _), (b2, id2, i2) in zip(bases, bases[1:], strict=False):
-            if b2.startswith(b1.rstrip("/") + "/") and apis[i2].cluster == self._cluster_of(
-                apis, id1
-            ):
+        by_base = {(a.cluster, a.base_path): a for a in apis}
+        for i, a in enumerate(apis):
+            outer = next(
+                (
+                    by_base[(a.cluster, x)]
+                    for x in _ancestors(a.base_path)
+                    if (a.cluster, x) in by_base
+                ),
+                None,
+            )
+            if outer is not None:
                 self.ctx.report(
                     "E-DUPLICATE-ROUTE",
-                    f"API {id2!r} base path {b2!r} lies under API {id1!r} ({b1!r})",
-                    ("apis", i2),
+                    f"API {a.id!r} base path {a.base_path!r} lies under API {outer.id!r} "
+                    f"({outer.base_path!r})",
+                    ("apis", i),
                     "base paths must not nest; Istio could route to the wrong API",
                 )
-
-    @staticmethod
-    def _cluster_of(apis: list[Api], api_id: str) -> str:
-        return next(a.cluster for a in apis if a.id == api_id)
 
     # -- products ----------------------------------------------------------------------
     def _products(self, apis: list[Api], pipelines: list[Pipeline]) -> tuple[Product, ...]:
@@ -1264,6 +1273,12 @@ class _Builder:
             path,
             f"defined products: {', '.join(close)}" if close else "define it under `products`",
         )
+
+
+def _ancestors(path: str) -> list[str]:
+    """``/a/b/c`` -> ``['/a', '/a/b']`` (proper prefixes at segment boundaries)."""
+    parts = path.strip("/").split("/")
+    return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def _op_name(rel: str) -> str:

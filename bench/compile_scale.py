@@ -1,0 +1,157 @@
+"""Compile-time scaling: validate + model, and full build, for 100 / 1,000 / 5,000 APIs.
+
+Each size runs in its own subprocess so peak memory (ru_maxrss) belongs to that size
+alone. As a same-run reference it also times what a plain schema checker does on the
+same file (PyYAML's C loader + jsonschema, no positions, no semantic rules), and prints
+ai4ec's time as a ratio of it: the machine is noisy, ratios are not.
+
+    python bench/compile_scale.py [--sizes 100,1000,5000] [--no-build]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+
+def make_platform(n_apis: int) -> dict:
+    n_pools = 4
+    apis = []
+    for i in range(n_apis):
+        is_async = i % 2 == 0
+        gpu = i % 5 == 0
+        apis.append(
+            {
+                "name": f"api{i}",
+                "version": "v1",
+                "image": f"models/api{i}:1.{i % 7}.0",
+                "mode": "async" if is_async else "sync",
+                "pool": "gpu" if gpu else f"cpu{i % n_pools}",
+                "endpoints": [
+                    {"path": "/run", "timeout": "10m" if is_async else "30s"},
+                    {"path": "/status", "methods": ["GET", "POST"], "mode": "sync"}
+                    if not is_async
+                    else {"path": "/batch", "timeout": "30m"},
+                ],
+                "resources": {"cpu": "1", "memory": "4Gi", "gpu": 1 if gpu else 0},
+                "env": {"MODEL_NAME": f"model-{i}", "THRESHOLD": "0.5"},
+                "secrets": {"STORAGE_KEY": {"keyVaultSecret": f"storage-key-{i % 10}"}},
+                "scaling": {"minReplicas": 0 if is_async else 1, "maxReplicas": 5},
+                "products": [f"product{i % 10}"],
+            }
+        )
+    pipelines = [
+        {
+            "name": f"pipe{j}",
+            "version": "v1",
+            "steps": [
+                {"api": f"api{j * 4}", "endpoint": "/run"},
+                {"api": f"api{j * 4 + 2}", "endpoint": "/run"},
+            ],
+            "products": [f"product{j % 10}"],
+        }
+        for j in range(n_apis // 10)
+    ]
+    return {
+        "apiVersion": "ai4ec/v1",
+        "kind": "Platform",
+        "metadata": {"name": "bench", "tags": {"owner": "bench"}},
+        "azure": {
+            "subscriptionId": "00000000-0000-0000-0000-000000000000",
+            "resourceGroup": "bench-rg",
+            "location": "eastus",
+            "namePrefix": "bench",
+            "apiManagement": {"sku": "Premium", "capacity": 2, "publisherName": "B", "publisherEmail": "b@example.org"},
+        },
+        "clusters": [
+            {
+                "name": "main",
+                "kubernetesVersion": "1.30",
+                "pools": [
+                    *({"name": f"cpu{k}", "vmSize": "Standard_D8s_v5", "autoscale": {"min": 1, "max": 50}} for k in range(n_pools)),
+                    {"name": "gpu", "vmSize": "Standard_NC24s_v3", "autoscale": {"min": 0, "max": 50}},
+                ],
+                "istio": {"ingress": {"protocol": "http"}},
+            }
+        ],
+        "apis": apis,
+        "pipelines": pipelines,
+        "products": [{"name": f"product{k}", "rateLimit": {"calls": 100, "period": "60s"}} for k in range(10)],
+    }
+
+
+def _child(mode: str, path: str, out: str) -> None:
+    t0 = time.perf_counter()
+    if mode == "baseline":
+        import jsonschema
+
+        from ai4ec.resources import platform_schema
+
+        data = yaml.load(Path(path).read_text(), Loader=yaml.CSafeLoader)
+        errors = list(jsonschema.Draft202012Validator(platform_schema()).iter_errors(data))
+        assert not errors, errors[:1]
+    elif mode == "validate":
+        from ai4ec.pipeline import check_platform
+
+        result = check_platform(path)
+        assert result.ok, result.diagnostics[:3]
+    else:
+        from ai4ec.pipeline import build_platform
+
+        build_platform(path, out)
+    elapsed = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": elapsed, "peak_mb": peak_mb}))
+
+
+def _run(mode: str, path: Path, out: Path, repeat: int) -> dict:
+    best = None
+    for _ in range(repeat):
+        res = subprocess.run(
+            [sys.executable, __file__, "--child", mode, str(path), str(out)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        data = json.loads(res.stdout.strip().splitlines()[-1])
+        if best is None or data["seconds"] < best["seconds"]:
+            best = data
+    assert best is not None
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="100,1000,5000")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--child", nargs=3)
+    args = ap.parse_args()
+    if args.child:
+        _child(*args.child)
+        return
+    print(f"{'APIs':>6} {'lines':>7} {'validate+model':>15} {'baseline':>9} {'ratio':>6} {'peak MB':>8} {'build':>8} {'build MB':>9}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            path = Path(tmp) / f"platform-{n}.yaml"
+            text = yaml.safe_dump(make_platform(n), sort_keys=False)
+            path.write_text(text)
+            v = _run("validate", path, Path(tmp) / "out", args.repeat)
+            b = _run("baseline", path, Path(tmp) / "out", args.repeat)
+            row = f"{n:>6} {text.count(chr(10)):>7} {v['seconds']:>14.3f}s {b['seconds']:>8.3f}s {v['seconds'] / b['seconds']:>6.2f} {v['peak_mb']:>8.0f}"
+            if not args.no_build:
+                bu = _run("build", path, Path(tmp) / f"out-{n}", 1)
+                row += f" {bu['seconds']:>7.2f}s {bu['peak_mb']:>9.0f}"
+            print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
