@@ -69,22 +69,40 @@ def make_platform(n_apis: int) -> dict:
             "resourceGroup": "bench-rg",
             "location": "eastus",
             "namePrefix": "bench",
-            "apiManagement": {"sku": "Premium", "capacity": 2, "publisherName": "B", "publisherEmail": "b@example.org"},
+            "apiManagement": {
+                "sku": "Premium",
+                "capacity": 2,
+                "publisherName": "B",
+                "publisherEmail": "b@example.org",
+            },
         },
         "clusters": [
             {
                 "name": "main",
                 "kubernetesVersion": "1.30",
                 "pools": [
-                    *({"name": f"cpu{k}", "vmSize": "Standard_D8s_v5", "autoscale": {"min": 1, "max": 50}} for k in range(n_pools)),
-                    {"name": "gpu", "vmSize": "Standard_NC24s_v3", "autoscale": {"min": 0, "max": 50}},
+                    *(
+                        {
+                            "name": f"cpu{k}",
+                            "vmSize": "Standard_D8s_v5",
+                            "autoscale": {"min": 1, "max": 50},
+                        }
+                        for k in range(n_pools)
+                    ),
+                    {
+                        "name": "gpu",
+                        "vmSize": "Standard_NC24s_v3",
+                        "autoscale": {"min": 0, "max": 50},
+                    },
                 ],
                 "istio": {"ingress": {"protocol": "http"}},
             }
         ],
         "apis": apis,
         "pipelines": pipelines,
-        "products": [{"name": f"product{k}", "rateLimit": {"calls": 100, "period": "60s"}} for k in range(10)],
+        "products": [
+            {"name": f"product{k}", "rateLimit": {"calls": 100, "period": "60s"}} for k in range(10)
+        ],
     }
 
 
@@ -138,7 +156,9 @@ def main() -> None:
     if args.child:
         _child(*args.child)
         return
-    print(f"{'APIs':>6} {'lines':>7} {'validate+model':>15} {'baseline':>9} {'ratio':>6} {'peak MB':>8} {'build':>8} {'build MB':>9}")
+    cols = [("APIs", 6), ("lines", 7), ("validate+model", 15), ("baseline", 9), ("ratio", 6)]
+    cols += [("peak MB", 8), ("build", 8), ("build MB", 9)]
+    print(" ".join(f"{name:>{width}}" for name, width in cols))
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             path = Path(tmp) / f"platform-{n}.yaml"
@@ -146,7 +166,9 @@ def main() -> None:
             path.write_text(text)
             v = _run("validate", path, Path(tmp) / "out", args.repeat)
             b = _run("baseline", path, Path(tmp) / "out", args.repeat)
-            row = f"{n:>6} {text.count(chr(10)):>7} {v['seconds']:>14.3f}s {b['seconds']:>8.3f}s {v['seconds'] / b['seconds']:>6.2f} {v['peak_mb']:>8.0f}"
+            ratio = v["seconds"] / b["seconds"]
+            row = f"{n:>6} {text.count(chr(10)):>7} {v['seconds']:>14.3f}s {b['seconds']:>8.3f}s"
+            row += f" {ratio:>6.2f} {v['peak_mb']:>8.0f}"
             if not args.no_build:
                 bu = _run("build", path, Path(tmp) / f"out-{n}", 1)
                 row += f" {bu['seconds']:>7.2f}s {bu['peak_mb']:>9.0f}"
