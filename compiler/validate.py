@@ -14,6 +14,7 @@ import copy
 import difflib
 import hashlib
 import importlib.util
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -21,17 +22,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 from jsonschema.exceptions import ValidationError as JsonSchemaError
 
 from .errors import Diagnostic, Severity
 from .load import JsonPath, SourceMap, format_path
-from .resources import platform_schema, schemas_dir
-
-try:
-    import fastjsonschema
-except ImportError:  # pragma: no cover - a pinned dependency; jsonschema alone still works
-    fastjsonschema = None  # type: ignore[assignment]
+from .resources import platform_schema
 
 _YAML11_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n"}
 
@@ -52,30 +49,46 @@ def _cache_dir() -> Path:
 
 @cache
 def fast_validator() -> Callable[[Any], Any] | None:
-    """A fastjsonschema validator for the platform schema, or None if unavailable.
+    """A compiled validator for the platform schema, or None if unavailable.
 
-    Compiling it takes ~0.5 s, more than validating a 1,000-API platform, so the
-    generated code is cached per schema hash (``$AI4EC_CACHE_DIR`` or
-    ``~/.cache/ai4ec``) and imported from there; without a writable cache it is
-    compiled in memory. The schema only uses keywords whose meaning is the same in
-    draft-07 (what fastjsonschema implements) and 2020-12; a test checks that, and a
-    differential test checks both validators agree.
+    The schema only uses keywords whose meaning is the same in draft-07 (what
+    fastjsonschema implements) and 2020-12; a test checks that, and a differential test
+    checks both validators agree.
     """
-    if fastjsonschema is None or os.environ.get("AI4EC_NO_FAST_SCHEMA") == "1":
+    if os.environ.get("AI4EC_NO_FAST_SCHEMA") == "1":
         return None
-    text = (schemas_dir() / "platform.schema.json").read_bytes()
+    schema = copy.deepcopy(platform_schema())
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return compiled_validator("platform_schema", schema)
+
+
+def compiled_validator(name: str, schema: dict[str, Any]) -> Callable[[Any], Any]:
+    """A compiled (fastjsonschema) validator for ``schema``; None without fastjsonschema.
+
+    Compiling takes ~0.5 s for the platform schema, more than validating a 1,000-API
+    platform, so the generated code is cached per schema hash (``$AI4EC_CACHE_DIR`` or
+    ``~/.cache/ai4ec``) and imported from there; without a writable cache it is compiled
+    in memory. The validator raises ``fastjsonschema.JsonSchemaException`` on bad data.
+    """
+    text = json.dumps(schema, sort_keys=True).encode()
     digest = hashlib.sha256(text + fastjsonschema.VERSION.encode()).hexdigest()[:16]
-    module_path = _cache_dir() / f"platform_schema_{digest}.py"
+    module_path = _cache_dir() / f"{name}_{digest}.py"
+
+    def code() -> str:
+        source: str = fastjsonschema.compile_to_code(schema, use_default=False, use_formats=False)
+        # compile_to_code names the entry point after the schema's $id; give it a fixed name.
+        entry = source.split("def ", 1)[1].split("(", 1)[0]
+        return source + f"\n\nvalidate = {entry}\n"
+
     try:
         if not module_path.exists():
-            code = _fast_code()
             module_path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(
                 "w", dir=module_path.parent, suffix=".tmp", delete=False, encoding="utf-8"
             ) as fh:
-                fh.write(code)
+                fh.write(code())
             Path(fh.name).replace(module_path)
-        spec = importlib.util.spec_from_file_location(f"_ai4ec_schema_{digest}", module_path)
+        spec = importlib.util.spec_from_file_location(f"_ai4ec_{name}_{digest}", module_path)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -83,19 +96,9 @@ def fast_validator() -> Callable[[Any], Any] | None:
         return validate
     except OSError:
         namespace: dict[str, Any] = {}
-        exec(compile(_fast_code(), "<platform schema>", "exec"), namespace)  # noqa: S102
+        exec(compile(code(), f"<{name}>", "exec"), namespace)  # noqa: S102
         validate = namespace["validate"]
         return validate
-
-
-def _fast_code() -> str:
-    assert fastjsonschema is not None
-    schema = copy.deepcopy(platform_schema())
-    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
-    code: str = fastjsonschema.compile_to_code(schema, use_default=False, use_formats=False)
-    # compile_to_code names the entry point after the schema's $id; give it a fixed name.
-    entry = code.split("def ", 1)[1].split("(", 1)[0]
-    return code + f"\n\nvalidate = {entry}\n"
 
 
 def schema_diagnostics(data: Any, source: SourceMap) -> list[Diagnostic]:

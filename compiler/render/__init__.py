@@ -14,12 +14,16 @@ from pathlib import PurePosixPath
 
 from ..model.types import Platform
 from .artifact import Artifact, RenderContext
+from .k8s import render_k8s
 from .runtime import render_runtime
 
 Renderer = Callable[[Platform, RenderContext], list[Artifact]]
 
 #: (target name, renderer) in the order artifacts are produced.
-RENDERERS: tuple[tuple[str, Renderer], ...] = (("functions", render_runtime),)
+RENDERERS: tuple[tuple[str, Renderer], ...] = (
+    ("kubernetes", render_k8s),
+    ("functions", render_runtime),
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,68 @@ STANDARD_LABELS = (
 CRD_GROUPS = ("keda.sh/", "secrets-store.csi.x-k8s.io/")
 
 
+# Variants of the fixtures that reach the optional branches of the templates; validated like
+# the fixtures themselves. Each: (fixture, dotted changes).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sync-keda-prometheus": (
+        "sync-cpu",
+        {
+            "autoscaling.keda.enabled": True,
+            "autoscaling.memoryUtilization": 85,
+            "autoscaling.keda.prometheus": {
+                "enabled": True,
+                "serverAddress": "https://prom.example.monitor.azure.com",
+                "query": 'sum(rate(istio_requests_total{destination_workload="landcover-v2"}[1m]))',
+                "threshold": "20.5",
+                "activationThreshold": "1",
+                "authentication": {"kind": "ClusterTriggerAuthentication", "name": "prometheus"},
+            },
+            "autoscaling.keda.cron": [
+                {
+                    "name": "office-hours",
+                    "timezone": "Etc/UTC",
+                    "start": "0 8 * * 1-5",
+                    "end": "0 18 * * 1-5",
+                    "desiredReplicas": 3,
+                }
+            ],
+        },
+    ),
+    "fixed-replicas": (
+        "sync-cpu",
+        {
+            "autoscaling.enabled": False,
+            "replicas": 3,
+            "podDisruptionBudget.enabled": False,
+            "placement.excludeNodePools": [],
+            "placement.spreadAcrossZones": False,
+            "env": {},
+            "istio.proxyConfig": {},
+            "runtimeSecret.secretProviderClass": "",
+        },
+    ),
+    "gpu-mig-cluster-auth": (
+        "async-gpu-scale-to-zero",
+        {
+            "gpu.resourceName": "nvidia.com/mig-3g.40gb",
+            "istio.injection": "enabled",
+            "autoscaling.keda.redis.authentication.kind": "ClusterTriggerAuthentication",
+            "autoscaling.cpuUtilization": 90,
+            "container.command": ["/startup.sh"],
+            "podAnnotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+        },
+    ),
+}
+
+
+def load_case(case: str) -> dict[str, Any]:
+    """Values of a fixture or of a variant (see VARIANTS)."""
+    if case in VARIANTS:
+        base, changes = VARIANTS[case]
+        return with_changes(load_values(base), changes)
+    return load_values(case)
+
+
 def load_values(name: str) -> dict[str, Any]:
     """Values of one fixture file (a fresh copy every call)."""
     data: dict[str, Any] = yaml.safe_load((FIXTURES_DIR / f"{name}.yaml").read_text())

@@ -5,13 +5,18 @@ values (see docs/chart.md), nothing is derived here except label sets and the im
 
 {{/* Labels every object carries (docs/contracts.md + app.kubernetes.io). */}}
 {{- define "ai4ec.labels" -}}
+{{ include "ai4ec.podLabels" . }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | quote }}
+{{- end }}
+
+{{/* The same without helm.sh/chart: a chart upgrade alone must not restart every pod. */}}
+{{- define "ai4ec.podLabels" -}}
 app.kubernetes.io/name: {{ .Values.name | quote }}
 app.kubernetes.io/instance: {{ .Release.Name | quote }}
 app.kubernetes.io/version: {{ .Values.version | quote }}
 app.kubernetes.io/component: {{ .Values.component | quote }}
 app.kubernetes.io/part-of: {{ .Values.partOf | quote }}
 app.kubernetes.io/managed-by: ai4ec
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | quote }}
 ai4ec.io/platform: {{ .Values.platform | quote }}
 ai4ec.io/environment: {{ .Values.environment | quote }}
 ai4ec.io/api: {{ .Values.name | quote }}

@@ -1,0 +1,72 @@
+"""The one Jinja environment, and every filter templates may use.
+
+Rules (house style): StrictUndefined, so a missing field is an error, not an empty
+string; autoescape on for XML templates only; templates loop and branch over values
+prepared in Python and never compute names or defaults. Each filter escapes for one
+target language, so user text can never break out of its string.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from ..errors import Diagnostic, RenderError
+from ..resources import templates_dir
+from .artifact import to_yaml
+
+
+def yaml_scalar(value: Any) -> str:
+    """A YAML flow scalar for any string/number/bool/None (JSON is valid YAML)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def yaml_flow(value: Any) -> str:
+    """A nested value as one-line YAML flow (JSON), for short lists and mappings."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def yaml_block(value: Any, indent: int = 0) -> str:
+    """A nested value as block YAML, indented to sit under a key at ``indent``."""
+    text = to_yaml(value).rstrip("\n")
+    pad = " " * indent
+    return "\n".join(pad + line if line else line for line in text.splitlines())
+
+
+@cache
+def environment() -> jinja2.Environment:
+    """The shared environment, loading from ``templates/``."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("xml", "xml.j2")),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["yaml_scalar"] = yaml_scalar
+    env.filters["yaml_flow"] = yaml_flow
+    env.filters["yaml_block"] = yaml_block
+    return env
+
+
+def render_template(name: str, **context: Any) -> str:
+    """Render ``templates/<name>``; failures name the template and line."""
+    try:
+        return environment().get_template(name).render(**context)
+    except jinja2.TemplateError as exc:
+        line = getattr(exc, "lineno", None)
+        where = f"{name}:{line}" if line else name
+        raise RenderError(
+            f"template {where} failed: {exc}",
+            (
+                Diagnostic(
+                    code="E-RENDER-TEMPLATE",
+                    message=f"template {where} failed: {exc}",
+                    hint="this is an ai4ec bug; please report it with your platform.yaml",
+                ),
+            ),
+        ) from exc

@@ -1,0 +1,360 @@
+"""Helm values for the shipped chart, and the chart rendered by the real Helm engine.
+
+One release per API of ``templates/k8s/chart``, rendered in-process by helm-python-sdk.
+
+The chart takes no decisions: placement, tolerations, grace periods, triggers and secret
+wiring are decided here from the model and passed as values (interface in docs/chart.md).
+The chart is loaded once per build and rendered once per release in-process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ..errors import Diagnostic, RenderError
+from ..model.types import Api, Cluster, Mode, Platform
+from ..resources import templates_dir
+from .artifact import RenderContext, to_yaml
+
+#: Seconds a terminating pod keeps serving after readiness goes away (endpoint removal).
+PRE_STOP_SECONDS = 10
+#: Extra seconds beyond the longest request, for the sidecar to drain and the app to exit.
+SHUTDOWN_MARGIN_SECONDS = 30
+
+_RUNTIME_ENV_KEYS = {
+    "CACHE_CONNECTOR_UPSERT_URI": "cache-connector-upsert-uri",
+    "CACHE_CONNECTOR_GET_URI": "cache-connector-get-uri",
+    "CURRENT_PROCESSING_UPSERT_URI": "current-processing-upsert-uri",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": "appinsights-connection-string",
+}
+
+
+def _image(image: str) -> dict[str, str]:
+    digest = ""
+    if "@" in image:
+        image, digest = image.split("@", 1)
+    repo, tag = image, "latest"
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = image.rsplit(":", 1)
+    return {"repository": repo, "tag": tag, "digest": digest, "pullPolicy": "IfNotPresent"}
+
+
+def _pipeline_stage(platform: Platform, api: Api) -> tuple[str, str, str]:
+    """(component, partOf, NEXT_API_NAME_IN_PIPELINE) for an API."""
+    next_ids = sorted({nxt for _, nxt in api.next_in_pipeline})
+    member_of = sorted(p.id for p in platform.pipelines if any(s.api == api.id for s in p.steps))
+    if not member_of:
+        return "api", platform.name, ""
+    # NEXT_API_NAME_IN_PIPELINE names one successor; with several (the API is shared by
+    # pipelines that continue differently) the routing table alone decides, so it is unset.
+    nxt = platform.api(next_ids[0]).name if len(next_ids) == 1 else ""
+    return "pipeline-stage", member_of[0] if len(member_of) == 1 else platform.name, nxt
+
+
+def _tolerations(platform: Platform, cluster: Cluster, api: Api) -> list[dict[str, Any]]:
+    if not api.pool:
+        return []
+    out = []
+    for t in cluster.pool(api.pool).taints:
+        tol: dict[str, Any] = {
+            "key": t.key,
+            "operator": "Equal" if t.value else "Exists",
+            "effect": t.effect,
+        }
+        if t.value:
+            tol["value"] = t.value
+        out.append(tol)
+    del platform
+    return out
+
+
+def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, Any]:
+    """The chart values of one API (every key explicit, as the chart requires)."""
+    component, part_of, next_api = _pipeline_stage(platform, api)
+    s = api.scaling
+    is_async = api.all_async
+    keda = cluster.keda
+    pending = s.pending_tasks_per_replica if api.has_async else None
+    redis_trigger = keda and pending is not None
+    resources: dict[str, Any] = {
+        "requests": {"cpu": api.resources.cpu, "memory": api.resources.memory},
+        "limits": {"memory": api.resources.memory},
+    }
+    if api.resources.cpu_limit:
+        resources["limits"]["cpu"] = api.resources.cpu_limit
+    probes = {
+        "readiness": _probe(api.probes.readiness),
+        "liveness": _probe(api.probes.liveness),
+        "startup": {"enabled": True, **_probe(api.probes.startup)},
+    }
+    cron = [
+        {
+            "name": w.name,
+            "timezone": w.timezone,
+            "start": w.start,
+            "end": w.end,
+            "desiredReplicas": w.min_replicas,
+        }
+        for w in s.schedules
+    ]
+    can_wake = redis_trigger or bool(cron)
+    min_replicas = s.min_replicas if (keda and can_wake) else max(1, s.min_replicas)
+    gpu_pool_names = [p.name for p in cluster.gpu_pools]
+    cache = platform.azure.cache
+    return {
+        "name": api.id,
+        "platform": platform.name,
+        "environment": platform.environment,
+        "partOf": part_of,
+        "component": component,
+        "version": api.version,
+        "mode": "async" if is_async else ("mixed" if api.has_async else "sync"),
+        "image": _image(api.image),
+        "imagePullSecrets": [],
+        "container": {"port": api.port, "command": [], "args": []},
+        "service": {"port": 80},
+        "replicas": s.min_replicas or 1,
+        "framework": {
+            "apiPrefix": api.api_prefix,
+            "serviceCluster": f"{platform.name}-{platform.environment}-{cluster.name}",
+            "serviceName": api.name,
+            "serviceVersion": api.version,
+            "nextApiNameInPipeline": next_api,
+        },
+        "env": dict(api.env),
+        "runtimeSecret": {
+            "name": "ai4ec-runtime",
+            "secretProviderClass": "ai4ec-runtime",
+            "keys": dict(_RUNTIME_ENV_KEYS),
+        },
+        "secretEnv": [
+            {"name": name, "secretName": f"{api.id}-secrets", "key": ref.key_vault_secret}
+            for name, ref in api.secrets
+        ],
+        "secretProviderClass": _user_secrets(platform, cluster, api),
+        "serviceAccount": {"workloadIdentityClientId": "", "automountToken": False},
+        "resources": resources,
+        "gpu": {"count": api.resources.gpu, "resourceName": "nvidia.com/gpu"},
+        "placement": {
+            "nodePool": api.pool,
+            "excludeNodePools": [] if api.pool else gpu_pool_names,
+            "tolerations": _tolerations(platform, cluster, api),
+            "spreadAcrossZones": True,
+        },
+        "probes": probes,
+        "shutdown": {
+            "preStopSleepSeconds": PRE_STOP_SECONDS,
+            "terminationGracePeriodSeconds": PRE_STOP_SECONDS
+            + _longest_request(api)
+            + SHUTDOWN_MARGIN_SECONDS,
+        },
+        "securityContext": {
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            # Framework images write outside /tmp (supervisord, logs): keep the root
+            # filesystem writable; everything else of the restricted profile stays.
+            "readOnlyRootFilesystem": False,
+        },
+        "scratch": {"tmpSizeLimit": "2Gi", "shmSizeLimit": "1Gi" if api.resources.gpu else ""},
+        "istio": {
+            "injection": "namespace",
+            "proxyConfig": {
+                "holdApplicationUntilProxyStarts": True,
+                "terminationDrainDuration": f"{_longest_request(api) + PRE_STOP_SECONDS}s",
+            },
+        },
+        "podAnnotations": {},
+        "deployment": {"revisionHistoryLimit": 3, "maxSurge": "25%", "maxUnavailable": 0},
+        "podDisruptionBudget": {
+            "enabled": s.max_replicas > 1,
+            "maxUnavailable": 1,
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+        "autoscaling": {
+            "enabled": True,
+            "minReplicas": min_replicas,
+            "maxReplicas": s.max_replicas,
+            "cpuUtilization": s.cpu_utilization or 0,
+            "memoryUtilization": s.memory_utilization or 0,
+            "behavior": {
+                "scaleUpStabilizationSeconds": 0,
+                "scaleDownStabilizationSeconds": s.cooldown_seconds,
+                "scaleDownPods": 1,
+                "scaleDownPeriodSeconds": 60,
+            },
+            "keda": {
+                "enabled": keda,
+                "pollingInterval": 15,
+                "cooldownPeriod": s.cooldown_seconds,
+                "redis": {
+                    "enabled": redis_trigger,
+                    "address": f"{cache.name}.redis.cache.windows.net:6380",
+                    "listName": f"ai4ec:pending:{api.id}",
+                    "listLength": pending or 1,
+                    "activationListLength": 0,
+                    "enableTLS": True,
+                    "databaseIndex": 0,
+                    "authentication": {
+                        "kind": "TriggerAuthentication",
+                        "name": "ai4ec-redis",
+                        "create": False,
+                        "secretName": "",
+                        "passwordKey": "",
+                    },
+                },
+                "prometheus": _prometheus(platform, cluster, api),
+                "cron": cron,
+            },
+        },
+    }
+
+
+def _longest_request(api: Api) -> int:
+    sync = [e.timeout_seconds for e in api.endpoints if e.mode is Mode.SYNC]
+    # Async work runs in a background thread of the container for up to the endpoint's
+    # timeout; the task manager retries what a terminated pod abandons, so the grace
+    # period only needs to cover sync requests in flight (and a bounded drain for async).
+    return max(sync) if sync else 60
+
+
+def _probe(p: Any) -> dict[str, Any]:
+    return {
+        "path": p.path,
+        "initialDelaySeconds": p.initial_delay_seconds,
+        "periodSeconds": p.period_seconds,
+        "timeoutSeconds": p.timeout_seconds,
+        "failureThreshold": p.failure_threshold,
+    }
+
+
+def _prometheus(platform: Platform, cluster: Cluster, api: Api) -> dict[str, Any]:
+    rps = api.scaling.requests_per_second
+    query = (
+        "sum(rate(istio_requests_total{"
+        f'destination_workload="{api.id}",destination_workload_namespace="{cluster.namespace}"'
+        "}[1m]))"
+    )
+    del platform
+    return {
+        "enabled": rps is not None and cluster.keda,
+        "serverAddress": "http://prometheus.aks-istio-system.svc:9090" if rps else "",
+        "query": query if rps else "",
+        "threshold": f"{rps:g}" if rps else "",
+        "activationThreshold": "0",
+        "authentication": {"kind": "TriggerAuthentication", "name": ""},
+    }
+
+
+def _user_secrets(platform: Platform, cluster: Cluster, api: Api) -> dict[str, Any]:
+    from .k8s import azure_output
+
+    enabled = bool(api.secrets)
+    return {
+        "enabled": enabled,
+        "name": f"{api.id}-secrets" if enabled else "",
+        "keyVaultName": platform.azure.key_vault.name if enabled else "",
+        "tenantId": (platform.azure.tenant_id or azure_output("tenantId")) if enabled else "",
+        "clientId": azure_output(f"clusters.{cluster.name}.keyVaultProviderClientId")
+        if enabled
+        else "",
+        "cloudName": "",
+        "secretName": f"{api.id}-secrets" if enabled else "",
+        "objects": [
+            {
+                "objectName": ref.key_vault_secret,
+                "version": ref.version or "",
+                "key": ref.key_vault_secret,
+            }
+            for _, ref in api.secrets
+        ],
+        "mountPath": "/mnt/secrets-store",
+    }
+
+
+def chart_archive(chart_dir: Path) -> bytes:
+    """The chart as deterministic ``.tgz`` bytes, without ``values.schema.json``.
+
+    Helm re-compiles the values schema on every render, which is most of its cost (about
+    8 s for 1,000 releases); rendering a schema-free copy and checking values once with a
+    compiled validator gives byte-identical output about four times faster. The chart on
+    disk keeps its schema for people who install it with Helm directly.
+    """
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(p for p in chart_dir.rglob("*") if p.is_file()):
+            rel = path.relative_to(chart_dir).as_posix()
+            if rel == "values.schema.json":
+                continue
+            data = path.read_bytes()
+            info = tarfile.TarInfo(f"{chart_dir.name}/{rel}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def chart_dir() -> Path:
+    """Where the shipped chart lives."""
+    return templates_dir() / "k8s" / "chart"
+
+
+@cache
+def _chart() -> Any:
+    import helm_python
+
+    return helm_python.Chart.load_archive(chart_archive(chart_dir()))
+
+
+@cache
+def _values_check() -> Callable[[Any], Any]:
+    from ..validate import compiled_validator
+
+    schema = json.loads((chart_dir() / "values.schema.json").read_text(encoding="utf-8"))
+    return compiled_validator("chart_values", schema)
+
+
+def _reject(api_id: str, problem: str) -> RenderError:
+    message = f"the chart rejected the values of {api_id}: {problem}"
+    return RenderError(
+        message,
+        (
+            Diagnostic(
+                code="E-RENDER-CHART",
+                message=message,
+                hint="this is an ai4ec bug; please report it with your platform.yaml",
+            ),
+        ),
+    )
+
+
+def render_releases(
+    platform: Platform, cluster: Cluster, apis: list[Api], context: RenderContext
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Values files and the rendered chart documents of every API on ``cluster``."""
+    import helm_python
+
+    header = f"# generated by ai4ec from {context.source_name} - do not edit\n"
+    values_files: list[tuple[str, str]] = []
+    rendered: list[str] = []
+    chart = _chart()
+    check = _values_check()
+    for api in apis:
+        values = release_values(platform, cluster, api)
+        values_files.append((f"values/{api.id}.yaml", header + to_yaml(values)))
+        try:
+            check(values)
+        except Exception as exc:  # noqa: BLE001 - any validator's rejection
+            raise _reject(api.id, str(getattr(exc, "message", exc))) from exc
+        try:
+            out = chart.render(values, name=api.id, namespace=cluster.namespace)
+        except helm_python.HelmError as exc:
+            raise _reject(api.id, str(exc)) from exc
+        rendered.extend(text for _, text in sorted(out.items()) if text.strip())
+    return values_files, rendered
