@@ -121,6 +121,20 @@ def _child(mode: str, path: str, out: str) -> None:
 
         result = check_platform(path)
         assert result.ok, result.diagnostics[:3]
+    elif mode == "targets":
+        from ai4ec.pipeline import check_platform, require_ok
+        from ai4ec.render import RENDERERS, RenderContext
+
+        platforms = require_ok(check_platform(path))
+        ctx = RenderContext(source_name=path, source_dir=str(Path(path).parent))
+        times = {}
+        for name, renderer in RENDERERS:
+            t = time.perf_counter()
+            for platform in platforms:
+                renderer(platform, ctx)
+            times[name] = time.perf_counter() - t
+        print(json.dumps({"targets": times}))
+        return
     else:
         from ai4ec.pipeline import build_platform
 
@@ -173,6 +187,16 @@ def main() -> None:
                 bu = _run("build", path, Path(tmp) / f"out-{n}", 1)
                 row += f" {bu['seconds']:>7.2f}s {bu['peak_mb']:>9.0f}"
             print(row, flush=True)
+            if not args.no_build:
+                res = subprocess.run(
+                    [sys.executable, __file__, "--child", "targets", str(path), "-"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                targets = json.loads(res.stdout.strip().splitlines()[-1])["targets"]
+                per = ", ".join(f"{k} {v:.2f}s" for k, v in targets.items())
+                print(f"{'':>6} per target: {per}", flush=True)
 
 
 if __name__ == "__main__":

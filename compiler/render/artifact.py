@@ -47,16 +47,19 @@ def json_artifact(path: str, data: Any) -> Artifact:
     return Artifact(PurePosixPath(path), text.encode("utf-8"))
 
 
-class _Dumper(yaml.SafeDumper):
-    """SafeDumper that never emits aliases and indents lists under their key."""
+# libyaml's emitter (C) is ~10x faster than PyYAML's; a manifests.yaml for 1,000 APIs
+# is dumped in well under a second with it. It writes block lists unindented under their
+# key, which is valid YAML and what kubectl itself prints.
+_BaseDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Dumper(_BaseDumper):  # type: ignore[misc]
+    """Safe dumper that never emits aliases (anchors confuse diff and humans)."""
 
     def ignore_aliases(self, data: Any) -> bool:
         del data
         return True
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        del indentless  # always indent block sequences under their key
-        super().increase_indent(flow, False)
 
 
 def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
