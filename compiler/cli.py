@@ -210,6 +210,70 @@ def init(path: Path, force: bool) -> None:
     click.echo(f"wrote {path} and {schema_path}\nnext: edit it, then run `ai4ec validate {path}`")
 
 
+@cli.group()
+def functions() -> None:
+    """The task-manager runtime (Azure Functions app) on this machine."""
+
+
+@functions.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=7071, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option(
+    "--redis-url",
+    envvar="AI4EC_REDIS_URL",
+    required=True,
+    help="Redis to keep tasks in, e.g. redis://127.0.0.1:6379/0 (or $AI4EC_REDIS_URL).",
+)
+@click.option(
+    "--platform",
+    "platform_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="platform.yaml whose routing table (TTLs, retries, pipelines) to use.",
+)
+@click.option("-e", "--env", "env", metavar="ENV", help="Environment of --platform to use.")
+def serve(
+    port: int, host: str, redis_url: str, platform_file: Path | None, env: str | None
+) -> None:
+    r"""Serve the task manager's HTTP routes locally, for development and tests.
+
+    The same handlers as the Functions host answer /api/CacheConnectorUpsert,
+    /api/CacheConnectorGet, /api/BackendWebhook and the rest; tasks are dispatched
+    straight to their backend URLs instead of through Event Grid. Point Framework
+    containers at it with CACHE_CONNECTOR_UPSERT_URI=http://HOST:PORT/api/CacheConnectorUpsert
+    and CACHE_CONNECTOR_GET_URI=http://HOST:PORT/api/CacheConnectorGet.
+    """
+    import logging
+
+    try:
+        from ai4ec_runtime.localhost import serve as run
+    except ImportError as exc:
+        click.echo(
+            f"error: the runtime needs its extra packages ({exc.name} is missing): "
+            "pip install 'ai4ec[runtime]'",
+            err=True,
+        )
+        raise _Failed(EXIT_USER) from None
+    routing = None
+    if platform_file is not None:
+        from .pipeline import check_platform, require_ok
+        from .render.runtime import routing_table
+
+        platforms = require_ok(check_platform(platform_file, [env] if env else None))
+        if len(platforms) > 1:
+            names = ", ".join(p.environment for p in platforms)
+            click.echo(
+                f"error: {platform_file} has several environments ({names}); pick one with -e",
+                err=True,
+            )
+            raise _Failed(EXIT_USER)
+        routing = routing_table(platforms[0])
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    click.echo(f"ai4ec task manager on http://{host}:{port}/api/ (Ctrl-C to stop)", err=True)
+    run(host, port, redis_url, routing=routing)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: run the CLI and map every outcome to an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)

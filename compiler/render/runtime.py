@@ -11,6 +11,7 @@ sets it from the deployment, not from here.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
 from ..model.types import Mode, Platform
@@ -61,9 +62,19 @@ def app_settings(platform: Platform) -> dict[str, str]:
 
 
 def render_runtime(platform: Platform, context: RenderContext) -> list[Artifact]:
-    """Routing table and settings of the task manager."""
+    """Routing table, settings and the deployable zip of the task manager."""
     del context
+    from ai4ec_runtime.bundle import zip_bytes
+    from ai4ec_runtime.routing import Routing
+
+    routing = routing_table(platform)
+    # The runtime's own parser reads the table at build time, so a contract drift between
+    # compiler and runtime fails the build, not the first task in production.
+    Routing(routing)
+    settings = app_settings(platform)
+    defaults = {k: v for k, v in settings.items() if not v.startswith("@Microsoft.KeyVault(")}
     return [
-        json_artifact("functions/routing.json", routing_table(platform)),
-        json_artifact("functions/settings.json", app_settings(platform)),
+        json_artifact("functions/routing.json", routing),
+        json_artifact("functions/settings.json", settings),
+        Artifact(PurePosixPath("functions/bundle.zip"), zip_bytes(routing, defaults)),
     ]

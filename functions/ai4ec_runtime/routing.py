@@ -123,7 +123,9 @@ class Routing:
                 task_ttl_seconds=_pos_int(
                     api, "taskTtlSeconds", self.defaults.task_ttl_seconds, where
                 ),
-                timeout_seconds=_pos_int(api, "timeoutSeconds", self.defaults.timeout_seconds, where),
+                timeout_seconds=_pos_int(
+                    api, "timeoutSeconds", self.defaults.timeout_seconds, where
+                ),
                 queue_timeout_seconds=_pos_int(
                     api, "queueTimeoutSeconds", self.defaults.queue_timeout_seconds, where
                 ),

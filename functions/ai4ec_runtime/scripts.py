@@ -77,14 +77,13 @@ local function commit(id, m, dirty)
     '","Status":' .. enc(m.text) .. ',"BackendStatus":"' .. m.st ..
     '","Endpoint":' .. enc(m.ep) .. ',"Body":null,"PublishToGrid":' ..
     (m.ptg == '1' and 'true' or 'false') .. ',"EndpointPath":' .. enc(m.path) .. '}'
-  redis.call('SET', id, rec)
-  if terminal(m.st) then
-    local ttl = tonumber(m.ttl)
-    if ttl and ttl > 0 then
-      redis.call('EXPIRE', id, ttl)
-      redis.call('EXPIRE', id .. '_ORIG', ttl)
-      redis.call('EXPIRE', META .. id, ttl)
-    end
+  local ttl = terminal(m.st) and tonumber(m.ttl) or 0
+  if ttl and ttl > 0 then
+    redis.call('SET', id, rec, 'EX', ttl)
+    redis.call('EXPIRE', id .. '_ORIG', ttl)
+    redis.call('EXPIRE', META .. id, ttl)
+  else
+    redis.call('SET', id, rec)
   end
   return rec
 end
@@ -92,11 +91,13 @@ end
 -- Keep every index consistent with a state change from old to m.
 local function move(id, old, m)
   local same_path = old.path == m.path
-  local paths = {m.path}
-  if old.path ~= '' and not same_path then paths[2] = old.path end
-  for _, p in ipairs(paths) do
-    for _, s in ipairs(STATUSES) do
-      if not (p == m.path and s == m.st) then redis.call('ZREM', p .. '_' .. s, id) end
+  if old.st ~= '' then  -- a new task (fresh random id) is in no set yet
+    local paths = {m.path}
+    if not same_path then paths[2] = old.path end
+    for _, p in ipairs(paths) do
+      for _, s in ipairs(STATUSES) do
+        if not (p == m.path and s == m.st) then redis.call('ZREM', p .. '_' .. s, id) end
+      end
     end
   end
   local score = math.floor(now)
@@ -114,9 +115,10 @@ local function move(id, old, m)
   end
   if terminal(m.st) then
     redis.call('ZREM', DEADLINES, id)
-    if old.st ~= 'running' then redis.call('ZREM', RETRY, id) end
+    -- Only a timed-out task (attempt > 1) can sit in the retry queue.
+    if m.att ~= '1' then redis.call('ZREM', RETRY, id) end
   elseif m.st == 'running' and (old.st ~= 'running' or not same_path) then
-    if old.st == 'created' then redis.call('ZREM', RETRY, id) end
+    if m.att ~= '1' then redis.call('ZREM', RETRY, id) end
     local tmo = tonumber(m.tmo) or 0
     if tmo > 0 then redis.call('ZADD', DEADLINES, now + tmo, id)
     else redis.call('ZREM', DEADLINES, id) end
@@ -125,7 +127,6 @@ end
 
 -- A dispatch was just handed to the transport: start the queue timeout.
 local function arm(id, m)
-  redis.call('ZREM', RETRY, id)
   local q = tonumber(m.qto) or 0
   if q > 0 then redis.call('ZADD', DEADLINES, now + q, id)
   else redis.call('ZREM', DEADLINES, id) end
@@ -217,9 +218,13 @@ elseif mode == 'update' then
     if ARGV[17] ~= '' then redis.call('SET', id .. '_ORIG', ARGV[17]) end
     dispatch = true
   end
+  local retrying = m.att ~= '1'  -- a timed-out attempt may sit in the retry queue
   if dispatch then m.att, m.dlv = '1', '0' end
   move(id, old, m)
-  if dispatch then arm(id, m) end
+  if dispatch then
+    arm(id, m)
+    if retrying then redis.call('ZREM', RETRY, id) end
+  end
   local dirty = nil
   if not dispatch and old.path == m.path then dirty = {'st', 'text', 'ts', 'ptg'} end
   local rec = commit(id, m, dirty)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from .models import (
     BadRequest,
     IdempotencyMismatch,
     IllegalTransition,
+    TaskError,
     TaskNotFound,
     UpsertRequest,
     endpoint_path,
@@ -37,7 +39,9 @@ from .scripts import TASK_SCRIPT
 
 #: TaskIds are GUIDs. Anything else is answered "not found" without touching Redis, so a
 #: crafted id cannot read other keys (upstream's Get did ``GET <anything>``).
-_TASK_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_TASK_ID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 
 #: Seconds a request reporter counter survives without updates (leaked counts of crashed
 #: pods disappear instead of pinning a scaling metric forever).
@@ -84,17 +88,34 @@ class Claim:
     body: str = ""
 
 
-_iso_cache: list[Any] = [-1, b""]
+_iso_cache: tuple[int, bytes] = (-1, b"")
 
 
 def _iso(now: float) -> bytes:
-    """``utc_now_iso`` as bytes, formatting the date part once per second (hot path)."""
+    """``utc_now_iso`` as bytes, formatting the date part once per second (hot path).
+
+    The cache is one tuple swapped atomically, so concurrent threads never pair one
+    second's prefix with another second's check.
+    """
+    global _iso_cache
     sec = int(now)
-    if _iso_cache[0] != sec:
-        _iso_cache[1] = utc_now_iso(sec)[:-4].encode()  # 'YYYY-MM-DDTHH:MM:SS.'
-        _iso_cache[0] = sec
-    prefix: bytes = _iso_cache[1]
+    cached_sec, prefix = _iso_cache
+    if cached_sec != sec:
+        prefix = utc_now_iso(sec)[:-4].encode()  # 'YYYY-MM-DDTHH:MM:SS.'
+        _iso_cache = (sec, prefix)
     return prefix + b"%03dZ" % min(999, int((now - sec) * 1000))
+
+
+def _pack(parts: list[bytes]) -> bytes:
+    """One command in RESP: ``*<n>`` then ``$<len>`` + bytes per argument."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out += (b"$%d\r\n" % len(part), part, b"\r\n")
+    return b"".join(out)
+
+
+def _encode(args: Sequence[str | int | float]) -> list[bytes]:
+    return [a.encode() if isinstance(a, str) else str(a).encode() for a in args]
 
 
 def _s(value: Any) -> str:
@@ -124,30 +145,91 @@ class TaskStore:
         self.backend_base_url = backend_base_url
         self.clock = clock
         self._sha_b = hashlib.sha1(TASK_SCRIPT.encode()).hexdigest().encode()
+        self._idle: list[Any] = []
+        self._idle_lock = threading.Lock()
 
     # -- plumbing -----------------------------------------------------------------
 
     def _eval(self, mode: str, *args: str | int | float) -> Any:
-        """Run the task script; load it on first use or after a Redis restart.
+        """Run the task script once: one round trip."""
+        return self._eval_many([(mode, args)])[0]
 
-        Arguments are encoded to bytes here: redis-py's generic encoder is the largest
-        client-side cost of a transition, and bytes pass through it untouched.
+    def _eval_many(self, calls: Sequence[tuple[str, Sequence[str | int | float]]]) -> list[Any]:
+        """Run script calls pipelined in one round trip; error replies come back in place.
+
+        The RESP request is packed here rather than by redis-py's generic command path:
+        on a transition that path (argument encoding, packing, instrumentation) costs
+        more client CPU than Redis spends running the script.
         """
+        if not calls:
+            return []
         now = self.clock()
-        argv = [
-            b"EVALSHA",
-            self._sha_b,
-            b"0",
-            mode.encode(),
-            repr(now).encode(),
-            _iso(now),
-            *[a.encode() if isinstance(a, str) else str(a).encode() for a in args],
+        stamp = (repr(now).encode(), _iso(now))
+        packed = b"".join(
+            _pack([b"EVALSHA", self._sha_b, b"0", mode.encode(), *stamp, *_encode(args)])
+            for mode, args in calls
+        )
+        replies = self._roundtrip(packed, len(calls))
+        missing = [
+            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
         ]
-        try:
-            return self.redis.execute_command(*argv)
-        except redis.exceptions.NoScriptError:
+        if missing:
+            # First use, or Redis restarted/flushed its script cache: a call answered
+            # NOSCRIPT did nothing, so load the script and run exactly those again.
             self.redis.script_load(TASK_SCRIPT)
-            return self.redis.execute_command(*argv)
+            for i, reply in zip(missing, self._eval_many([calls[i] for i in missing]), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError):
+                raise reply
+        return replies
+
+    def _roundtrip(self, packed: bytes, count: int) -> list[Any]:
+        """Send pre-packed commands on an idle connection and read ``count`` replies.
+
+        Connections come from the store's own free list rather than redis-py's pool,
+        whose checkout polls every socket for stray data (a syscall per command). Every
+        reply is always read, so a connection goes back clean; one that failed is closed.
+        Connection errors are retried per the client's retry policy (a Redis restart):
+        commands written to an already-dead socket never reached a live server.
+        """
+        conn = self._take()
+
+        def send_recv() -> list[Any]:
+            conn.send_packed_command([packed], check_health=False)
+            out: list[Any] = []
+            for _ in range(count):
+                try:
+                    out.append(conn.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    out.append(exc)  # keep reading: the connection must stay in sync
+            return out
+
+        try:
+            result: list[Any] = conn.retry.call_with_retry(
+                send_recv,
+                lambda _: conn.disconnect(),
+            )
+        except BaseException:
+            conn.disconnect()
+            raise
+        with self._idle_lock:
+            self._idle.append(conn)
+        return result
+
+    def _take(self) -> Any:
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop()
+        pool = self.redis.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)  # connects on first use
+
+    def close(self) -> None:
+        """Close the store's own connections (the redis-py pool is the caller's)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.disconnect()
 
     def _policy(self, route: ApiRoute | None) -> tuple[str, int, int, int, int, float]:
         d = self.routing.defaults
@@ -171,7 +253,7 @@ class TaskStore:
         idempotency_key: str | None = None,
         caller: str = "",
     ) -> UpsertResult:
-        """Create (no TaskId) or update a task, atomically.
+        """Create (no TaskId) or update a task, atomically, in one round trip.
 
         Raises:
             BadRequest: creation without Endpoint, unknown pipeline, bad TaskId.
@@ -179,16 +261,54 @@ class TaskStore:
             IllegalTransition: the change breaks the state machine.
             IdempotencyMismatch: the key was used for a different request.
         """
-        if req.task_id is None:
-            return self._create(req, idempotency_key, caller)
-        return self._update(req)
+        mode, args, finish = self._prepare(req, idempotency_key, caller)
+        return finish(self._eval(mode, *args))
 
-    def _create(self, req: UpsertRequest, idem: str | None, caller: str) -> UpsertResult:
+    def upsert_many(self, reqs: Sequence[UpsertRequest]) -> list[UpsertResult | TaskError]:
+        """Apply many upserts in one pipelined round trip (each still its own script).
+
+        Each request is checked and applied atomically on its own, exactly as
+        :meth:`upsert` would; batching only saves network round trips, which dominate
+        on a busy host (workers, sweepers, the benchmark). Errors come back in place.
+        """
+        prepared: list[Any] = []
+        for req in reqs:
+            try:
+                prepared.append(self._prepare(req, None, ""))
+            except TaskError as exc:
+                prepared.append(exc)
+        todo = [p for p in prepared if not isinstance(p, TaskError)]
+        replies = iter(self._eval_many([(mode, args) for mode, args, _ in todo]))
+        out: list[UpsertResult | TaskError] = []
+        for p in prepared:
+            if isinstance(p, TaskError):
+                out.append(p)
+                continue
+            reply = next(replies)
+            if isinstance(reply, Exception):
+                raise reply
+            try:
+                out.append(p[2](reply))
+            except TaskError as exc:
+                out.append(exc)
+        return out
+
+    def _prepare(
+        self, req: UpsertRequest, idem: str | None, caller: str
+    ) -> tuple[str, tuple[str | int | float, ...], Callable[[Any], UpsertResult]]:
+        if req.task_id is None:
+            return self._prepare_create(req, idem, caller)
+        return self._prepare_update(req)
+
+    def _prepare_create(
+        self, req: UpsertRequest, idem: str | None, caller: str
+    ) -> tuple[str, tuple[str | int | float, ...], Callable[[Any], UpsertResult]]:
         if req.endpoint is None:
             raise BadRequest("Creating a task needs an Endpoint (the backend URL)")
         if req.backend_status not in (None, BackendStatus.CREATED):
             raise BadRequest("A new task starts as 'created'; send a TaskId to update one")
-        path = endpoint_path(req.endpoint)
+        endpoint = req.endpoint
+        path = endpoint_path(endpoint)
         route = self.routing.resolve(path)
         api, ttl, tmo, qto, maxatt, boff = self._policy(route)
         pipeline_id, step, steps = "", 0, ""
@@ -208,9 +328,9 @@ class TaskStore:
             table = []
             for s in pipeline.steps:
                 _, _, s_tmo, s_qto, s_max, s_boff = self._policy(self.routing.apis[s.api_id])
-                url = step_url(req.endpoint, s.path, self.backend_base_url)
+                url = step_url(endpoint, s.path, self.backend_base_url)
                 table.append([url, s.path, s.api_id, s_tmo, s_qto, s_max, s_boff])
-            table[step][0] = req.endpoint  # the first hop keeps APIM's exact URL (query too)
+            table[step][0] = endpoint  # the first hop keeps APIM's exact URL (query too)
             steps = json.dumps(table, separators=(",", ":"))
         publish = bool(req.publish)
         body = req.body or ""
@@ -218,26 +338,30 @@ class TaskStore:
         if idem:
             idem_key = keys.idempotency(idem, path, caller)
             fingerprint = hashlib.sha256(
-                f"{req.endpoint}\n{req.pipeline or ''}\n{body}".encode()
+                f"{endpoint}\n{req.pipeline or ''}\n{body}".encode()
             ).hexdigest()[:32]
         task_id = new_task_id()
         text = req.status if req.status is not None else BackendStatus.CREATED.value
-        reply = self._eval(
-            "create", task_id, text, req.endpoint, path, api, ttl, tmo, qto, maxatt, boff,
+        args = (
+            task_id, text, endpoint, path, api, ttl, tmo, qto, maxatt, boff,
             "1" if publish else "0", body, pipeline_id, step, steps, idem_key, fingerprint,
         )  # fmt: skip
-        kind = _s(reply[0])
-        if kind == "idem_mismatch":
-            raise IdempotencyMismatch(
-                "Idempotency-Key was already used for a different request",
-                TaskId=_s(reply[1]),
-            )
-        if kind == "replay":
-            record = reply[1] or self._gone_record(_s(reply[2]))
-            return UpsertResult(record=record, replayed=True)
-        # 'ok', or 'exists' (a retried call whose first reply was lost): publish either way.
-        dispatch = Dispatch(task_id, req.endpoint, body) if publish else None
-        return UpsertResult(record=reply[1], dispatch=dispatch, created=True)
+
+        def finish(reply: Any) -> UpsertResult:
+            kind = _s(reply[0])
+            if kind == "idem_mismatch":
+                raise IdempotencyMismatch(
+                    "Idempotency-Key was already used for a different request",
+                    TaskId=_s(reply[1]),
+                )
+            if kind == "replay":
+                record = reply[1] or self._gone_record(_s(reply[2]))
+                return UpsertResult(record=record, replayed=True)
+            # 'ok', or 'exists' (a retried call whose first reply was lost): publish.
+            dispatch = Dispatch(task_id, endpoint, body) if publish else None
+            return UpsertResult(record=reply[1], dispatch=dispatch, created=True)
+
+        return "create", args, finish
 
     @staticmethod
     def _gone_record(task_id: str) -> bytes:
@@ -245,7 +369,9 @@ class TaskStore:
         doc = {"TaskId": task_id, "Status": "expired", "BackendStatus": "completed"}
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    def _update(self, req: UpsertRequest) -> UpsertResult:
+    def _prepare_update(
+        self, req: UpsertRequest
+    ) -> tuple[str, tuple[str | int | float, ...], Callable[[Any], UpsertResult]]:
         task_id = req.task_id or ""
         if not valid_task_id(task_id):
             raise TaskNotFound(f"Unknown TaskId {task_id!r}", TaskId=task_id)
@@ -255,17 +381,26 @@ class TaskStore:
             api, ttl, tmo, qto, maxatt, boff = self._policy(self.routing.resolve(path))
         bs = req.backend_status.value if req.backend_status else ""
         completing = req.backend_status is BackendStatus.COMPLETED
-        reply = self._eval(
-            "update", task_id, "0" if req.status is None else "1", req.status or "", bs,
+        args = (
+            task_id, "0" if req.status is None else "1", req.status or "", bs,
             req.endpoint or "", path, api, ttl, tmo, qto, maxatt, boff,
             "" if req.publish is None else ("1" if req.publish else "0"), req.body or "",
             "1" if completing and not req.body and json_output(req.status) else "0",
         )  # fmt: skip
+        return "update", args, lambda reply: self._finish_update(task_id, reply)
+
+    @staticmethod
+    def _finish_update(task_id: str, reply: Any) -> UpsertResult:
         kind = _s(reply[0])
-        if kind == "notfound":
-            raise TaskNotFound(f"Unknown TaskId {task_id!r}", TaskId=task_id)
+        if kind == "ok":
+            dispatch = None
+            if reply[2] == b"1":
+                dispatch = Dispatch(task_id, _s(reply[3]), _s(reply[4]))
+            return UpsertResult(record=reply[1], dispatch=dispatch)
         if kind == "noop":
             return UpsertResult(record=reply[1])
+        if kind == "notfound":
+            raise TaskNotFound(f"Unknown TaskId {task_id!r}", TaskId=task_id)
         if kind == "conflict":
             current, wanted = _s(reply[1]), _s(reply[2])
             if current in ("completed", "failed"):
@@ -278,23 +413,22 @@ class TaskStore:
                 BackendStatus=current,
                 Requested=wanted,
             )
-        if kind == "stale":
-            raise IllegalTransition(
-                f"Task {task_id} has moved on to {_s(reply[1])}; this update names an "
-                "earlier pipeline step",
-                TaskId=task_id,
-                Endpoint=_s(reply[1]),
-            )
-        dispatch = None
-        if _s(reply[2]) == "1":
-            dispatch = Dispatch(task_id, _s(reply[3]), _s(reply[4]))
-        return UpsertResult(record=reply[1], dispatch=dispatch)
+        # 'stale': a declarative pipeline task got an update naming an earlier step.
+        raise IllegalTransition(
+            f"Task {task_id} has moved on to {_s(reply[1])}; this update names an "
+            "earlier pipeline step",
+            TaskId=task_id,
+            Endpoint=_s(reply[1]),
+        )
 
     def get(self, task_id: str | None) -> bytes | None:
         """The stored task JSON, or ``None`` for unknown (or malformed) ids."""
         if not valid_task_id(task_id):
             return None
-        value = self.redis.get(keys.task(task_id or ""))
+        # The hottest read (status polling): packed by hand like the scripts.
+        (value,) = self._roundtrip(_pack([b"GET", keys.task(task_id or "").encode()]), 1)
+        if isinstance(value, redis.exceptions.ResponseError):
+            raise value
         return value if isinstance(value, bytes) else None
 
     def get_doc(self, task_id: str) -> dict[str, Any] | None:
@@ -333,9 +467,12 @@ class TaskStore:
 
         Guarded: a task that already moved on (running, completed, another endpoint) is
         left alone, so a late dead-letter cannot fail a task that in fact ran.
+
+        Returns:
+            The failed record, or ``None`` when the task was left alone.
         """
         reply = self._eval("fail", task_id, endpoint, text, "1" if only_if_created else "0")
-        return reply[1] if len(reply) > 1 and reply[1] else None
+        return reply[1] if _s(reply[0]) == "ok" else None
 
     def fail_publish(self, task_id: str, endpoint: str) -> bytes | None:
         """Mark a task failed because publishing its dispatch failed (upstream's text)."""
@@ -357,7 +494,7 @@ class TaskStore:
 
     def known_paths(self) -> list[str]:
         """Every EndpointPath the runtime has seen (sorted)."""
-        return sorted(_s(p) for p in self.redis.smembers(keys.PATHS))  # type: ignore[union-attr]
+        return sorted(_s(p) for p in self.redis.smembers(keys.PATHS))
 
     def trim_finished(self) -> int:
         """Drop completed/failed set members older than their path's task TTL.
@@ -396,4 +533,4 @@ class TaskStore:
     def current_processing_get(self, cluster: str, api_path: str) -> int | None:
         """The in-flight counter, or ``None`` when nothing was ever reported."""
         value = self.redis.get(keys.current_requests(cluster, api_path))
-        return None if value is None else int(value)  # type: ignore[arg-type]
+        return None if value is None else int(value)

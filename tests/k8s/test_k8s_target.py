@@ -180,6 +180,8 @@ def test_no_secret_value_is_inline() -> None:
     for files in (built(s) for s in sample_files()):
         for env_files in files.values():
             for path, content in env_files.items():
+                if path.endswith(".zip"):
+                    continue  # the runtime's own source code; its settings are checked above
                 text = content.decode()
                 assert "AccountKey=" not in text and "code=" not in text, path
 

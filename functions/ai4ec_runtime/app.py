@@ -1,0 +1,172 @@
+"""Azure Functions (Python v2 programming model) bindings for the handlers.
+
+Each function only converts ``azure.functions`` objects to :class:`~.handlers.Request`,
+calls :func:`~.handlers.handle` and converts back. The :class:`~.handlers.Runtime` is
+built on first invocation (not at import), so indexing never fails on missing settings.
+
+Function names are upstream's (``CacheConnectorUpsert`` ...) so existing URLs, APIM
+policies and container env vars keep working. Timers:
+
+* ``TaskQueueLogger`` (every 30 s): backlog metrics;
+* ``TaskProcessLogger`` (every 5 min): running/completed/failed metrics, set trimming;
+* ``TaskTimeoutSweeper`` (every 30 s): run/queue timeouts, retries with backoff.
+
+``BackendDeadLetterBlob`` reads Event Grid's dead-letter blobs from the container
+``ai4ec-deadletter`` of the Functions storage account (``AzureWebJobsStorage``, a
+setting every Function App has, so the trigger can never break indexing the way
+upstream's stray Service Bus trigger did).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import azure.functions as func
+
+from .handlers import (
+    Request,
+    Response,
+    Runtime,
+    dead_letter,
+    handle,
+    task_process_logger,
+    task_queue_logger,
+    task_timeout_sweeper,
+)
+from .settings import Settings
+
+log = logging.getLogger("ai4ec_runtime.app")
+
+#: Container Event Grid dead-letters undeliverable events to (see docs/contracts.md).
+DEAD_LETTER_CONTAINER = "ai4ec-deadletter"
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, built from app settings on first use."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(Settings.from_env())
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Replace the process-wide runtime (tests inject one bound to their Redis)."""
+    global _runtime
+    with _lock:
+        _runtime = runtime
+
+
+def to_request(req: func.HttpRequest) -> Request:
+    """Convert an ``azure.functions.HttpRequest``."""
+    return Request(
+        method=req.method.upper(),
+        params=dict(req.params),
+        headers={k.lower(): v for k, v in req.headers.items()},
+        body=req.get_body() or b"",
+    )
+
+
+def to_response(resp: Response) -> func.HttpResponse:
+    """Convert a handler :class:`Response`."""
+    mimetype, _, params = resp.content_type.partition(";")
+    charset = params.strip().removeprefix("charset=") or "utf-8"
+    return func.HttpResponse(
+        body=resp.body if resp.status != 204 else None,
+        status_code=resp.status,
+        headers=dict(resp.headers),
+        mimetype=mimetype.strip(),
+        charset=charset,
+    )
+
+
+def _http(name: str, req: func.HttpRequest) -> func.HttpResponse:
+    return to_response(handle(get_runtime, name, to_request(req)))
+
+
+@app.function_name("CacheConnectorUpsert")
+@app.route(route="CacheConnectorUpsert", methods=["POST"])
+def cache_connector_upsert(req: func.HttpRequest) -> func.HttpResponse:
+    """Create or update a task (APIM and the API containers call this)."""
+    return _http("CacheConnectorUpsert", req)
+
+
+@app.function_name("CacheConnectorGet")
+@app.route(route="CacheConnectorGet", methods=["GET"])
+def cache_connector_get(req: func.HttpRequest) -> func.HttpResponse:
+    """Read a task (APIM's ``GET /task/{taskId}`` proxies here)."""
+    return _http("CacheConnectorGet", req)
+
+
+@app.function_name("CurrentProcessingUpsert")
+@app.route(route="CurrentProcessingUpsert", methods=["POST"])
+def current_processing_upsert(req: func.HttpRequest) -> func.HttpResponse:
+    """Adjust a requests-in-flight counter."""
+    return _http("CurrentProcessingUpsert", req)
+
+
+@app.function_name("CurrentProcessingGet")
+@app.route(route="CurrentProcessingGet", methods=["GET", "POST"])
+def current_processing_get(req: func.HttpRequest) -> func.HttpResponse:
+    """Read a requests-in-flight counter (GET; POST kept for upstream callers)."""
+    return _http("CurrentProcessingGet", req)
+
+
+@app.function_name("BackendWebhook")
+@app.route(route="BackendWebhook", methods=["POST", "OPTIONS"])
+def backend_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    """Event Grid subscription endpoint: validation handshakes and task delivery."""
+    return _http("BackendWebhook", req)
+
+
+@app.function_name("BackendDeadLetter")
+@app.route(route="BackendDeadLetter", methods=["POST"])
+def backend_dead_letter(req: func.HttpRequest) -> func.HttpResponse:
+    """Fail the tasks of dead-lettered events posted as a JSON array."""
+    return _http("BackendDeadLetter", req)
+
+
+@app.function_name("BackendDeadLetterBlob")
+@app.blob_trigger(
+    arg_name="blob", path=DEAD_LETTER_CONTAINER + "/{name}", connection="AzureWebJobsStorage"
+)
+def backend_dead_letter_blob(blob: func.InputStream) -> None:
+    """Fail the tasks of the events in one Event Grid dead-letter blob."""
+    failed = dead_letter(get_runtime(), blob.read())
+    log.info("dead-letter blob %s: failed %d task(s)", blob.name, len(failed))
+
+
+def _note_past_due(name: str, timer: func.TimerRequest) -> None:
+    # A late tick means the host was busy or restarting; the sweep catches up anyway.
+    if timer.past_due:
+        log.warning("%s: timer is past due", name)
+
+
+@app.function_name("TaskQueueLogger")
+@app.timer_trigger(arg_name="timer", schedule="*/30 * * * * *", use_monitor=False)
+def task_queue_logger_timer(timer: func.TimerRequest) -> None:
+    """Emit backlog metrics."""
+    _note_past_due("TaskQueueLogger", timer)
+    task_queue_logger(get_runtime())
+
+
+@app.function_name("TaskProcessLogger")
+@app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", use_monitor=False)
+def task_process_logger_timer(timer: func.TimerRequest) -> None:
+    """Emit processing metrics and trim expired status-set members."""
+    _note_past_due("TaskProcessLogger", timer)
+    task_process_logger(get_runtime())
+
+
+@app.function_name("TaskTimeoutSweeper")
+@app.timer_trigger(arg_name="timer", schedule="*/30 * * * * *", use_monitor=False)
+def task_timeout_sweeper_timer(timer: func.TimerRequest) -> None:
+    """Fail or retry tasks past their timeouts and re-dispatch due retries."""
+    _note_past_due("TaskTimeoutSweeper", timer)
+    task_timeout_sweeper(get_runtime())
