@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: test install redis lint typecheck unit golden-update bench sample clean
+.PHONY: test install redis lint typecheck unit golden-update bench bench-runtime sample clean
 
 test: redis install lint typecheck unit
 
@@ -39,6 +39,13 @@ golden-update: install
 
 bench: install
 	$(BIN)/python bench/compile_scale.py
+
+# Task-manager throughput against Celery and Dramatiq on the same Redis; the peers live in
+# their own venv because Celery pins libraries that conflict with ours.
+bench-runtime: redis install
+	[ -x .venv-bench/bin/python ] || { $(PY) -m venv .venv-bench && \
+	  .venv-bench/bin/pip install -q celery==5.7.0 'dramatiq[redis]==2.2.1' redis==8.1.0 packaging; }
+	$(BIN)/python bench/taskmanager.py
 
 sample: install
 	$(BIN)/ai4ec build samples/camera-trap/platform.yaml -o out
