@@ -49,21 +49,9 @@ def test_wheel_install_carries_package_data(tmp_path: Path) -> None:
     )
     deps = [p for p in site.getsitepackages() if "site-packages" in p]
     (site_dir / "zz_test_deps.pth").write_text("\n".join(deps) + "\n")
-    subprocess.run(
-        [
-            py,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pip = [py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+    install = subprocess.run([*pip, str(src)], capture_output=True, text=True)
+    assert install.returncode == 0, install.stdout + install.stderr
     shutil.rmtree(src)  # nothing may be read from the source tree any more
     work = tmp_path / "elsewhere"
     work.mkdir()
