@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 
 from ..model.types import Platform
 from .artifact import Artifact, RenderContext
+from .apim import render_apim
 from .k8s import render_k8s
 from .runtime import render_runtime
 
@@ -22,6 +23,7 @@ Renderer = Callable[[Platform, RenderContext], list[Artifact]]
 #: (target name, renderer) in the order artifacts are produced.
 RENDERERS: tuple[tuple[str, Renderer], ...] = (
     ("kubernetes", render_k8s),
+    ("apim", render_apim),
     ("functions", render_runtime),
 )
 
