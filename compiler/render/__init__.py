@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from ..model.types import Platform
-from .artifact import Artifact, RenderContext
 from .apim import render_apim
+from .artifact import Artifact, RenderContext
 from .k8s import render_k8s
 from .runtime import render_runtime
 

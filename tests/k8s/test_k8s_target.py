@@ -6,6 +6,7 @@ through the ingress gateway that API Management calls)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from functools import cache
@@ -183,7 +184,9 @@ def test_no_secret_value_is_inline() -> None:
                 if path.endswith(".zip"):
                     continue  # the runtime's own source code; its settings are checked above
                 text = content.decode()
-                assert "AccountKey=" not in text and "code=" not in text, path
+                assert "AccountKey=" not in text, path
+                # A function key travels as ?code=<key>; it must never be in a file.
+                assert not re.search(r"[?&]code=[A-Za-z0-9_\-]{8,}", text), path
 
 
 def test_apis_reachable_only_through_the_ingress_gateway() -> None:
