@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from ..errors import Diagnostic, RenderError
-from ..model.types import Api, Cluster, Mode, Platform
+from ..model.types import Api, Cluster, Mode, Platform, Taint
 from .artifact import Artifact, RenderContext, SafeLoader, to_yaml
 from .env import render_template
 
@@ -79,6 +79,18 @@ def labels(platform: Platform, api_id: str | None = None) -> dict[str, str]:
     if api_id:
         out["ai4ec.io/api"] = api_id
     return out
+
+
+def toleration(taint: Taint) -> dict[str, Any]:
+    """The toleration that matches exactly ``taint``."""
+    tol: dict[str, Any] = {
+        "key": taint.key,
+        "operator": "Equal" if taint.value else "Exists",
+        "effect": taint.effect,
+    }
+    if taint.value:
+        tol["value"] = taint.value
+    return tol
 
 
 def gateway_workload(cluster: Cluster) -> tuple[str, dict[str, str]]:
@@ -253,21 +265,8 @@ def _addons(
         )
     if cluster.nvidia_device_plugin:
         gpu_pools = cluster.gpu_pools
-        tolerations = []
-        seen = set()
-        for pool in gpu_pools:
-            for t in pool.taints:
-                key = (t.key, t.value, t.effect)
-                if key not in seen:
-                    seen.add(key)
-                    tol = {
-                        "key": t.key,
-                        "operator": "Equal" if t.value else "Exists",
-                        "effect": t.effect,
-                    }
-                    if t.value:
-                        tol["value"] = t.value
-                    tolerations.append(tol)
+        taints = dict.fromkeys(t for pool in gpu_pools for t in pool.taints)
+        tolerations = [toleration(t) for t in taints]
         dp = {
             "pools": [p.name for p in gpu_pools],
             "labels": labels(platform),

@@ -58,21 +58,10 @@ def _pipeline_stage(platform: Platform, api: Api) -> tuple[str, str, str]:
     return "pipeline-stage", member_of[0] if len(member_of) == 1 else platform.name, nxt
 
 
-def _tolerations(platform: Platform, cluster: Cluster, api: Api) -> list[dict[str, Any]]:
-    if not api.pool:
-        return []
-    out = []
-    for t in cluster.pool(api.pool).taints:
-        tol: dict[str, Any] = {
-            "key": t.key,
-            "operator": "Equal" if t.value else "Exists",
-            "effect": t.effect,
-        }
-        if t.value:
-            tol["value"] = t.value
-        out.append(tol)
-    del platform
-    return out
+def _tolerations(cluster: Cluster, api: Api) -> list[dict[str, Any]]:
+    from .k8s import toleration
+
+    return [toleration(t) for t in cluster.pool(api.pool).taints] if api.pool else []
 
 
 def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, Any]:
@@ -145,7 +134,7 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
         "placement": {
             "nodePool": api.pool,
             "excludeNodePools": [] if api.pool else gpu_pool_names,
-            "tolerations": _tolerations(platform, cluster, api),
+            "tolerations": _tolerations(cluster, api),
             "spreadAcrossZones": True,
         },
         "probes": probes,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import io
 import json
-import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -170,21 +168,10 @@ def with_changes(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, A
 
 
 def schema_free_archive(chart_dir: Path = CHART_DIR) -> bytes:
-    """The chart as .tgz bytes without values.schema.json (fast bulk-render path).
+    """The chart as .tgz bytes without values.schema.json: the compiler's fast path."""
+    from ai4ec.render.k8s_chart import chart_archive
 
-    Deterministic: sorted members, fixed mtime/owner, so the bytes only change with the chart.
-    """
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(p for p in chart_dir.rglob("*") if p.is_file()):
-            rel = path.relative_to(chart_dir)
-            if rel.as_posix() == "values.schema.json":
-                continue
-            data = path.read_bytes()
-            info = tarfile.TarInfo(f"{chart_dir.name}/{rel.as_posix()}")
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return chart_archive(chart_dir)
 
 
 def values_schema() -> dict[str, Any]:
