@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from ..model.types import Platform
 from .apim import render_apim
 from .artifact import Artifact, RenderContext
+from .azure import render_azure
 from .k8s import render_k8s
 from .runtime import render_runtime
 
@@ -22,6 +23,7 @@ Renderer = Callable[[Platform, RenderContext], list[Artifact]]
 
 #: (target name, renderer) in the order artifacts are produced.
 RENDERERS: tuple[tuple[str, Renderer], ...] = (
+    ("azure", render_azure),
     ("kubernetes", render_k8s),
     ("apim", render_apim),
     ("functions", render_runtime),

@@ -17,6 +17,7 @@ import jinja2
 from ..errors import Diagnostic, RenderError
 from ..resources import templates_dir
 from .artifact import to_yaml
+from .azure_spec import bicep_str, to_bicep
 
 
 def yaml_scalar(value: Any) -> str:
@@ -50,6 +51,8 @@ def environment() -> jinja2.Environment:
     env.filters["yaml_scalar"] = yaml_scalar
     env.filters["yaml_flow"] = yaml_flow
     env.filters["yaml_block"] = yaml_block
+    env.filters["bicep_str"] = bicep_str
+    env.filters["bicep_value"] = to_bicep
     return env
 
 
