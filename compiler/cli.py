@@ -61,7 +61,7 @@ def _report(diags: Sequence[Diagnostic], fmt: str, extra: dict[str, object] | No
 @click.version_option(__version__, "--version", prog_name="ai4ec")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for internal errors.")
 def cli(debug: bool) -> None:
-    r"""Compile one platform.yaml into an ML inference platform on Azure.
+    """Compile one platform.yaml into an ML inference platform on Azure.
 
     \b
     Typical flow:
@@ -72,7 +72,7 @@ def cli(debug: bool) -> None:
       ai4ec apply out/prod            deploy a build
 
     FILE defaults to ./platform.yaml everywhere.
-    """
+    """  # noqa: D301 - click needs the \b escape
     del debug  # read by main() before click runs, so it also covers startup errors
 
 
@@ -175,13 +175,13 @@ def build(file: Path, envs: tuple[str, ...], out: Path, fmt: str, quiet: bool) -
 )
 @click.option("--markdown", is_flag=True, help="Print the field reference (docs/platform-yaml.md).")
 def schema(output: Path | None, markdown: bool) -> None:
-    r"""Print the platform.yaml JSON Schema, for editors and CI.
+    """Print the platform.yaml JSON Schema, for editors and CI.
 
     \b
     With the YAML extension of VS Code (yaml-language-server), save it and add this
     first line to platform.yaml to get completion and inline errors:
       # yaml-language-server: $schema=./platform.schema.json
-    """
+    """  # noqa: D301 - click needs the \b escape
     from .docs import schema_markdown, schema_text
 
     text = schema_markdown() if markdown else schema_text()
@@ -234,7 +234,7 @@ def functions() -> None:
 def serve(
     port: int, host: str, redis_url: str, platform_file: Path | None, env: str | None
 ) -> None:
-    r"""Serve the task manager's HTTP routes locally, for development and tests.
+    """Serve the task manager's HTTP routes locally, for development and tests.
 
     The same handlers as the Functions host answer /api/CacheConnectorUpsert,
     /api/CacheConnectorGet, /api/BackendWebhook and the rest; tasks are dispatched
@@ -272,6 +272,16 @@ def serve(
     )
     click.echo(f"ai4ec task manager on http://{host}:{port}/api/ (Ctrl-C to stop)", err=True)
     run(host, port, redis_url, routing=routing)
+
+
+def _register_optional_commands() -> None:
+    # Each lives in its own module so the heavy SDKs load only when the command runs.
+    from .cli_apply import apply
+
+    cli.add_command(apply)
+
+
+_register_optional_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

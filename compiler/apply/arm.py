@@ -1,0 +1,333 @@
+"""The build's ARM templates cut into the deployments ``apply`` runs, in order.
+
+``azure/main.json`` holds every Azure resource of the environment. ``apply`` deploys it
+as three deployments, because two of its parts can only go in later:
+
+* ``infra`` - everything except the two parts below; carries the template's outputs;
+* ``dispatch`` - the Event Grid subscription (``Microsoft.EventGrid/topics/
+  eventSubscriptions``). Event Grid validates the webhook when the subscription is
+  created, so it must wait until the Functions bundle is published (the template says
+  so with its ``deployEventSubscription`` parameter, which this deployment sets true);
+* ``apim`` - API Management's child objects and policies (``Microsoft.ApiManagement/
+  service/*``), deployed after the runtime they call, as the platform's public door
+  opens last. The split ``apim-apis-<n>.json`` templates of very large platforms follow.
+
+The parts together are exactly the resources of main.json (a test pins this on the real
+renderer's output). Every part keeps main's parameters and variables (ARM ignores unused
+ones), and ``dependsOn`` entries naming a resource of an earlier part are dropped:
+those resources exist by then, and ARM rejects a dependency on a resource that is not in
+the template. All deployments are incremental: ARM never deletes a resource here.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ApplyError
+from .build import Template
+from .plan import Action, Change
+
+INFRA, DISPATCH, APIM = "infra", "dispatch", "apim"
+#: Parameter the template uses to hold the Event Grid subscription back.
+PARAM_EVENT_SUBSCRIPTION = "deployEventSubscription"
+PARAM_BACKEND_URL = "backendBaseUrl"
+PARAM_INGRESS_URLS = "ai4ecIngressUrls"
+#: Host suffix of an ingress address the template could not know at build time.
+UNKNOWN_INGRESS_SUFFIX = ".ingress.invalid"
+
+_APIM_CHILD = "microsoft.apimanagement/service/"
+_EVENT_SUBSCRIPTION = "microsoft.eventgrid/topics/eventsubscriptions"
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One deployment ``apply`` makes: a name, its template and parameter values."""
+
+    #: ``infra``, ``dispatch``, ``apim`` or ``apim-apis-<n>``.
+    name: str
+    template: dict[str, Any]
+    #: ``{name: value}`` for the parameters this template declares.
+    parameters: dict[str, Any]
+
+    def deployment_name(self, environment: str) -> str:
+        """ARM deployment name: ``ai4ec-<env>-<part>`` (at most 64 characters)."""
+        return f"ai4ec-{environment}-{self.name}"[:64]
+
+    def payload(self) -> dict[str, Any]:
+        """The ``properties`` of the deployment (and of its what-if)."""
+        return {
+            "mode": "Incremental",
+            "template": self.template,
+            "parameters": {k: {"value": v} for k, v in self.parameters.items()},
+        }
+
+    def digest(self) -> str:
+        """SHA-256 of what is deployed: the same digest means the same deployment."""
+        text = json.dumps(self.payload(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _part_of(resource: dict[str, Any]) -> str:
+    kind = str(resource.get("type", "")).lower()
+    if kind.startswith(_APIM_CHILD):
+        return APIM
+    if kind == _EVENT_SUBSCRIPTION:
+        return DISPATCH
+    return INFRA
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _unbracket(value: str) -> str | None:
+    """The expression inside ``[...]``, or None for a literal."""
+    if value.startswith("[") and value.endswith("]") and not value.startswith("[["):
+        return value[1:-1]
+    return None
+
+
+def _resource_id_expr(kind: str, name: str) -> str | None:
+    """``resourceId('T', 'a', 'b')`` for a literal ``a/b`` name, else None."""
+    if _unbracket(name) is not None:
+        return None
+    return "resourceId(" + ", ".join(_quote(p) for p in [kind, *name.split("/")]) + ")"
+
+
+def _scope_expr(scope: str) -> str | None:
+    """``Microsoft.KeyVault/vaults/kv`` (an ARM ``scope``) as a resourceId expression."""
+    inner = _unbracket(scope)
+    if inner is not None:
+        return inner
+    ns, *rest = scope.split("/")
+    if len(rest) < 2 or len(rest) % 2:
+        return None
+    types, names = rest[0::2], rest[1::2]
+    return _resource_id_expr("/".join([ns, *types]), "/".join(names))
+
+
+def reference_forms(resource: dict[str, Any]) -> set[str]:
+    """Every string by which a ``dependsOn`` entry may name ``resource`` (spaces removed)."""
+    kind = str(resource.get("type", ""))
+    name = str(resource.get("name", ""))
+    forms: set[str] = set()
+    if _unbracket(name) is None:
+        forms.update({name, f"{kind}/{name}"})
+        rid = _resource_id_expr(kind, name)
+        if rid:
+            forms.add(f"[{rid}]")
+    scope = resource.get("scope")
+    if isinstance(scope, str):
+        scope_id = _scope_expr(scope)
+        inner = _unbracket(name)
+        name_args = inner if inner is not None else ", ".join(_quote(p) for p in name.split("/"))
+        if scope_id:
+            forms.add(f"[extensionResourceId({scope_id}, {_quote(kind)}, {name_args})]")
+    return {_SPACE.sub("", f) for f in forms}
+
+
+def _subset(
+    template: dict[str, Any],
+    resources: list[dict[str, Any]],
+    elsewhere: list[dict[str, Any]],
+    outputs: bool,
+) -> dict[str, Any]:
+    """A template with ``resources`` only; dependencies on ``elsewhere`` are dropped."""
+    gone: set[str] = set()
+    for r in elsewhere:
+        gone |= reference_forms(r)
+    doc = {k: copy.deepcopy(v) for k, v in template.items() if k not in ("resources", "outputs")}
+    kept = []
+    for r in resources:
+        r = copy.deepcopy(r)
+        if "dependsOn" in r:
+            deps = [d for d in r["dependsOn"] if _SPACE.sub("", str(d)) not in gone]
+            if deps:
+                r["dependsOn"] = deps
+            else:
+                del r["dependsOn"]
+        kept.append(r)
+    doc["resources"] = kept
+    if outputs and "outputs" in template:
+        doc["outputs"] = copy.deepcopy(template["outputs"])
+    return doc
+
+
+def _declared(template: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    declared = template.get("parameters") or {}
+    return {k: v for k, v in values.items() if k in declared}
+
+
+def split_main(main: Template) -> dict[str, dict[str, Any]]:
+    """main.json as ``{infra, dispatch, apim}`` templates (empty parts left out)."""
+    groups: dict[str, list[dict[str, Any]]] = {INFRA: [], DISPATCH: [], APIM: []}
+    for r in main.template["resources"]:
+        if not isinstance(r, dict):
+            raise ApplyError("azure/main.json: a resource is not an object")
+        groups[_part_of(r)].append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for name, rs in groups.items():
+        if not rs and name != INFRA:
+            continue
+        others = [r for n, group in groups.items() if n != name for r in group]
+        out[name] = _subset(main.template, rs, others, outputs=name == INFRA)
+    return out
+
+
+def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``NAME=VALUE`` options: VALUE as JSON when it parses, else as a string."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise ApplyError(f"--parameter {pair!r}: expected NAME=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[name.strip()] = value
+    return out
+
+
+def build_parts(
+    templates: list[Template], overrides: dict[str, Any], discovered: dict[str, Any]
+) -> dict[str, list[Part]]:
+    """The deployments per step: ``{"azure": [...], "dispatch": [...], "apim": [...]}``.
+
+    Args:
+        templates: ``main`` first, then the split APIM templates.
+        overrides: ``--parameter`` values (win over everything).
+        discovered: values ``apply`` found out (ingress addresses); they replace the
+            parameter file's value only where that one is a stand-in (see
+            :func:`needs_discovery`).
+
+    Raises:
+        ApplyError: an override names a parameter no template declares.
+    """
+    if not templates:
+        return {"azure": [], "dispatch": [], "apim": []}
+    declared = {k for t in templates for k in (t.template.get("parameters") or {})}
+    unknown = sorted(set(overrides) - declared)
+    if unknown:
+        raise ApplyError(
+            f"--parameter {', '.join(unknown)}: no such template parameter "
+            f"(declared: {', '.join(sorted(declared)) or 'none'})"
+        )
+
+    def values(t: dict[str, Any], file_values: dict[str, Any]) -> dict[str, Any]:
+        merged = {k: (p or {}).get("defaultValue") for k, p in (t.get("parameters") or {}).items()}
+        merged.update(_declared(t, file_values))
+        for k, v in discovered.items():
+            if k in merged and needs_discovery(k, merged[k]):
+                merged[k] = merge_discovered(k, merged[k], v)
+        merged.update(_declared(t, overrides))
+        return {k: v for k, v in merged.items() if v is not None}
+
+    main, *split = templates
+    parts = split_main(main)
+    infra_values = values(parts[INFRA], main.parameters)
+    out: dict[str, list[Part]] = {"azure": [], "dispatch": [], "apim": []}
+    infra = dict(infra_values)
+    if PARAM_EVENT_SUBSCRIPTION in infra:
+        infra[PARAM_EVENT_SUBSCRIPTION] = False
+    out["azure"].append(Part(INFRA, parts[INFRA], infra))
+    if DISPATCH in parts:
+        dispatch = values(parts[DISPATCH], main.parameters)
+        if PARAM_EVENT_SUBSCRIPTION in dispatch and PARAM_EVENT_SUBSCRIPTION not in overrides:
+            dispatch[PARAM_EVENT_SUBSCRIPTION] = True
+        out["dispatch"].append(Part(DISPATCH, parts[DISPATCH], dispatch))
+    if APIM in parts:
+        out["apim"].append(Part(APIM, parts[APIM], values(parts[APIM], main.parameters)))
+    for t in split:
+        out["apim"].append(Part(t.name, t.template, values(t.template, t.parameters)))
+    return out
+
+
+def needs_discovery(name: str, value: Any) -> bool:
+    """Whether parameter ``name`` holds a stand-in for an address only a cluster knows."""
+    if name == PARAM_BACKEND_URL:
+        return not value
+    if name == PARAM_INGRESS_URLS and isinstance(value, dict):
+        return any(str(v).endswith(UNKNOWN_INGRESS_SUFFIX) or not v for v in value.values())
+    return False
+
+
+def merge_discovered(name: str, value: Any, found: Any) -> Any:
+    """The parameter value with the discovered addresses put where stand-ins were."""
+    if name == PARAM_INGRESS_URLS and isinstance(value, dict) and isinstance(found, dict):
+        merged = dict(value)
+        for cluster, url in found.items():
+            old = merged.get(cluster)
+            if cluster in merged and (not old or str(old).endswith(UNKNOWN_INGRESS_SUFFIX)):
+                merged[cluster] = url
+        return merged
+    return found
+
+
+# ---------------------------------------------------------------------------- what-if
+
+
+def _type_and_name(resource_id: str) -> tuple[str, str]:
+    """``Microsoft.Web/sites``, ``app`` from a full resource id (extension ids too)."""
+    _, _, tail = resource_id.rpartition("/providers/")
+    parts = [p for p in tail.split("/") if p]
+    if len(parts) < 3:
+        return "resource", resource_id
+    ns, rest = parts[0], parts[1:]
+    return "/".join([ns, *rest[0::2]]), "/".join(rest[1::2])
+
+
+_WHATIF_ACTIONS = {
+    "create": Action.CREATE,
+    "delete": Action.DELETE,
+    "modify": Action.UPDATE,
+    "deploy": Action.UNKNOWN,
+    "unsupported": Action.UNKNOWN,
+    "nochange": Action.NOOP,
+    "ignore": None,
+}
+
+
+def _delta_paths(delta: list[dict[str, Any]], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for d in delta or []:
+        path = f"{prefix}.{d.get('path')}" if prefix else str(d.get("path"))
+        children = d.get("children")
+        if children and d.get("propertyChangeType") in ("Array", "Modify"):
+            sub = _delta_paths(children, path)
+            out.extend(sub or [path])
+        else:
+            out.append(path)
+    return out
+
+
+def whatif_changes(result: dict[str, Any]) -> list[Change]:
+    """Changes of an ARM what-if result; ``Ignore`` (not in the template) is left out."""
+    props = result.get("properties") or result
+    out: list[Change] = []
+    for c in props.get("changes") or []:
+        action = _WHATIF_ACTIONS.get(str(c.get("changeType", "")).lower(), Action.UNKNOWN)
+        if action is None:
+            continue
+        kind, name = _type_and_name(str(c.get("resourceId", "")))
+        paths = tuple(_delta_paths(c.get("delta") or [])) if action is Action.UPDATE else ()
+        note = "ARM cannot preview it; redeployed" if action is Action.UNKNOWN else ""
+        out.append(Change(action, kind, name, paths, note))
+    return out
+
+
+def template_changes(part: Part) -> list[Change]:
+    """Every resource of ``part`` as a creation (what a missing resource group means)."""
+    out = []
+    for r in part.template["resources"]:
+        name = str(r.get("name", ""))
+        if _unbracket(name) is not None:
+            name = name if len(name) <= 60 else name[:57] + "...]"
+        out.append(Change(Action.CREATE, str(r.get("type", "")), name))
+    return out

@@ -1,0 +1,247 @@
+"""The ``ai4ec apply`` command (registered on the CLI group by ``ai4ec.cli``).
+
+Like every ai4ec command it only parses options, calls one library function
+(:func:`ai4ec.apply.run_apply`) and reports; exit codes follow ``ai4ec.cli``: 0 done,
+1 a problem (the message names the resource and the cause), 2 with
+``--detailed-exitcode`` when ``--plan`` found changes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_USER = 1
+EXIT_CHANGES = 2
+_TARGETS = ("azure", "functions", "apim", "k8s")
+_CLOUDS = ("AzureCloud", "AzureChinaCloud", "AzureUSGovernment")
+_INSTALL = "pip install 'ai4ec[azure,k8s]'"
+
+
+# "\b" (a backspace character, not backslash-b) keeps click from rewrapping the table.
+_HELP = """Make the live platform match BUILD (default: out, or its only environment).
+
+\b
+Steps, in order, each previewed and then applied only where something differs:
+  azure      resource group + ARM deployment of azure/main.json (what-if first)
+  functions  functions/bundle.zip to the Function App, then the Event Grid subscription
+  apim       API Management objects and policies (ARM)
+  k8s        per cluster: server-side apply (field manager ai4ec) of manifests.yaml,
+             wait for rollouts, then --prune deletions
+
+Azure sign-in is DefaultAzureCredential (az login, managed identity, workload identity
+in CI). Cluster credentials come from AKS unless --context is given. A rerun skips Azure
+steps whose inputs are unchanged since they last succeeded (a record kept as
+resource-group tags) and writes no unchanged Kubernetes object, so an interrupted apply
+is simply run again. Nothing is ever deleted without --prune, and never without a
+listing and a confirmation (or --yes). See docs/apply.md.
+"""
+
+
+def _contexts(values: tuple[str, ...]) -> dict[str, str | None]:
+    """``--context [CLUSTER=]CONTEXT`` options as {cluster or "": context}."""
+    out: dict[str, str | None] = {}
+    for v in values:
+        cluster, sep, ctx = v.partition("=")
+        if sep:
+            out[cluster.strip()] = ctx.strip() or None
+        else:
+            out[""] = v.strip() or None
+    return out
+
+
+def _missing_extras(targets: tuple[str, ...], k8s_only_offline: bool) -> str | None:
+    """The missing package, when the extras this run needs are not installed."""
+    try:
+        if not k8s_only_offline:
+            import azure.core  # noqa: F401
+            import azure.identity  # noqa: F401
+            import azure.mgmt.containerservice  # noqa: F401
+            import azure.mgmt.resource.resources  # noqa: F401
+        if not targets or "k8s" in targets:
+            import kubernetes  # noqa: F401
+    except ImportError as exc:
+        return exc.name or "a dependency"
+    return None
+
+
+def _interactive_confirm(question: str) -> bool:
+    """Ask on the terminal; without one, refuse (CI must say --yes explicitly)."""
+    if not sys.stdin.isatty():
+        click.echo(f"{question}\ncannot ask: not a terminal; rerun with --yes to confirm", err=True)
+        return False
+    return click.confirm(question, default=False, err=True)
+
+
+@click.command("apply", help=_HELP)
+@click.argument(
+    "build_dir", default="out", type=click.Path(file_okay=False, path_type=Path), metavar="BUILD"
+)
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="Preview every step (ARM what-if, Kubernetes dry-run); write nothing.",
+)
+@click.option(
+    "-t",
+    "--target",
+    "targets",
+    multiple=True,
+    type=click.Choice(_TARGETS),
+    help="Only these parts (repeatable): azure, functions (bundle + Event Grid), apim, k8s.",
+)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before deleting (CI).")
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Delete Kubernetes objects labelled for this platform and environment that the "
+    "build no longer has (listed first; never controller-owned objects or CSI-synced Secrets).",
+)
+@click.option(
+    "--force-conflicts",
+    is_flag=True,
+    help="Take over fields another field manager owns (SSA force).",
+)
+@click.option(
+    "--context",
+    "contexts",
+    multiple=True,
+    metavar="[CLUSTER=]CONTEXT",
+    help="Use this kubeconfig context (for one cluster, or all) instead of AKS credentials.",
+)
+@click.option(
+    "--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file for --context."
+)
+@click.option(
+    "--admin-credentials",
+    is_flag=True,
+    help="Fetch AKS admin (local account) credentials instead of Entra ID user credentials.",
+)
+@click.option("--cloud", type=click.Choice(_CLOUDS), default="AzureCloud", show_default=True)
+@click.option(
+    "--arm-endpoint",
+    metavar="URL",
+    help="Custom Azure Resource Manager endpoint (overrides --cloud).",
+)
+@click.option("--subscription", metavar="ID", help="Override the subscription of platform.yaml.")
+@click.option(
+    "-g", "--resource-group", metavar="NAME", help="Override the resource group of platform.yaml."
+)
+@click.option(
+    "--platform",
+    "platform_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The platform file the build came from (default: the one manifest.json names).",
+)
+@click.option(
+    "--outputs",
+    "outputs_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="ARM deployment outputs (JSON) to fill $(azure:...) with, instead of reading Azure.",
+)
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override an ARM template parameter (VALUE as JSON when it parses).",
+)
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Ignore the records of earlier applies; compare everything live.",
+)
+@click.option("--no-wait", is_flag=True, help="Do not wait for Kubernetes rollouts.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for the rollouts of one cluster.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--detailed-exitcode", is_flag=True, help="With --plan: exit 2 when there are changes."
+)
+def apply(
+    build_dir: Path,
+    plan: bool,
+    targets: tuple[str, ...],
+    yes: bool,
+    prune: bool,
+    force_conflicts: bool,
+    contexts: tuple[str, ...],
+    kubeconfig: str | None,
+    admin_credentials: bool,
+    cloud: str,
+    arm_endpoint: str | None,
+    subscription: str | None,
+    resource_group: str | None,
+    platform_file: Path | None,
+    outputs_file: Path | None,
+    parameters: tuple[str, ...],
+    refresh: bool,
+    no_wait: bool,
+    timeout: float,
+    fmt: str,
+    detailed_exitcode: bool,
+) -> None:
+    """Make the live platform match BUILD (the help text is :data:`_HELP`)."""
+    from .apply import ApplyOptions, Console, run_apply
+    from .errors import Ai4ecError
+
+    ctx_map = _contexts(contexts)
+    offline = set(targets) == {"k8s"} and bool(ctx_map or kubeconfig) and outputs_file is not None
+    missing = _missing_extras(targets, offline)
+    if missing:
+        click.echo(
+            f"error: ai4ec apply needs the azure and k8s extras ({missing} is missing): {_INSTALL}",
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_USER)
+    options = ApplyOptions(
+        build_dir=build_dir,
+        plan=plan,
+        targets=targets,
+        yes=yes,
+        prune=prune,
+        force_conflicts=force_conflicts,
+        contexts=ctx_map,
+        kubeconfig=kubeconfig,
+        admin_credentials=admin_credentials,
+        cloud=cloud,
+        arm_endpoint=arm_endpoint,
+        subscription=subscription,
+        resource_group=resource_group,
+        platform_file=platform_file,
+        outputs_file=outputs_file,
+        parameters=parameters,
+        refresh=refresh,
+        wait=not no_wait,
+        timeout=timeout,
+    )
+    console = Console(lambda text, err: click.echo(text, err=err), json_mode=fmt == "json")
+    try:
+        result = run_apply(options, console, _interactive_confirm)
+    except Ai4ecError as exc:
+        from .apply.scrub import scrub
+
+        click.echo(scrub(f"error: {exc}"), err=True)
+        for d in exc.diagnostics:
+            click.echo(scrub(f"  {d.code}: {d.message}"), err=True)
+        raise click.exceptions.Exit(EXIT_USER) from None
+    if fmt == "json":
+        doc = {
+            "plan": plan,
+            "changed": result.changed,
+            "steps": [p.to_dict() for p in result.plans],
+        }
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+    if plan and detailed_exitcode and result.changed:
+        raise click.exceptions.Exit(EXIT_CHANGES)

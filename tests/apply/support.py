@@ -1,0 +1,1213 @@
+"""Local stand-ins for Azure Resource Manager, Kudu, AKS and a kube-apiserver.
+
+Every fake is a stdlib ``ThreadingHTTPServer`` on a free 127.0.0.1 port, speaking TLS
+with a throwaway CA made with ``cryptography`` (azure-core refuses bearer tokens over
+plain http, and the real SDK clients are what is under test). Each fake checks the
+requests it gets the way the real service would (method, path, api-version, auth, body,
+SSA content type and query) and records a *violation* instead of raising inside its
+thread; tests assert ``violations == []``. Faults (an HTTP status with headers, or a
+dropped connection) are injected per method and path pattern.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import io
+import ipaddress
+import json
+import re
+import ssl
+import threading
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import yaml
+
+ARM_API = "2025-04-01"
+AKS_AAD_SERVER = "6dae42f8-4368-4678-94ff-3960e28e3630"
+ARM_AUDIENCE = "https://management.core.windows.net/"
+#: Fake tokens: secrets the output must never contain.
+TOKENS = {
+    f"{ARM_AUDIENCE}.default": "tok-arm-7f3a9c2e5b1d4e6f",
+    f"{AKS_AAD_SERVER}/.default": "tok-aks-91b2c3d4e5f60718",
+}
+ADMIN_TOKEN = "k8s-admin-token-0a1b2c3d4e5f"
+FUNCTION_KEY = "FUNCKEY-s3cr3t-9z8y7x6w"
+REDIS_KEY = "REDISKEY-abcdef0123456789"
+
+
+# -------------------------------------------------------------------------------- TLS
+
+
+@dataclass
+class Tls:
+    """A CA and a 127.0.0.1 server certificate signed by it."""
+
+    ca_file: Path
+    ca_pem: str
+    cert_file: Path
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+
+def make_tls(directory: Path) -> Tls:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ai4ec test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM).decode()
+    ca_file, cert_file, key_file = (
+        directory / "ca.pem",
+        directory / "cert.pem",
+        directory / "key.pem",
+    )
+    ca_file.write_text(ca_pem)
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return Tls(ca_file, ca_pem, cert_file, key_file)
+
+
+def other_token(scope: str) -> str:
+    """The fake token of a scope that is not ARM's or AKS's (a storage account)."""
+    return "tok-other-" + hashlib.sha256(scope.encode()).hexdigest()[:16]
+
+
+class FakeCredential:
+    """A TokenCredential handing out one fixed token per scope."""
+
+    def __init__(self) -> None:
+        self.scopes: list[str] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        scope = scopes[0]
+        self.scopes.append(scope)
+        token = TOKENS.get(scope) or other_token(scope)
+        return AccessToken(token, int(dt.datetime.now(dt.UTC).timestamp()) + 3600)
+
+
+# ---------------------------------------------------------------------- generic server
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+
+
+@dataclass
+class Fault:
+    method: str
+    pattern: re.Pattern[str]
+    times: int
+    response: Response | None  # None: drop the connection
+    when: Any = None  # optional predicate on the Request
+
+
+class FakeServer:
+    """HTTPS server dispatching to :meth:`handle`; records requests, injects faults."""
+
+    name = "fake"
+
+    def __init__(self, tls: Tls) -> None:
+        self.requests: list[Request] = []
+        self.violations: list[str] = []
+        self.faults: list[Fault] = []
+        self.lock = threading.RLock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                url = urlparse(self.path)
+                query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                req = Request(self.command, url.path, query, headers, body)
+                with server.lock:
+                    server.requests.append(req)
+                    fault = server._fault(req)
+                if fault is not None:
+                    if fault.response is None:
+                        self.close_connection = True
+                        return
+                    resp = fault.response
+                else:
+                    try:
+                        with server.lock:  # one request at a time, like a consistent store
+                            resp = server.handle(req)
+                    except Exception as exc:  # noqa: BLE001 - becomes a violation + 500
+                        server.violate(f"{req.method} {req.path}: handler crashed: {exc!r}")
+                        resp = Response(500, {"error": {"code": "FakeCrash", "message": str(exc)}})
+                data = (
+                    resp.raw
+                    if resp.raw is not None
+                    else (json.dumps(resp.body).encode() if resp.body is not None else b"")
+                )
+                self.send_response(resp.status)
+                headers = {"Content-Type": "application/json", **resp.headers}
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = do_HEAD = _serve
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.socket = tls.server_context().wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def violate(self, message: str) -> None:
+        with self.lock:
+            self.violations.append(f"{self.name}: {message}")
+
+    def fail(
+        self,
+        method: str,
+        pattern: str,
+        status: int,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        when: Any = None,
+    ) -> None:
+        """Answer the next ``times`` matching requests with ``status`` instead."""
+        resp = Response(
+            status,
+            body or {"error": {"code": "Injected", "message": f"HTTP {status}"}},
+            headers or {},
+        )
+        self.faults.append(Fault(method, re.compile(pattern), times, resp, when))
+
+    def drop(self, method: str, pattern: str, times: int = 1) -> None:
+        """Close the connection without answering the next ``times`` matching requests."""
+        self.faults.append(Fault(method, re.compile(pattern), times, None))
+
+    def _fault(self, req: Request) -> Fault | None:
+        for f in self.faults:
+            if (
+                f.times > 0
+                and f.method == req.method
+                and f.pattern.search(req.path)
+                and (f.when is None or f.when(req))
+            ):
+                f.times -= 1
+                return f
+        return None
+
+    def handle(self, req: Request) -> Response:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def count(self, method: str, pattern: str, query: dict[str, str] | None = None) -> int:
+        rx = re.compile(pattern)
+        return sum(
+            1
+            for r in self.requests
+            if r.method == method
+            and rx.search(r.path)
+            and all(r.query.get(k) == v for k, v in (query or {}).items())
+        )
+
+    def reset_log(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+
+# ------------------------------------------------------------------------- fake Azure
+
+
+_PARAM = re.compile(r"^\[parameters\('([^']+)'\)(?:\.([A-Za-z0-9_-]+))?\]$")
+_RESOURCE_ID = re.compile(r"^\[resourceId\((.*)\)\]$")
+
+
+def _literal_args(text: str) -> list[str] | None:
+    args = [a.strip() for a in text.split(",")]
+    if not all(a.startswith("'") and a.endswith("'") for a in args):
+        return None
+    return [a[1:-1] for a in args]
+
+
+def _evaluate(value: Any, params: dict[str, Any]) -> Any:
+    """The fake's tiny ARM evaluator: whole-string ``[parameters('x')(.y)]`` only."""
+    if isinstance(value, str):
+        m = _PARAM.match(value)
+        if m:
+            got = params.get(m.group(1))
+            return got.get(m.group(2)) if m.group(2) and isinstance(got, dict) else got
+        return value
+    if isinstance(value, dict):
+        return {k: _evaluate(v, params) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_evaluate(v, params) for v in value]
+    return value
+
+
+def resource_path(rtype: str, name: str) -> str:
+    ns, *types = rtype.split("/")
+    names = name.split("/") if not name.startswith("[") else [name]
+    parts = [ns]
+    for i, t in enumerate(types):
+        parts += [t, names[i] if i < len(names) else "?"]
+    return "/".join(parts)
+
+
+def _paths(before: Any, after: Any, prefix: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for k in sorted(set(before) | set(after)):
+            p = f"{prefix}.{k}" if prefix else k
+            if k not in before or k not in after:
+                out.append(p)
+            else:
+                out += _paths(before[k], after[k], p)
+        return out
+    return [] if before == after else [prefix]
+
+
+class FakeAzure(FakeServer):
+    """Resource Manager (groups, tags, deployments, what-if, sites, AKS) plus Kudu."""
+
+    name = "azure"
+
+    def __init__(self, tls: Tls, subscription: str) -> None:
+        super().__init__(tls)
+        self.subscription = subscription
+        self.groups: dict[str, dict[str, Any]] = {}
+        self.resources: dict[str, dict[str, Any]] = {}
+        self.deployments: dict[str, dict[str, Any]] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.output_values: dict[str, Any] = {}
+        self.deploy_polls = 1
+        self.kudu: list[bytes] = []
+        self.kudu_polls = 1
+        self.kube: FakeKube | None = None
+        self.tls = tls
+        self.fail_resource: tuple[str, str] | None = None
+        self._kudu_left = 0
+        self.blobs: dict[str, bytes] = {}
+        #: Put a Key Vault secret's value into what-if results, as ARM may.
+        self.whatif_secret = REDIS_KEY
+
+    # -- helpers
+
+    def _auth(self, req: Request, scope: str = f"{ARM_AUDIENCE}.default") -> bool:
+        want = f"Bearer {TOKENS[scope]}"
+        if req.headers.get("authorization") != want:
+            self.violate(f"{req.method} {req.path}: Authorization is not the {scope} token")
+            return False
+        return True
+
+    def _api(self, req: Request, version: str) -> None:
+        if req.query.get("api-version") != version:
+            self.violate(
+                f"{req.method} {req.path}: api-version {req.query.get('api-version')} != {version}"
+            )
+
+    def _rid(self, rg: str, rtype: str, name: str) -> str:
+        base = f"/subscriptions/{self.subscription}/resourceGroups/{rg}"
+        return f"{base}/providers/{resource_path(rtype, name)}"
+
+    def _expand(
+        self, template: dict[str, Any], params: dict[str, Any]
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(resource, evaluated body) of every resource whose condition holds."""
+        out = []
+        for r in template["resources"]:
+            cond = _evaluate(r.get("condition", True), params)
+            if cond is False:
+                continue
+            body = {k: v for k, v in r.items() if k not in ("dependsOn", "condition", "apiVersion")}
+            out.append((r, _evaluate(body, params)))
+        return out
+
+    def _params(
+        self, template: dict[str, Any], props: dict[str, Any], where: str
+    ) -> dict[str, Any]:
+        declared = template.get("parameters") or {}
+        given = props.get("parameters") or {}
+        for k, v in given.items():
+            if k not in declared:
+                self.violate(f"{where}: parameter {k} is not declared by the template")
+            if not isinstance(v, dict) or "value" not in v:
+                self.violate(f"{where}: parameter {k} is not {{'value': ...}}")
+        values = {k: (d or {}).get("defaultValue") for k, d in declared.items()}
+        values.update({k: v.get("value") for k, v in given.items() if isinstance(v, dict)})
+        return values
+
+    def _check_depends(self, template: dict[str, Any], where: str) -> None:
+        present = {(r["type"].lower(), str(r["name"]).lower()) for r in template["resources"]}
+        for r in template["resources"]:
+            for d in r.get("dependsOn") or []:
+                m = _RESOURCE_ID.match(d)
+                if m:
+                    args = _literal_args(m.group(1))
+                    if args and (args[0].lower(), "/".join(args[1:]).lower()) not in present:
+                        self.violate(
+                            f"{where}: {r['name']} depends on {d}, which is not in the template"
+                        )
+                elif d.startswith("[extensionResourceId("):
+                    hits = [
+                        x
+                        for x in template["resources"]
+                        if "scope" in x
+                        and f"'{x['type']}'" in d
+                        and str(x["name"]).strip("[]") in d
+                    ]
+                    if not hits:
+                        self.violate(
+                            f"{where}: {r['name']} depends on {d[:80]}..., not in the template"
+                        )
+
+    def _check_template(self, props: dict[str, Any], where: str) -> dict[str, Any]:
+        if props.get("mode") != "Incremental":
+            self.violate(f"{where}: mode {props.get('mode')} (apply must deploy incrementally)")
+        template = props.get("template") or {}
+        if "resources" not in template or "$schema" not in template:
+            self.violate(f"{where}: not an ARM template")
+        self._check_depends(template, where)
+        return template
+
+    # -- routing
+
+    def handle(self, req: Request) -> Response:
+        p = req.path
+        if p == "/metadata/endpoints":
+            return Response(
+                200,
+                {
+                    "authentication": {
+                        "loginEndpoint": "https://login.example.test/",
+                        "audiences": [ARM_AUDIENCE],
+                    }
+                },
+            )
+        if p.startswith("/api/"):
+            return self._kudu(req)
+        if p.startswith("/ai4ec-packages/"):
+            return self._blob(req)
+        if not self._auth(req):
+            return Response(
+                401, {"error": {"code": "AuthenticationFailed", "message": "bad token"}}
+            )
+        m = re.match(rf"^/subscriptions/{self.subscription}/resource[gG]roups/([^/]+)(/.*)?$", p)
+        if p.startswith("/operations/"):
+            return self._operation(req)
+        if not m:
+            self.violate(f"unexpected {req.method} {p}")
+            return Response(404, {"error": {"code": "NotFound", "message": p}})
+        rg, rest = m.group(1), m.group(2) or ""
+        if rest == "":
+            return self._group(req, rg)
+        if rest == "/providers/Microsoft.Resources/tags/default":
+            self._api(req, ARM_API)
+            body = req.json()
+            if body.get("operation") != "Merge":
+                self.violate(f"tags PATCH operation {body.get('operation')} (must merge)")
+            self.groups[rg.lower()]["tags"].update(body["properties"]["tags"])
+            return Response(200, {"properties": {"tags": self.groups[rg.lower()]["tags"]}})
+        d = re.match(
+            r"^/providers/Microsoft\.Resources/deployments/([^/]+)(/whatIf|/operations)?$", rest
+        )
+        if d:
+            return self._deployment(req, rg, d.group(1), d.group(2) or "")
+        s = re.match(r"^/providers/Microsoft\.Web/sites/([^/]+)(/restart|/syncfunctions)?$", rest)
+        if s:
+            self._api(req, "2024-04-01")
+            rid = self._rid(rg, "Microsoft.Web/sites", s.group(1)).lower()
+            if rid not in self.resources:
+                return Response(404, {"error": {"code": "ResourceNotFound", "message": "no site"}})
+            if s.group(2):
+                return Response(200, {})
+            return Response(
+                200,
+                {
+                    "name": s.group(1),
+                    "properties": {
+                        "hostNameSslStates": [
+                            {"name": f"{s.group(1)}.azurewebsites.net", "hostType": "Standard"},
+                            {"name": f"127.0.0.1:{self.port}", "hostType": "Repository"},
+                        ]
+                    },
+                },
+            )
+        st = re.match(r"^/providers/Microsoft\.Storage/storageAccounts/([^/]+)$", rest)
+        if st:
+            if (
+                self._rid(rg, "Microsoft.Storage/storageAccounts", st.group(1)).lower()
+                not in self.resources
+            ):
+                return Response(
+                    404, {"error": {"code": "ResourceNotFound", "message": "no account"}}
+                )
+            return Response(
+                200,
+                {"name": st.group(1), "properties": {"primaryEndpoints": {"blob": f"{self.url}/"}}},
+            )
+        a = re.match(
+            r"^/providers/Microsoft\.ContainerService/managedClusters/([^/]+)/(listClusterUserCredential|listClusterAdminCredential)$",
+            rest,
+        )
+        if a:
+            return self._aks(req, rg, a.group(1), a.group(2))
+        self.violate(f"unexpected {req.method} {p}")
+        return Response(404, {"error": {"code": "NotFound", "message": p}})
+
+    def _group(self, req: Request, rg: str) -> Response:
+        self._api(req, ARM_API)
+        key = rg.lower()
+        if req.method == "HEAD":
+            return Response(204 if key in self.groups else 404)
+        if req.method == "GET":
+            if key not in self.groups:
+                return Response(404, {"error": {"code": "ResourceGroupNotFound", "message": rg}})
+            g = self.groups[key]
+            return Response(
+                200,
+                {
+                    "id": f"/subscriptions/{self.subscription}/resourceGroups/{rg}",
+                    "name": rg,
+                    "location": g["location"],
+                    "tags": g["tags"],
+                },
+            )
+        if req.method == "PUT":
+            body = req.json()
+            if key in self.groups:
+                self.violate(f"resource group {rg} PUT although it exists (would replace its tags)")
+            self.groups[key] = {"location": body["location"], "tags": dict(body.get("tags") or {})}
+            return Response(
+                201, {"name": rg, "location": body["location"], "tags": body.get("tags") or {}}
+            )
+        self.violate(f"unexpected {req.method} on resource group")
+        return Response(405)
+
+    def _deployment(self, req: Request, rg: str, name: str, action: str) -> Response:
+        self._api(req, ARM_API)
+        where = f"deployment {name}"
+        if rg.lower() not in self.groups:
+            return Response(
+                404,
+                {
+                    "error": {
+                        "code": "ResourceGroupNotFound",
+                        "message": f"Resource group '{rg}' could not be found.",
+                    }
+                },
+            )
+        if action == "/operations":
+            dep = self.deployments.get(name, {})
+            return Response(200, {"value": dep.get("operations", [])})
+        if action == "/whatIf":
+            if req.method != "POST":
+                self.violate(f"{where}/whatIf with {req.method}")
+            props = (req.json() or {}).get("properties") or {}
+            template = self._check_template(props, where)
+            params = self._params(template, props, where)
+            changes = []
+            for r, body in self._expand(template, params):
+                rid = self._rid(rg, r["type"], str(r["name"]))
+                old = self.resources.get(rid.lower())
+                if r["type"] == "Microsoft.KeyVault/vaults/secrets" and self.whatif_secret:
+                    body = copy.deepcopy(body)
+                    body.setdefault("properties", {})["value"] = (
+                        f"rediss://:{self.whatif_secret}@r:6380/0"
+                    )
+                    old = None if old is None else body
+                if old is None:
+                    changes.append({"resourceId": rid, "changeType": "Create", "after": body})
+                elif old != body:
+                    delta = [
+                        {"path": p, "propertyChangeType": "Modify", "before": "x", "after": "y"}
+                        for p in _paths(old, body)
+                    ]
+                    changes.append(
+                        {
+                            "resourceId": rid,
+                            "changeType": "Modify",
+                            "before": old,
+                            "after": body,
+                            "delta": delta,
+                        }
+                    )
+                else:
+                    changes.append(
+                        {"resourceId": rid, "changeType": "NoChange", "before": old, "after": body}
+                    )
+            op = str(uuid.uuid4())
+            self.operations[op] = {
+                "polls": 1,
+                "result": {"status": "Succeeded", "properties": {"changes": changes}},
+            }
+            return Response(
+                202,
+                None,
+                {
+                    "Location": f"{self.url}/operations/{op}?api-version={ARM_API}",
+                    "Retry-After": "0",
+                },
+            )
+        if req.method == "GET":
+            dep = self.deployments.get(name)
+            if dep is None:
+                return Response(404, {"error": {"code": "DeploymentNotFound", "message": name}})
+            return Response(200, dep["resource"])
+        if req.method != "PUT":
+            self.violate(f"{where}: {req.method}")
+            return Response(405)
+        props = (req.json() or {}).get("properties") or {}
+        template = self._check_template(props, where)
+        params = self._params(template, props, where)
+        failed = []
+        for r, body in self._expand(template, params):
+            if self.fail_resource and (r["type"], r["name"]) == self.fail_resource:
+                failed.append(
+                    {
+                        "properties": {
+                            "provisioningState": "Failed",
+                            "targetResource": {
+                                "resourceType": r["type"],
+                                "resourceName": r["name"],
+                            },
+                            "statusMessage": {
+                                "error": {
+                                    "code": "BadRequest",
+                                    "message": f"invalid value; see https://{r['name']}.azurewebsites.net/api/CacheConnectorUpsert?code={FUNCTION_KEY}",
+                                }
+                            },
+                        }
+                    }
+                )
+                continue
+            self.resources[self._rid(rg, r["type"], str(r["name"])).lower()] = body
+        outputs = {}
+        for k, o in (template.get("outputs") or {}).items():
+            outputs[k] = {
+                "type": o.get("type", "string"),
+                "value": self.output_values.get(k, _evaluate(o.get("value"), params)),
+            }
+        state = "Failed" if failed else "Succeeded"
+        resource = {
+            "id": f"/subscriptions/{self.subscription}/resourceGroups/{rg}"
+            f"/providers/Microsoft.Resources/deployments/{name}",
+            "name": name,
+            "properties": {"provisioningState": state, "outputs": outputs, "mode": "Incremental"},
+        }
+        self.deployments[name] = {
+            "resource": resource,
+            "operations": failed,
+            "params": params,
+            "template": template,
+        }
+        op = str(uuid.uuid4())
+        result: dict[str, Any] = {"status": state}
+        if failed:
+            result["error"] = {
+                "code": "DeploymentFailed",
+                "message": "At least one resource deployment operation failed.",
+            }
+        self.operations[op] = {"polls": self.deploy_polls, "result": result}
+        body = copy.deepcopy(resource)
+        body["properties"]["provisioningState"] = "Running" if self.deploy_polls else state
+        if self.deploy_polls == 0 and not failed:
+            return Response(200, resource)
+        return Response(
+            201,
+            body,
+            {
+                "Azure-AsyncOperation": f"{self.url}/operations/{op}?api-version={ARM_API}",
+                "Retry-After": "0",
+            },
+        )
+
+    def _operation(self, req: Request) -> Response:
+        op = self.operations.get(req.path.rsplit("/", 1)[-1])
+        if op is None:
+            return Response(404, {"error": {"code": "NotFound", "message": "operation"}})
+        if op["polls"] > 0:
+            op["polls"] -= 1
+            if "properties" in op["result"]:  # what-if: 202 until done
+                return Response(
+                    202,
+                    None,
+                    {"Location": f"{self.url}{req.path}?api-version={ARM_API}", "Retry-After": "0"},
+                )
+            return Response(200, {"status": "Running"}, {"Retry-After": "0"})
+        return Response(200, op["result"])
+
+    def _aks(self, req: Request, rg: str, cluster: str, action: str) -> Response:
+        if req.method != "POST":
+            self.violate(f"{action} with {req.method}")
+        rid = self._rid(rg, "Microsoft.ContainerService/managedClusters", cluster).lower()
+        if rid not in self.resources or self.kube is None:
+            return Response(
+                404,
+                {"error": {"code": "ResourceNotFound", "message": f"cluster {cluster} not found"}},
+            )
+        admin = action == "listClusterAdminCredential"
+        user: dict[str, Any] = (
+            {"token": ADMIN_TOKEN}
+            if admin
+            else {
+                "exec": {
+                    "apiVersion": "client.authentication.k8s.io/v1beta1",
+                    "command": "kubelogin",
+                    "args": [
+                        "get-token",
+                        "--environment",
+                        "AzurePublicCloud",
+                        "--server-id",
+                        AKS_AAD_SERVER,
+                        "--login",
+                        "devicecode",
+                    ],
+                }
+            }
+        )
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": cluster,
+                    "cluster": {
+                        "server": self.kube.url,
+                        "certificate-authority-data": base64.b64encode(
+                            self.tls.ca_pem.encode()
+                        ).decode(),
+                    },
+                }
+            ],
+            "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": "u"}}],
+            "current-context": cluster,
+            "users": [{"name": "u", "user": user}],
+        }
+        value = base64.b64encode(yaml.safe_dump(config).encode()).decode()
+        return Response(
+            200,
+            {"kubeconfigs": [{"name": "clusterAdmin" if admin else "clusterUser", "value": value}]},
+        )
+
+    def _kudu(self, req: Request) -> Response:
+        self._auth(req)
+        if req.path == "/api/zipdeploy":
+            if req.method != "POST" or req.query.get("isAsync") != "true":
+                self.violate(f"zipdeploy: {req.method} {req.query}")
+            if req.headers.get("content-type") != "application/zip":
+                self.violate(f"zipdeploy content type {req.headers.get('Content-Type')}")
+            try:
+                zipfile.ZipFile(io.BytesIO(req.body)).testzip()
+            except zipfile.BadZipFile:
+                self.violate("zipdeploy body is not a zip")
+            self.kudu.append(req.body)
+            self._kudu_left = self.kudu_polls
+            return Response(
+                202, None, {"Location": f"{self.url}/api/deployments/latest", "Retry-After": "0"}
+            )
+        if req.path == "/api/deployments/latest":
+            if self._kudu_left > 0:
+                self._kudu_left -= 1
+                return Response(202, {"status": 1, "complete": False}, {"Retry-After": "0"})
+            return Response(200, {"status": 4, "complete": True, "status_text": ""})
+        self.violate(f"unexpected Kudu {req.method} {req.path}")
+        return Response(404)
+
+    def _blob(self, req: Request) -> Response:
+        want = f"Bearer {other_token(f'https://127.0.0.1:{self.port}/.default')}"
+        if req.headers.get("authorization") != want:
+            self.violate("blob PUT without the storage account's token")
+        if req.method != "PUT" or req.headers.get("x-ms-blob-type") != "BlockBlob":
+            self.violate(f"blob: {req.method} {req.headers.get('x-ms-blob-type')}")
+        if not req.headers.get("x-ms-version"):
+            self.violate("blob PUT without x-ms-version")
+        self.blobs[req.path] = req.body
+        return Response(201, None)
+
+    # -- assertions
+
+    def writes(self) -> list[str]:
+        """Every request that changes something in Azure (whatIf and reads excluded)."""
+        out = []
+        for r in self.requests:
+            if r.method in ("PUT", "PATCH", "DELETE") or (
+                r.method == "POST" and not r.path.endswith(("/whatIf", "Credential", "/operations"))
+            ):
+                out.append(f"{r.method} {r.path}")
+        return out
+
+
+# ----------------------------------------------------------------------- fake Kubernetes
+
+DISCOVERY: dict[str, list[tuple[str, str, bool]]] = {
+    "v1": [
+        ("Namespace", "namespaces", False),
+        ("ServiceAccount", "serviceaccounts", True),
+        ("Secret", "secrets", True),
+        ("ConfigMap", "configmaps", True),
+        ("Service", "services", True),
+    ],
+    "apps/v1": [
+        ("Deployment", "deployments", True),
+        ("DaemonSet", "daemonsets", True),
+        ("StatefulSet", "statefulsets", True),
+    ],
+    "policy/v1": [("PodDisruptionBudget", "poddisruptionbudgets", True)],
+    "autoscaling/v2": [("HorizontalPodAutoscaler", "horizontalpodautoscalers", True)],
+    "secrets-store.csi.x-k8s.io/v1": [("SecretProviderClass", "secretproviderclasses", True)],
+    "keda.sh/v1alpha1": [
+        ("ScaledObject", "scaledobjects", True),
+        ("TriggerAuthentication", "triggerauthentications", True),
+    ],
+    "networking.istio.io/v1": [
+        ("DestinationRule", "destinationrules", True),
+        ("Gateway", "gateways", True),
+        ("VirtualService", "virtualservices", True),
+    ],
+    "security.istio.io/v1": [
+        ("PeerAuthentication", "peerauthentications", True),
+        ("AuthorizationPolicy", "authorizationpolicies", True),
+    ],
+}
+
+
+def _status(code: int, reason: str, message: str) -> Response:
+    return Response(
+        code,
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code,
+        },
+    )
+
+
+def _fields(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {f"f:{k}": _fields(v) for k, v in value.items()}
+    return {}
+
+
+class FakeKube(FakeServer):
+    """A kube-apiserver with discovery, server-side apply (dry-run too), list, delete."""
+
+    name = "kube"
+
+    def __init__(self, tls: Tls, token: str = TOKENS[f"{AKS_AAD_SERVER}/.default"]) -> None:
+        super().__init__(tls)
+        self.token = token
+        self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self.discovery = copy.deepcopy(DISCOVERY)
+        self.kinds = {
+            (gv, kind): (plural, ns) for gv, rs in DISCOVERY.items() for kind, plural, ns in rs
+        }
+        self.plurals = {(gv, plural): (kind, ns) for (gv, kind), (plural, ns) in self.kinds.items()}
+        self.conflicts: set[tuple[str, str]] = set()  # (kind, name) owned by another manager
+        self.expect_force = False
+        self.slow: dict[str, int] = {}  # workload name -> GETs before it is ready
+        self.version = 100
+        self.seed(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "aks-istio-ingress"}}
+        )
+        self.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}})
+        self.seed(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": "aks-istio-ingressgateway-external",
+                    "namespace": "aks-istio-ingress",
+                },
+                "spec": {"type": "LoadBalancer"},
+                "status": {"loadBalancer": {"ingress": [{"ip": "20.1.2.3"}]}},
+            }
+        )
+
+    @staticmethod
+    def key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+        md = obj["metadata"]
+        return (
+            obj["apiVersion"].rpartition("/")[0],
+            obj["kind"],
+            md.get("namespace") or "",
+            md["name"],
+        )
+
+    def seed(self, obj: dict[str, Any]) -> None:
+        obj = copy.deepcopy(obj)
+        md = obj["metadata"]
+        md.setdefault("uid", str(uuid.uuid4()))
+        md.setdefault("resourceVersion", "1")
+        md.setdefault("generation", 1)
+        self.objects[self.key(obj)] = obj
+
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return next(
+            (
+                o
+                for (g, k, ns, n), o in self.objects.items()
+                if k == kind and ns == namespace and n == name
+            ),
+            None,
+        )
+
+    def handle(self, req: Request) -> Response:
+        if req.headers.get("authorization") != f"Bearer {self.token}":
+            self.violate(f"{req.method} {req.path}: wrong or missing bearer token")
+            return _status(401, "Unauthorized", "Unauthorized")
+        p = req.path.rstrip("/")
+        if p == "/version":
+            return Response(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-fake"})
+        if p == "/api":
+            return Response(200, {"kind": "APIVersions", "versions": ["v1"]})
+        if p == "/apis":
+            groups = sorted({gv.rpartition("/")[0] for gv in self.discovery if "/" in gv})
+            return Response(
+                200,
+                {
+                    "kind": "APIGroupList",
+                    "groups": [
+                        {
+                            "name": g,
+                            "versions": [
+                                {"groupVersion": gv, "version": gv.rpartition("/")[2]}
+                                for gv in self.discovery
+                                if gv.startswith(g + "/")
+                            ],
+                        }
+                        for g in groups
+                    ],
+                },
+            )
+        m = re.match(r"^/(?:api/(v1)|apis/([^/]+/[^/]+))(/.*)?$", p)
+        if not m:
+            return _status(404, "NotFound", "the server could not find the requested resource")
+        gv = m.group(1) or m.group(2)
+        rest = m.group(3) or ""
+        if gv not in self.discovery:
+            return _status(404, "NotFound", "the server could not find the requested resource")
+        if not rest:
+            if req.method != "GET":
+                self.violate(f"{req.method} on discovery")
+            return Response(
+                200,
+                {
+                    "kind": "APIResourceList",
+                    "groupVersion": gv,
+                    "resources": [
+                        {
+                            "name": pl,
+                            "kind": k,
+                            "namespaced": ns,
+                            "verbs": ["get", "list", "patch", "delete"],
+                        }
+                        for k, pl, ns in self.discovery[gv]
+                    ],
+                },
+            )
+        parts = rest.strip("/").split("/")
+        namespace = ""
+        if parts[0] == "namespaces" and len(parts) >= 3:
+            namespace, parts = parts[1], parts[2:]
+        plural = parts[0]
+        name = parts[1] if len(parts) > 1 else ""
+        if (gv, plural) not in self.plurals:
+            return _status(404, "NotFound", "the server could not find the requested resource")
+        kind, namespaced = self.plurals[(gv, plural)]
+        group = gv.rpartition("/")[0]
+        if not name:
+            if req.method != "GET":
+                self.violate(f"{req.method} on a collection")
+            return self._list(req, group, kind, namespace)
+        key = (group, kind, namespace, name)
+        if req.method == "GET":
+            obj = self.objects.get(key)
+            if obj is None:
+                return _status(404, "NotFound", f'{plural} "{name}" not found')
+            obj = copy.deepcopy(obj)
+            if kind in ("Deployment", "DaemonSet", "StatefulSet") and self.slow.get(name, 0) > 0:
+                self.slow[name] -= 1
+                obj["status"] = {
+                    "observedGeneration": obj["metadata"]["generation"],
+                    "replicas": 1,
+                    "updatedReplicas": 0,
+                    "availableReplicas": 0,
+                }
+            return Response(200, obj)
+        if req.method == "PATCH":
+            return self._apply(req, gv, kind, namespaced, key)
+        if req.method == "DELETE":
+            if key not in self.objects:
+                return _status(404, "NotFound", f'{plural} "{name}" not found')
+            del self.objects[key]
+            return Response(200, {"kind": "Status", "status": "Success"})
+        self.violate(f"unexpected {req.method} {p}")
+        return _status(405, "MethodNotAllowed", req.method)
+
+    def _list(self, req: Request, group: str, kind: str, namespace: str) -> Response:
+        selector = req.query.get("labelSelector", "")
+        terms = dict(t.split("=", 1) for t in selector.split(",") if t)
+        items = [
+            copy.deepcopy(o)
+            for (g, k, ns, _n), o in self.objects.items()
+            if g == group
+            and k == kind
+            and (not namespace or ns == namespace)
+            and all((o["metadata"].get("labels") or {}).get(a) == b for a, b in terms.items())
+        ]
+        return Response(
+            200,
+            {
+                "kind": f"{kind}List",
+                "metadata": {"resourceVersion": str(self.version)},
+                "items": items,
+            },
+        )
+
+    def _apply(
+        self, req: Request, gv: str, kind: str, namespaced: bool, key: tuple[str, str, str, str]
+    ) -> Response:
+        where = f"PATCH {kind} {key[2]}/{key[3]}"
+        if req.headers.get("content-type") != "application/apply-patch+yaml":
+            self.violate(f"{where}: Content-Type {req.headers.get('Content-Type')}")
+        if req.query.get("fieldManager") != "ai4ec":
+            self.violate(f"{where}: fieldManager {req.query.get('fieldManager')}")
+        force = req.query.get("force") == "true"
+        if force != self.expect_force:
+            self.violate(f"{where}: force={force} but the test expects {self.expect_force}")
+        dry = req.query.get("dryRun")
+        if dry not in (None, "All"):
+            self.violate(f"{where}: dryRun={dry}")
+        text = req.body.decode()
+        if "$(azure:" in text:
+            self.violate(f"{where}: unresolved placeholder sent")
+        body = json.loads(text)
+        if (
+            body.get("kind") != kind
+            or body.get("apiVersion") != gv
+            or body["metadata"].get("name") != key[3]
+        ):
+            self.violate(
+                f"{where}: body names {body.get('apiVersion')} {body.get('kind')} "
+                f"{body['metadata'].get('name')}"
+            )
+        if namespaced and ("", "Namespace", "", key[2]) not in self.objects:
+            return _status(404, "NotFound", f'namespaces "{key[2]}" not found')
+        if (kind, key[3]) in self.conflicts and not force:
+            return Response(
+                409,
+                {
+                    "kind": "Status",
+                    "status": "Failure",
+                    "reason": "Conflict",
+                    "code": 409,
+                    "message": f'Apply failed with 1 conflict: conflict with "kubectl-edit" '
+                    f"using {gv}: .spec.replicas",
+                    "details": {
+                        "causes": [
+                            {
+                                "reason": "FieldManagerConflict",
+                                "message": 'conflict with "kubectl-edit"',
+                                "field": ".spec.replicas",
+                            }
+                        ]
+                    },
+                },
+            )
+        live = self.objects.get(key)
+        new = copy.deepcopy(body)
+        md = new["metadata"]
+        if kind == "Deployment":
+            new.setdefault("spec", {}).setdefault("revisionHistoryLimit", 10)  # server-side default
+            new["spec"].setdefault("progressDeadlineSeconds", 600)
+        if live is not None:
+            lmd = live["metadata"]
+            md["uid"], md["creationTimestamp"] = lmd["uid"], lmd.get("creationTimestamp")
+            foreign = {
+                k: v for k, v in (lmd.get("annotations") or {}).items() if k.startswith("other/")
+            }
+            if foreign:
+                md.setdefault("annotations", {}).update(foreign)
+            same_spec = {k: v for k, v in live.items() if k not in ("metadata", "status")} == {
+                k: v for k, v in new.items() if k not in ("metadata", "status")
+            }
+            md["generation"] = lmd.get("generation", 1) + (0 if same_spec else 1)
+            unchanged = same_spec and {
+                k: v
+                for k, v in lmd.items()
+                if k
+                not in (
+                    "resourceVersion",
+                    "generation",
+                    "managedFields",
+                    "uid",
+                    "creationTimestamp",
+                )
+            } == {
+                k: v
+                for k, v in md.items()
+                if k
+                not in (
+                    "resourceVersion",
+                    "generation",
+                    "managedFields",
+                    "uid",
+                    "creationTimestamp",
+                )
+            }
+            md["resourceVersion"] = lmd["resourceVersion"] if unchanged else str(self.version + 1)
+        else:
+            md["uid"], md["creationTimestamp"], md["generation"] = (
+                str(uuid.uuid4()),
+                "2025-01-01T00:00:00Z",
+                1,
+            )
+            md["resourceVersion"] = str(self.version + 1)
+        md["managedFields"] = [
+            {
+                "manager": "ai4ec",
+                "operation": "Apply",
+                "apiVersion": gv,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": _fields(
+                    {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
+                ),
+                "time": "2025-01-01T00:00:00Z" if dry else "2025-01-02T00:00:00Z",
+            }
+        ]
+        if kind in ("Deployment", "StatefulSet"):
+            n = new["spec"].get("replicas", 1)
+            new["status"] = {
+                "observedGeneration": md["generation"],
+                "replicas": n,
+                "updatedReplicas": n,
+                "availableReplicas": n,
+                "readyReplicas": n,
+            }
+        elif kind == "DaemonSet":
+            new["status"] = {
+                "observedGeneration": md["generation"],
+                "desiredNumberScheduled": 2,
+                "updatedNumberScheduled": 2,
+                "numberAvailable": 2,
+            }
+        elif live is not None and "status" in live:
+            new["status"] = live["status"]
+        if not dry:
+            if md["resourceVersion"] != (live or {}).get("metadata", {}).get("resourceVersion"):
+                self.version += 1
+            self.objects[key] = new
+        return Response(200 if live is not None else 201, new)
+
+    # -- assertions
+
+    def writes(self) -> list[str]:
+        """Requests that change the cluster (dry-run applies excluded)."""
+        return [
+            f"{r.method} {r.path}"
+            for r in self.requests
+            if r.method in ("POST", "PUT", "DELETE")
+            or (r.method == "PATCH" and r.query.get("dryRun") != "All")
+        ]
