@@ -289,7 +289,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("AI4EC_DEBUG") == "1"
     try:
-        cli.main(args=args, prog_name="ai4ec", standalone_mode=False)
+        # Without standalone mode click *returns* the code of an Exit instead of raising.
+        code = cli.main(args=args, prog_name="ai4ec", standalone_mode=False)
+        if isinstance(code, int) and code != EXIT_OK:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:

@@ -226,6 +226,12 @@ def apply(
         wait=not no_wait,
         timeout=timeout,
     )
+    import logging
+
+    # azure-identity logs every credential it tried, pages of text per failure; our own
+    # error already says how to sign in. Their warnings stay available with --debug.
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("azure").setLevel(logging.ERROR)
     console = Console(lambda text, err: click.echo(text, err=err), json_mode=fmt == "json")
     try:
         result = run_apply(options, console, _interactive_confirm)

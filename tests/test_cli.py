@@ -179,3 +179,25 @@ def test_init_writes_a_valid_starter(runner: CliRunner, tmp_path: Path) -> None:
     again = runner.invoke(cli, ["init", str(target)])
     assert again.exit_code == 1 and "already exists" in again.output
     assert runner.invoke(cli, ["init", "--force", str(target)]).exit_code == 0
+
+
+def test_console_script_exit_codes(tmp_path: Path) -> None:
+    """The installed `ai4ec` command, not CliRunner: exit codes must reach the shell."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("ai4ec")
+    ok = subprocess.run(
+        [exe, "validate", str(SAMPLES / "minimal/platform.yaml")], capture_output=True
+    )
+    assert ok.returncode == 0
+    bad = tmp_path / "p.yaml"
+    bad.write_text("apiVersion: ai4ec/v1\n")
+    res = subprocess.run([exe, "validate", str(bad)], capture_output=True, text=True)
+    assert res.returncode == 1, res.stderr
+    res = subprocess.run([exe, "build", str(bad), "-o", str(tmp_path / "o")], capture_output=True)
+    assert res.returncode == 1
+    res = subprocess.run([exe, "init", str(SAMPLES / "minimal/platform.yaml")], capture_output=True)
+    assert res.returncode == 1  # refuses to overwrite
+    res = subprocess.run([exe, "validate", "--nope"], capture_output=True)
+    assert res.returncode == 1
