@@ -277,7 +277,9 @@ def serve(
 def _register_optional_commands() -> None:
     # Each lives in its own module so the heavy SDKs load only when the command runs.
     from .cli_apply import apply
+    from .cli_diff import diff
 
+    cli.add_command(diff)
     cli.add_command(apply)
 
 

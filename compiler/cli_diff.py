@@ -1,0 +1,165 @@
+"""The ``ai4ec diff`` command (registered on the main group with ``cli.add_command``).
+
+Like every command it only turns options into arguments, calls one library function
+(:func:`ai4ec.diff.diff_git` or :func:`ai4ec.diff.diff_dirs`) and prints the report.
+Exit codes follow ``terraform plan -detailed-exitcode``: 0 no changes, 2 changes,
+1 an error (bad input, unknown ref, invalid platform on either side).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_OK = 0
+EXIT_USER = 1
+EXIT_CHANGES = 2
+
+
+def _exit(code: int) -> SystemExit:
+    """End the command with ``code``, through any runner.
+
+    Not ``ai4ec.cli._Failed``: ``cli.main`` runs click with ``standalone_mode=False``,
+    and click 8.5 then *returns* the code of an ``Exit`` exception instead of raising
+    it, so ``main`` would exit 0 after a diff that found changes. ``SystemExit``
+    passes through click and ``main`` unchanged, and CliRunner records it.
+    """
+    return SystemExit(code)
+
+
+def _fail(message: str) -> SystemExit:
+    click.echo(f"error: {message}", err=True)
+    return _exit(EXIT_USER)
+
+
+@click.command("diff")
+@click.argument("dirs", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR_A DIR_B]")
+@click.option(
+    "--base",
+    "base_ref",
+    metavar="REF",
+    help="Git ref to compare from. Default: where this branch left origin's default "
+    "branch (merge-base with origin/HEAD, origin/main or origin/master), else HEAD.",
+)
+@click.option(
+    "--head",
+    "head_ref",
+    metavar="REF",
+    help="Git ref to compare to. Default: the working tree (uncommitted edits included).",
+)
+@click.option(
+    "-f",
+    "--file",
+    "file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("platform.yaml"),
+    show_default=True,
+    help="The platform file (its path inside the repository is the same at both refs).",
+)
+@click.option(
+    "-e",
+    "--env",
+    "envs",
+    multiple=True,
+    metavar="ENV",
+    help="Compare only this environment (repeatable). Default: every environment.",
+)
+@click.option(
+    "--all-envs",
+    is_flag=True,
+    help="Compare every environment of either side (the default; explicit for CI).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "markdown", "json"]),
+    default="text",
+    show_default=True,
+    help="text for a terminal, markdown for a pull-request comment, json for tools.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report to this file (no colour); a summary line goes to stderr.",
+)
+@click.option(
+    "--prices",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="JSON price table merged over the shipped one (layout: compiler/data/prices.json).",
+)
+@click.option("--no-color", is_flag=True, help="Plain text even on a terminal (also NO_COLOR).")
+def diff(
+    dirs: tuple[Path, ...],
+    base_ref: str | None,
+    head_ref: str | None,
+    file: Path,
+    envs: tuple[str, ...],
+    all_envs: bool,
+    fmt: str,
+    output: Path | None,
+    prices: Path | None,
+    no_color: bool,
+) -> None:
+    """Show what a platform.yaml change does to Azure, Kubernetes, APIM and the runtime.
+
+    Builds platform.yaml at the base ref and at the head (default: your working tree)
+    in memory, with the files it references read from the same ref, and compares
+    every generated resource by identity: Azure resources, Kubernetes objects, API
+    Management policies, runtime routing entries and settings. Each change lists the
+    platform.yaml lines that caused it, flags replacements and data loss first, and
+    shows the monthly cost before and after. Secrets are never printed.
+
+    \b
+    ai4ec diff                          working tree vs the branch point (or HEAD)
+    ai4ec diff --base main --head HEAD  two commits
+    ai4ec diff -e prod --format markdown -o plan.md
+    ai4ec diff out-main/ out/           two `ai4ec build` output directories
+
+    Exit codes: 0 no changes, 2 changes, 1 error.
+    """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
+    from . import diff as engine
+    from .cli import _report
+    from .diff import cost as costs
+    from .diff.formats import FORMATTERS, exit_code, summary_line
+    from .errors import Ai4ecError
+
+    if all_envs and envs:
+        raise _fail("--all-envs and -e/--env exclude each other")
+    if dirs and len(dirs) != 2:
+        raise _fail("compare build directories as: ai4ec diff DIR_A DIR_B")
+    if dirs and (base_ref or head_ref):
+        raise _fail("--base/--head compare git refs; they do not apply to two directories")
+    wanted = list(envs) or None
+    try:
+        table = costs.load_prices(prices)
+        if dirs:
+            report = engine.diff_dirs(dirs[0], dirs[1], wanted, table)
+        else:
+            report = engine.diff_git(file, base_ref, head_ref, wanted, table, display=str(file))
+    except Ai4ecError as exc:
+        _report(exc.diagnostics, "text")
+        if not exc.diagnostics:
+            click.echo(f"error: {exc}", err=True)
+        raise _exit(EXIT_USER) from None
+    if output is not None:
+        text = FORMATTERS[fmt](report)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"cannot write {output}: {exc.strerror}") from None
+        click.echo(f"wrote {output}: {summary_line(report)}", err=True)
+    elif fmt == "text":
+        color = sys.stdout.isatty() and not no_color and "NO_COLOR" not in os.environ
+        from .diff.formats import format_text
+
+        click.echo(format_text(report, color=color), nl=False, color=color)
+    else:
+        click.echo(FORMATTERS[fmt](report), nl=False)
+    code = exit_code(report)
+    if code != EXIT_OK:
+        raise _exit(code)
