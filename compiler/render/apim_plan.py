@@ -24,8 +24,7 @@ from typing import Any
 import yaml
 
 from ..errors import Diagnostic, RenderError
-from ..model.types import Api, Cors, EntraAuth, Mode, Pipeline, Platform, Product
-from ..model.types import Limit as ModelLimit
+from ..model.types import Api, Cors, EntraAuth, Limit, Mode, Pipeline, Platform, Product
 
 #: Key Vault secret (and APIM named value) holding the task manager's function key.
 FUNCTION_KEY_NAMED_VALUE = "ai4ec-function-key"
@@ -193,14 +192,6 @@ def retry_after_seconds(timeout_seconds: int) -> int:
 
 
 # -- plan records ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Limit:
-    """A rate limit or quota as the policy writes it."""
-
-    calls: int
-    period_seconds: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -682,7 +673,7 @@ def _status_plan(platform: Platform) -> StatusPlan | None:
     )
 
 
-def _limit(limit: ModelLimit | None, what: str, json_path: str, rate: bool) -> Limit | None:
+def _limit(limit: Limit | None, what: str, json_path: str, rate: bool) -> Limit | None:
     if limit is None:
         return None
     if rate and limit.period_seconds > MAX_RATE_LIMIT_PERIOD:
@@ -693,7 +684,7 @@ def _limit(limit: ModelLimit | None, what: str, json_path: str, rate: bool) -> L
             json_path,
             "use a period of 5m or less, and a quota for longer periods",
         )
-    return Limit(calls=limit.calls, period_seconds=limit.period_seconds)
+    return limit
 
 
 def _product_plan(
