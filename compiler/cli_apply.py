@@ -9,6 +9,7 @@ Like every ai4ec command it only parses options, calls one library function
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -164,7 +165,12 @@ def _interactive_confirm(question: str) -> bool:
     help="Seconds to wait for the rollouts of one cluster.",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "markdown", "json"]),
+    default="text",
+    show_default=True,
+    help="With --plan: the report in `ai4ec diff`'s formats (text, markdown, json).",
 )
 @click.option(
     "--detailed-exitcode", is_flag=True, help="With --plan: exit 2 when there are changes."
@@ -232,7 +238,8 @@ def apply(
     # error already says how to sign in. Their warnings stay available with --debug.
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("azure").setLevel(logging.ERROR)
-    console = Console(lambda text, err: click.echo(text, err=err), json_mode=fmt == "json")
+    # With --plan, progress goes to stderr and the report (diff's format) to stdout.
+    console = Console(lambda text, err: click.echo(text, err=err), json_mode=plan or fmt != "text")
     try:
         result = run_apply(options, console, _interactive_confirm)
     except Ai4ecError as exc:
@@ -242,7 +249,19 @@ def apply(
         for d in exc.diagnostics:
             click.echo(scrub(f"  {d.code}: {d.message}"), err=True)
         raise click.exceptions.Exit(EXIT_USER) from None
-    if fmt == "json":
+    if plan:
+        from .apply.report import plan_report
+        from .diff.formats import format_json, format_markdown, format_text
+
+        report = plan_report(result.plans, result.build_root, result.environment)
+        if fmt == "json":
+            click.echo(format_json(report))
+        elif fmt == "markdown":
+            click.echo(format_markdown(report))
+        else:
+            color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+            click.echo(format_text(report, color=color))
+    elif fmt == "json":
         doc = {
             "plan": plan,
             "changed": result.changed,

@@ -83,6 +83,9 @@ class ApplyResult:
     """What the run found (and, unless planning, did)."""
 
     plans: list[StepPlan]
+    #: The build's root and environment (for reports).
+    build_root: Path = Path()
+    environment: str = ""
 
     @property
     def changed(self) -> bool:
@@ -756,7 +759,7 @@ def run_apply(options: ApplyOptions, console: Console, confirm: Confirm) -> Appl
                 plans.append(step.run(ctx, confirm))
         finally:
             ctx.close()
-        result = ApplyResult(plans)
+        result = ApplyResult(plans, build_root=Path(build.root), environment=build.environment)
         pending = sum(len(p.pending) for p in plans)
         if options.plan:
             console.say(f"plan: {pending} change(s)" if pending else "plan: no changes")

@@ -55,23 +55,18 @@ def test_cli_plan_json_and_detailed_exitcode(
     azure, kube = cli_env
     result = _invoke(azure, "--plan", "--format", "json", "--detailed-exitcode")
     assert result.exit_code == 2, result.output
-    doc = json.loads(result.stdout)
-    assert doc["plan"] is True and doc["changed"] is True
-    assert [s["step"] for s in doc["steps"]] == [
-        "azure",
-        "functions",
-        "dispatch",
-        "apim",
-        "k8s:main",
-    ]
-    azure_step = doc["steps"][0]
-    assert {
-        "action": "create",
-        "kind": "Microsoft.Web/sites",
-        "name": "myplat-tasks-e61b8",
-        "paths": [],
-        "note": "",
-    } in azure_step["changes"]
+    doc = json.loads(result.stdout)  # the same versioned schema as `ai4ec diff --format json`
+    assert doc["changed"] is True and doc["exitCode"] == 2
+    changes = doc["environments"][0]["changes"]
+    site = next(c for c in changes if c["kind"] == "Microsoft.Web/sites")
+    assert site["name"] == "myplat-tasks-e61b8"
+    assert site["action"] == "added" and site["layer"] == "azure"
+    assert {c["layer"] for c in changes} >= {"azure", "kubernetes"}
+    text = _invoke(azure, "--plan")
+    assert text.exit_code == 0, text.output
+    assert "Plan:" in text.stdout and "Microsoft.Web/sites myplat-tasks-e61b8" in text.stdout
+    markdown = _invoke(azure, "--plan", "--format", "markdown")
+    assert "<!-- ai4ec-diff -->" in markdown.stdout
     assert azure.writes() == [] and kube.requests == []
     assert "[1/5] azure" in result.stderr  # progress moves to stderr in JSON mode
 
