@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -348,15 +349,15 @@ def _digest(*parts: str | bytes) -> str:
     return h.hexdigest()
 
 
-class Step:
+class Step(ABC):
     """One unit of work: plan it, then (unless planning) do it."""
 
     key = ""
     title = ""
 
-    def run(self, ctx: Context, confirm: Confirm) -> StepPlan:  # pragma: no cover - abstract
+    @abstractmethod
+    def run(self, ctx: Context, confirm: Confirm) -> StepPlan:
         """Plan and (unless --plan) apply; returns the plan."""
-        raise NotImplementedError
 
 
 def _show(ctx: Context, plan: StepPlan) -> None:

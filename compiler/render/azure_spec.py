@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,7 +100,7 @@ def normalize_number(value: float) -> int | float:
 # ------------------------------------------------------------------------------ expressions
 
 
-class Expr:
+class Expr(ABC):
     """A value Azure computes while deploying; printable as ARM and as Bicep.
 
     Subclasses implement ``_arm``, ``_bicep`` and (when they hold sub-values)
@@ -120,11 +121,11 @@ class Expr:
         """Sub-values, for walking (dependencies, parameters)."""
         return self._children()
 
-    def _arm(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def _arm(self) -> str: ...
 
-    def _bicep(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def _bicep(self) -> str: ...
 
     def _children(self) -> tuple[Any, ...]:
         return ()

@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,9 +16,10 @@ from ai4ec.render.apim import (
     apim_arm_parameters,
 )
 
+from ..conftest import ARTIFACT_CHECK, ARTIFACT_CHECK_DIR
 from .support import arm, render, sample, sample_models
 
-VALIDATOR = Path("/work/shared/artifact-check/lib/validate_artifacts.py")
+VALIDATOR = ARTIFACT_CHECK
 CASES = list(sample_models())
 IDS = [f"{s}-{e}" for s, e, _, _ in CASES]
 
@@ -42,7 +42,7 @@ def _template(platform, resources) -> dict:
     }
 
 
-@pytest.mark.skipif(not VALIDATOR.is_file(), reason="/work/shared/artifact-check is absent")
+@pytest.mark.skipif(not VALIDATOR.is_file(), reason="../shared/artifact-check is absent")
 @pytest.mark.parametrize(("sample_name", "env", "platform", "ctx"), CASES, ids=IDS)
 def test_resources_pass_the_strict_arm_validator(sample_name, env, platform, ctx, tmp_path) -> None:
     path = tmp_path / "main.json"
@@ -168,9 +168,9 @@ def test_named_values_and_ingress_parameter() -> None:
 
 
 def test_api_version_is_the_newest_stable_published() -> None:
-    data = Path("/work/shared/artifact-check/data/arm/api-versions.json")
+    data = ARTIFACT_CHECK_DIR / "data" / "arm" / "api-versions.json"
     if not data.is_file():
-        pytest.skip("/work/shared/artifact-check is absent")
+        pytest.skip("../shared/artifact-check is absent")
     versions = json.loads(data.read_text())
     stable = [
         v for v in versions["Microsoft.ApiManagement/service/apis"] if not re.search("preview", v)

@@ -23,6 +23,7 @@ import ssl
 import threading
 import uuid
 import zipfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -189,7 +190,7 @@ class Fault:
     when: Any = None  # optional predicate on the Request
 
 
-class FakeServer:
+class FakeServer(ABC):
     """HTTPS server dispatching to :meth:`handle`; records requests, injects faults."""
 
     name = "fake"
@@ -296,8 +297,9 @@ class FakeServer:
                 return f
         return None
 
-    def handle(self, req: Request) -> Response:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def handle(self, req: Request) -> Response:
+        """Answer one request as the faked service would."""
 
     def count(self, method: str, pattern: str, query: dict[str, str] | None = None) -> int:
         rx = re.compile(pattern)

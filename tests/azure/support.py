@@ -15,9 +15,9 @@ from ai4ec.pipeline import check_platform
 from ai4ec.render.artifact import RenderContext
 from ai4ec.render.azure import render_azure
 
-from ..conftest import ROOT, sample_files
+from ..conftest import ARTIFACT_CHECK, ROOT, sample_files
 
-SHARED_CHECK = ROOT.parent / "shared" / "artifact-check" / "lib" / "validate_artifacts.py"
+SHARED_CHECK = ARTIFACT_CHECK
 
 
 def sample_envs() -> list[tuple[str, str]]:

@@ -20,10 +20,9 @@ import yaml
 from ai4ec.pipeline import check_platform, render_platforms
 from ai4ec.render.k8s_chart import chart_archive, chart_dir
 
-from ..conftest import ROOT, sample_files
+from ..conftest import ARTIFACT_CHECK, ROOT, sample_files
 
 CRD_GROUPS = ("networking.istio.io", "security.istio.io", "keda.sh", "secrets-store.csi.x-k8s.io")
-ARTIFACT_CHECK = ROOT.parent / "shared" / "artifact-check" / "lib" / "validate_artifacts.py"
 
 
 @cache

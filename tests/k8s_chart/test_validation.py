@@ -15,12 +15,12 @@ import pytest
 import yaml
 from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
 
+from ..conftest import ARTIFACT_CHECK
 from .spc_schema import SECRET_PROVIDER_CLASS_SCHEMA
 from .support import CRD_GROUPS, FIXTURES, VARIANTS, documents, load_case, load_values, render
 
 CASES = [*FIXTURES, *VARIANTS]
 
-ARTIFACT_CHECK = Path("/work/shared/artifact-check/lib/validate_artifacts.py")
 KUBE_VERSIONS = ("1.30.0", "1.32.0")
 KEDA_MODELS = {"ScaledObject": ScaledObject, "TriggerAuthentication": TriggerAuthentication}
 
@@ -86,7 +86,7 @@ def _artifact_check(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(not ARTIFACT_CHECK.exists(), reason="/work/shared/artifact-check is absent")
+@pytest.mark.skipif(not ARTIFACT_CHECK.exists(), reason="../shared/artifact-check is absent")
 def test_keda_objects_pass_strict_crd_validation(chart: helm_python.Chart, tmp_path: Path) -> None:
     keda = [doc for _, doc in _all_docs(chart) if doc["apiVersion"].startswith("keda.sh/")]
     assert {d["kind"] for d in keda} == {"ScaledObject", "TriggerAuthentication"}
