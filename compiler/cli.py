@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli_options import env_option
 from .errors import Ai4ecError, Diagnostic, Severity
 from .report import format_github, format_json, format_text
 
@@ -78,14 +79,7 @@ def cli(debug: bool) -> None:
 
 @cli.command()
 @click.argument("file", default="platform.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-e",
-    "--env",
-    "envs",
-    multiple=True,
-    metavar="ENV",
-    help="Check only this environment (repeatable). Default: every environment.",
-)
+@env_option("Check")
 @click.option(
     "--format",
     "fmt",
@@ -120,14 +114,7 @@ def validate(file: Path, envs: tuple[str, ...], fmt: str, strict: bool) -> None:
 
 @cli.command()
 @click.argument("file", default="platform.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-e",
-    "--env",
-    "envs",
-    multiple=True,
-    metavar="ENV",
-    help="Build only this environment (repeatable). Default: every environment.",
-)
+@env_option("Build")
 @click.option(
     "-o",
     "--output",

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from .cli_options import report_format_option
+
 EXIT_USER = 1
 EXIT_CHANGES = 2
 _TARGETS = ("azure", "functions", "apim", "k8s")
@@ -164,14 +166,7 @@ def _interactive_confirm(question: str) -> bool:
     show_default=True,
     help="Seconds to wait for the rollouts of one cluster.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "markdown", "json"]),
-    default="text",
-    show_default=True,
-    help="With --plan: the report in `ai4ec diff`'s formats (text, markdown, json).",
-)
+@report_format_option("With --plan: the report in `ai4ec diff`'s formats (text, markdown, json).")
 @click.option(
     "--detailed-exitcode", is_flag=True, help="With --plan: exit 2 when there are changes."
 )

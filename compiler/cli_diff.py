@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from .cli_options import env_option, report_format_option
+
 EXIT_OK = 0
 EXIT_USER = 1
 EXIT_CHANGES = 2
@@ -59,27 +61,13 @@ def _fail(message: str) -> SystemExit:
     show_default=True,
     help="The platform file (its path inside the repository is the same at both refs).",
 )
-@click.option(
-    "-e",
-    "--env",
-    "envs",
-    multiple=True,
-    metavar="ENV",
-    help="Compare only this environment (repeatable). Default: every environment.",
-)
+@env_option("Compare")
 @click.option(
     "--all-envs",
     is_flag=True,
     help="Compare every environment of either side (the default; explicit for CI).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "markdown", "json"]),
-    default="text",
-    show_default=True,
-    help="text for a terminal, markdown for a pull-request comment, json for tools.",
-)
+@report_format_option("text for a terminal, markdown for a pull-request comment, json for tools.")
 @click.option(
     "-o",
     "--output",
