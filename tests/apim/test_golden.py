@@ -7,14 +7,13 @@ The tree holds the policy files (``apim/...``) plus ``arm-resources.json`` and
 
 from __future__ import annotations
 
-import difflib
 import json
-import shutil
 
 import pytest
 
 from ai4ec.render.apim import apim_arm_parameters, apim_arm_resources
 
+from ..goldens import check_golden
 from .support import GOLDEN, render, sample_models
 
 CASES = [(s, e, p, c) for s, e, p, c in sample_models()]
@@ -35,32 +34,7 @@ def _tree(platform, ctx) -> dict[str, bytes]:
     ("sample", "env", "platform", "ctx"), CASES, ids=[f"{s}-{e}" for s, e, _, _ in CASES]
 )
 def test_sample_matches_golden(sample, env, platform, ctx, update_golden: bool) -> None:
-    actual = _tree(platform, ctx)
-    target = GOLDEN / sample / env
-    if update_golden:
-        shutil.rmtree(target, ignore_errors=True)
-        for name, content in actual.items():
-            path = target / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-        return
-    assert target.is_dir(), f"no golden for {sample}/{env}; run pytest --update-golden"
-    expected = {
-        str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()
-    }
-    problems = [f"missing: {n}" for n in sorted(set(expected) - set(actual))]
-    problems += [f"unexpected: {n}" for n in sorted(set(actual) - set(expected))]
-    for name in sorted(set(expected) & set(actual)):
-        if expected[name] != actual[name]:
-            diff = difflib.unified_diff(
-                expected[name].decode().splitlines(),
-                actual[name].decode().splitlines(),
-                f"golden/{name}",
-                f"rendered/{name}",
-                lineterm="",
-            )
-            problems.extend(list(diff)[:40])
-    assert not problems, "\n".join(problems)
+    check_golden(_tree(platform, ctx), GOLDEN / sample / env, update_golden)
 
 
 def test_rendering_is_deterministic() -> None:
