@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import xml.dom.minidom
 import zipfile
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +70,16 @@ def verify_artifact(artifact: Artifact) -> None:
         ) from exc
 
 
-def _parse_bicep(text: str) -> None:
+@cache
+def _bicep_parser() -> Any:
+    # Building the parser compiles its grammar; one per process serves every file.
     from pycep import BicepParser
 
-    with tempfile.NamedTemporaryFile("w", suffix=".bicep", encoding="utf-8", delete=False) as fh:
-        fh.write(text)
-        name = fh.name
-    try:
-        BicepParser().parse(file_path=Path(name))
-    finally:
-        Path(name).unlink()
+    return BicepParser()
+
+
+def _parse_bicep(text: str) -> None:
+    _bicep_parser().parse(text=text)
 
 
 def manifest(
