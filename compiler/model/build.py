@@ -14,6 +14,7 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -1101,6 +1102,10 @@ class _Builder:
             )
         return None
 
+    def _pipeline_index(self) -> dict[str, int]:
+        """Pipeline id -> index in the document, for locating its diagnostics."""
+        return {f"{r['name']}-{r['version']}": k for k, r in enumerate(self.d.get("pipelines", []))}
+
     def _link_pipelines(self, apis: list[Api], pipelines: list[Pipeline]) -> list[Api]:
         nxt: dict[str, set[tuple[str, str]]] = {}
         for p in pipelines:
@@ -1108,8 +1113,6 @@ class _Builder:
                 nxt.setdefault(cur.api, set()).add((cur.endpoint_path, following.api))
         if not nxt:
             return apis
-        from dataclasses import replace
-
         return [replace(a, next_in_pipeline=tuple(sorted(nxt.get(a.id, ())))) for a in apis]
 
     # -- routes ----------------------------------------------------------------------
@@ -1129,10 +1132,7 @@ class _Builder:
                 )
             else:
                 public[a.base_path] = f"API {a.id!r}"
-        raw_index = {
-            f"{raw['name']}-{raw['version']}": k
-            for k, raw in enumerate(self.d.get("pipelines", []))
-        }
+        raw_index = self._pipeline_index()
         # Every proper prefix of every public path, to find nesting in O(total depth).
         under: dict[str, str] = {}
         for path_, owner in public.items():
@@ -1188,8 +1188,9 @@ class _Builder:
                 else:
                     members_api[prod].add(a.id)
         raw_pipes = self.d.get("pipelines", [])
+        raw_index = self._pipeline_index()
         for p in pipelines:
-            idx = next(k for k, r in enumerate(raw_pipes) if f"{r['name']}-{r['version']}" == p.id)
+            idx = raw_index[p.id]
             for j, prod in enumerate(p.products):
                 if prod not in names:
                     self._unknown_product(prod, ("pipelines", idx, "products", j), names)
