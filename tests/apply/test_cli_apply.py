@@ -18,7 +18,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ai4ec.cli_apply import _contexts, apply
+from ai4ec.cli.apply import _contexts, apply
 
 from .conftest import Project
 from .support import TOKENS, FakeAzure, FakeCredential, FakeKube, Tls
@@ -114,7 +114,7 @@ def test_cli_prune_asks_on_a_terminal(
     assert _invoke(azure, "--yes").exit_code == 0
     _seed_prune_candidates(kube)
     monkeypatch.setattr(
-        "ai4ec.cli_apply.sys", SimpleNamespace(stdin=SimpleNamespace(isatty=lambda: True))
+        "ai4ec.cli.apply.sys", SimpleNamespace(stdin=SimpleNamespace(isatty=lambda: True))
     )
     result = _invoke(azure, "--prune", "-t", "k8s", stdin="y\n")
     assert result.exit_code == 0, result.output
@@ -153,7 +153,7 @@ def test_validate_and_apply_import_without_extras() -> None:
     code = (
         "import sys\n"
         "for m in ('azure', 'kubernetes'): sys.modules[m] = None\n"
-        "import ai4ec.cli_apply, ai4ec.apply, ai4ec.apply.runner\n"
+        "import ai4ec.cli.apply, ai4ec.apply, ai4ec.apply.runner\n"
         "from ai4ec.cli import main\n"
         "main(['validate', 'samples/minimal/platform.yaml'])\n"
     )
@@ -166,7 +166,7 @@ def test_validate_and_apply_import_without_extras() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, ai4ec.cli_apply, ai4ec.apply; print(sorted(m for m in sys.modules"
+            "import sys, ai4ec.cli.apply, ai4ec.apply; print(sorted(m for m in sys.modules"
             " if m.split('.')[0] in ('azure', 'kubernetes')))",
         ],
         cwd=ROOT,

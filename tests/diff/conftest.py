@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ai4ec import render
-from ai4ec.cli_diff import diff
+from ai4ec.cli.diff import diff
 
 from ..conftest import SAMPLES
 

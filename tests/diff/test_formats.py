@@ -156,8 +156,8 @@ def test_exit_codes_through_the_console_entry_point(repo_factory: RepoFactory, m
     import click
     import pytest
 
-    from ai4ec import cli as cli_module
-    from ai4ec.cli_diff import diff
+    from ai4ec.cli import app as cli_module
+    from ai4ec.cli.diff import diff
 
     group = click.Group("ai4ec", commands={"diff": diff})
     monkeypatch.setattr(cli_module, "cli", group)

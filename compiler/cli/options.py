@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from .output import DIAGNOSTIC_FORMAT
+
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
@@ -30,5 +32,24 @@ def report_format_option(help_text: str) -> Decorator:
         type=click.Choice(["text", "markdown", "json"]),
         default="text",
         show_default=True,
+        help=help_text,
+    )
+
+
+def _remember_format(ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    # Kept in ctx.meta so output.Command reports a failed command's errors in this format.
+    ctx.meta[DIAGNOSTIC_FORMAT] = value
+    return value
+
+
+def diagnostic_format_option(help_text: str | None = None) -> Decorator:
+    """``--format text|json|github`` into ``fmt``: how diagnostics (and errors) are printed."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json", "github"]),
+        default="text",
+        show_default=True,
+        callback=_remember_format,
         help=help_text,
     )

@@ -1,7 +1,7 @@
-"""The ``ai4ec apply`` command (registered on the CLI group by ``ai4ec.cli``).
+"""The ``ai4ec apply`` command (registered on the CLI group by ``ai4ec.cli.app``).
 
 Like every ai4ec command it only parses options, calls one library function
-(:func:`ai4ec.apply.run_apply`) and reports; exit codes follow ``ai4ec.cli``: 0 done,
+(:func:`ai4ec.apply.run_apply`) and reports; exit codes follow ``ai4ec.cli.exits``: 0 done,
 1 a problem (the message names the resource and the cause), 2 with
 ``--detailed-exitcode`` when ``--plan`` found changes.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import click
 
-from .cli_options import report_format_option
+from .exits import EXIT_CHANGES, EXIT_USER, CommandExit
+from .options import report_format_option
+from .output import Command
 
-EXIT_USER = 1
-EXIT_CHANGES = 2
 _TARGETS = ("azure", "functions", "apim", "k8s")
 _CLOUDS = ("AzureCloud", "AzureChinaCloud", "AzureUSGovernment")
 _INSTALL = "pip install 'ai4ec[azure,k8s]'"
@@ -79,7 +79,7 @@ def _interactive_confirm(question: str) -> bool:
     return click.confirm(question, default=False, err=True)
 
 
-@click.command("apply", help=_HELP)
+@click.command("apply", cls=Command, help=_HELP)
 @click.argument(
     "build_dir", default="out", type=click.Path(file_okay=False, path_type=Path), metavar="BUILD"
 )
@@ -194,8 +194,8 @@ def apply(
     detailed_exitcode: bool,
 ) -> None:
     """Make the live platform match BUILD (the help text is :data:`_HELP`)."""
-    from .apply import ApplyOptions, Console, run_apply
-    from .errors import Ai4ecError
+    from ..apply import ApplyOptions, Console, run_apply
+    from ..errors import Ai4ecError
 
     ctx_map = _contexts(contexts)
     offline = set(targets) == {"k8s"} and bool(ctx_map or kubeconfig) and outputs_file is not None
@@ -205,7 +205,7 @@ def apply(
             f"error: ai4ec apply needs the azure and k8s extras ({missing} is missing): {_INSTALL}",
             err=True,
         )
-        raise click.exceptions.Exit(EXIT_USER)
+        raise CommandExit(EXIT_USER)
     options = ApplyOptions(
         build_dir=build_dir,
         plan=plan,
@@ -238,15 +238,15 @@ def apply(
     try:
         result = run_apply(options, console, _interactive_confirm)
     except Ai4ecError as exc:
-        from .apply.scrub import scrub
+        from ..apply.scrub import scrub
 
         click.echo(scrub(f"error: {exc}"), err=True)
         for d in exc.diagnostics:
             click.echo(scrub(f"  {d.code}: {d.message}"), err=True)
-        raise click.exceptions.Exit(EXIT_USER) from None
+        raise CommandExit(EXIT_USER) from None
     if plan:
-        from .apply.report import plan_report
-        from .diff.formats import format_json, format_markdown, format_text
+        from ..apply.report import plan_report
+        from ..diff.formats import format_json, format_markdown, format_text
 
         report = plan_report(result.plans, result.build_root, result.environment)
         if fmt == "json":
@@ -264,4 +264,4 @@ def apply(
         }
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     if plan and detailed_exitcode and result.changed:
-        raise click.exceptions.Exit(EXIT_CHANGES)
+        raise CommandExit(EXIT_CHANGES)

@@ -1,4 +1,4 @@
-"""The ``ai4ec diff`` command (registered on the main group with ``cli.add_command``).
+"""The ``ai4ec diff`` command.
 
 Like every command it only turns options into arguments, calls one library function
 (:func:`ai4ec.diff.diff_git` or :func:`ai4ec.diff.diff_dirs`) and prints the report.
@@ -14,30 +14,16 @@ from pathlib import Path
 
 import click
 
-from .cli_options import env_option, report_format_option
-
-EXIT_OK = 0
-EXIT_USER = 1
-EXIT_CHANGES = 2
+from .exits import EXIT_OK, EXIT_USER, CommandExit
+from .options import env_option, report_format_option
+from .output import Command
 
 
-def _exit(code: int) -> SystemExit:
-    """End the command with ``code``, through any runner.
-
-    Not ``ai4ec.cli._Failed``: ``cli.main`` runs click with ``standalone_mode=False``,
-    and click 8.5 then *returns* the code of an ``Exit`` exception instead of raising
-    it, so ``main`` would exit 0 after a diff that found changes. ``SystemExit``
-    passes through click and ``main`` unchanged, and CliRunner records it.
-    """
-    return SystemExit(code)
+def _fail(message: str) -> CommandExit:
+    return CommandExit(EXIT_USER, message)
 
 
-def _fail(message: str) -> SystemExit:
-    click.echo(f"error: {message}", err=True)
-    return _exit(EXIT_USER)
-
-
-@click.command("diff")
+@click.command("diff", cls=Command)
 @click.argument("dirs", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR_A DIR_B]")
 @click.option(
     "--base",
@@ -109,11 +95,9 @@ def diff(
 
     Exit codes: 0 no changes, 2 changes, 1 error.
     """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
-    from . import diff as engine
-    from .cli import _report
-    from .diff import cost as costs
-    from .diff.formats import FORMATTERS, exit_code, summary_line
-    from .errors import Ai4ecError
+    from .. import diff as engine
+    from ..diff import cost as costs
+    from ..diff.formats import FORMATTERS, exit_code, summary_line
 
     if all_envs and envs:
         raise _fail("--all-envs and -e/--env exclude each other")
@@ -122,17 +106,11 @@ def diff(
     if dirs and (base_ref or head_ref):
         raise _fail("--base/--head compare git refs; they do not apply to two directories")
     wanted = list(envs) or None
-    try:
-        table = costs.load_prices(prices)
-        if dirs:
-            report = engine.diff_dirs(dirs[0], dirs[1], wanted, table)
-        else:
-            report = engine.diff_git(file, base_ref, head_ref, wanted, table, display=str(file))
-    except Ai4ecError as exc:
-        _report(exc.diagnostics, "text")
-        if not exc.diagnostics:
-            click.echo(f"error: {exc}", err=True)
-        raise _exit(EXIT_USER) from None
+    table = costs.load_prices(prices)
+    if dirs:
+        report = engine.diff_dirs(dirs[0], dirs[1], wanted, table)
+    else:
+        report = engine.diff_git(file, base_ref, head_ref, wanted, table, display=str(file))
     if output is not None:
         text = FORMATTERS[fmt](report)
         try:
@@ -143,11 +121,11 @@ def diff(
         click.echo(f"wrote {output}: {summary_line(report)}", err=True)
     elif fmt == "text":
         color = sys.stdout.isatty() and not no_color and "NO_COLOR" not in os.environ
-        from .diff.formats import format_text
+        from ..diff.formats import format_text
 
         click.echo(format_text(report, color=color), nl=False, color=color)
     else:
         click.echo(FORMATTERS[fmt](report), nl=False)
     code = exit_code(report)
     if code != EXIT_OK:
-        raise _exit(code)
+        raise CommandExit(code)

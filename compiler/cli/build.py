@@ -1,0 +1,47 @@
+"""``ai4ec build``: compile a platform file into one output directory per environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..report import format_json
+from .options import diagnostic_format_option, env_option
+from .output import Command, report
+
+
+@click.command(cls=Command)
+@click.argument("file", default="platform.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@env_option("Build")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Output directory; each environment goes to OUTPUT/<env>/.",
+)
+@diagnostic_format_option()
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def build(file: Path, envs: tuple[str, ...], out: Path, fmt: str, quiet: bool) -> None:
+    """Compile FILE into Bicep/ARM, Kubernetes, APIM and runtime artifacts.
+
+    Writes OUTPUT/<env>/ atomically (a failed build leaves the previous output
+    untouched) with a manifest.json listing every artifact and its SHA-256. The same
+    input always gives byte-identical output. Without a named environment, a file with
+    no `environments` builds into OUTPUT/default/.
+    """
+    from ..pipeline import build_platform
+
+    result = build_platform(file, out, envs or None)
+    if result.check.diagnostics:
+        report(result.check.diagnostics, fmt)
+    if fmt == "json":
+        if not result.check.diagnostics:
+            click.echo(format_json([], {"written": [str(p) for p in result.written]}))
+    elif not quiet:
+        for path in result.written:
+            count = sum(1 for p in path.rglob("*") if p.is_file())
+            click.echo(f"wrote {path}/ ({count} files)")

@@ -1,0 +1,68 @@
+"""How commands print diagnostics, and the click command class that reports ai4ec errors.
+
+:class:`Command` is the one place an :class:`~ai4ec.errors.Ai4ecError` raised by a library
+call is shown to the user; it then ends the command with the code from
+:func:`~ai4ec.cli.exits.exit_code_for`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import Ai4ecError, Diagnostic
+from ..report import format_github, format_json, format_text
+from .exits import CommandExit, exit_code_for
+
+# ctx.meta key under which a command's diagnostics --format is kept (see options.py), so
+# errors come out in the format the user asked for.
+DIAGNOSTIC_FORMAT = "ai4ec.diagnostic_format"
+
+
+def _lines_for(diags: Sequence[Diagnostic]) -> dict[str, Sequence[str]]:
+    out: dict[str, Sequence[str]] = {}
+    for d in diags:
+        if d.file and d.file not in out and d.line:
+            try:
+                out[d.file] = (
+                    Path(d.file).read_text(encoding="utf-8", errors="replace").splitlines()
+                )
+            except OSError:
+                out[d.file] = []
+    return out
+
+
+def report(diags: Sequence[Diagnostic], fmt: str, extra: dict[str, object] | None = None) -> None:
+    """Print ``diags`` as text (stderr, with source lines), json or github annotations."""
+    if fmt == "json":
+        click.echo(format_json(diags, extra))
+    elif fmt == "github":
+        if diags:
+            click.echo(format_github(diags))
+    elif diags:
+        color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
+        click.echo(format_text(diags, _lines_for(diags), color), err=True)
+
+
+def report_error(exc: Ai4ecError, fmt: str = "text") -> None:
+    """Show an ai4ec error: its diagnostics, or its message when it has none."""
+    report(exc.diagnostics, fmt)
+    if not exc.diagnostics:
+        click.echo(f"error: {exc}", err=True)
+
+
+class Command(click.Command):
+    """A click command whose ai4ec errors are reported, then end it with their exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; an :class:`Ai4ecError` becomes a report and a :class:`CommandExit`."""
+        try:
+            return super().invoke(ctx)
+        except Ai4ecError as exc:
+            report_error(exc, str(ctx.meta.get(DIAGNOSTIC_FORMAT, "text")))
+            raise CommandExit(exit_code_for(exc)) from None
