@@ -32,10 +32,10 @@ from compile_scale import make_platform  # noqa: E402
 
 from ai4ec import render  # noqa: E402
 from ai4ec.diff import diff_builds, diff_git  # noqa: E402
-from ai4ec.diff.builds import Loaded  # noqa: E402
-from ai4ec.diff.builds import render as render_side  # noqa: E402
 from ai4ec.diff.formats import format_json, format_markdown, format_text  # noqa: E402
 from ai4ec.diff.records import Side  # noqa: E402
+from ai4ec.diff.sources import Loaded  # noqa: E402
+from ai4ec.diff.sources import render as render_side  # noqa: E402
 from ai4ec.load import parse_platform  # noqa: E402
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from ..diff.records import (
     MISSING,
-    Action,
-    Change,
+    ChangeKind,
     DiffReport,
     EnvironmentDiff,
     FieldChange,
     Hidden,
+    ResourceChange,
     Risk,
     Side,
 )
@@ -25,10 +25,10 @@ from .plan import Action as PlanAction
 from .plan import StepPlan
 
 _ACTIONS = {
-    PlanAction.CREATE: Action.ADDED,
-    PlanAction.UPDATE: Action.CHANGED,
-    PlanAction.UNKNOWN: Action.CHANGED,
-    PlanAction.DELETE: Action.REMOVED,
+    PlanAction.CREATE: ChangeKind.ADDED,
+    PlanAction.UPDATE: ChangeKind.CHANGED,
+    PlanAction.UNKNOWN: ChangeKind.CHANGED,
+    PlanAction.DELETE: ChangeKind.REMOVED,
 }
 
 
@@ -42,7 +42,7 @@ def _layer(step: str) -> str:
 
 def plan_report(plans: list[StepPlan], build_dir: Path, environment: str) -> DiffReport:
     """One environment's plan as a diff report (live platform -> build)."""
-    changes: list[Change] = []
+    changes: list[ResourceChange] = []
     unchanged = 0
     notes: list[str] = []
     for plan in plans:
@@ -66,7 +66,7 @@ def plan_report(plans: list[StepPlan], build_dir: Path, environment: str) -> Dif
             if c.action is PlanAction.UNKNOWN:
                 note = note or "Azure could not predict this change; it will be redeployed"
             changes.append(
-                Change(
+                ResourceChange(
                     environment=environment,
                     layer=layer,
                     key=f"{plan.step}/{c.kind}/{c.name}",

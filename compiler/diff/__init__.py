@@ -21,7 +21,9 @@ from pathlib import Path
 
 from ..errors import Diagnostic, DiffError
 from . import cost as costs
-from .builds import (
+from .compare import EnvSide, diff_environment
+from .records import ChangeKind, DiffReport, EnvironmentDiff, ResourceChange, Risk, Side
+from .sources import (
     Loaded,
     default_base,
     load_build_dir,
@@ -32,8 +34,6 @@ from .builds import (
     resolve_commit,
     same_input,
 )
-from .compare import EnvSide, diff_environment
-from .records import Action, Change, DiffReport, EnvironmentDiff, Risk, Side
 
 #: Version of the JSON report (``--format json``); bumped on incompatible changes.
 SCHEMA_VERSION = 1
@@ -127,7 +127,7 @@ def diff_git(
     """Compare platform.yaml at ``base_ref`` with ``head_ref`` (default: the working tree).
 
     ``base_ref`` defaults to where the current branch left ``origin``'s default branch
-    (see :func:`~ai4ec.diff.builds.default_base`), or ``HEAD`` without a remote.
+    (see :func:`~ai4ec.diff.sources.default_base`), or ``HEAD`` without a remote.
 
     Raises:
         DiffError: not in a git repository, unknown ref, or an invalid platform.
@@ -220,8 +220,8 @@ def _compare_loaded(
 
 __all__ = [
     "SCHEMA_VERSION",
-    "Action",
-    "Change",
+    "ChangeKind",
+    "ResourceChange",
     "DiffReport",
     "EnvironmentDiff",
     "Risk",

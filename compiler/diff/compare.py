@@ -39,17 +39,17 @@ from .normalize import (
 from .records import (
     LAYERS,
     MISSING,
-    Action,
-    Change,
+    ChangeKind,
     CostChange,
     EnvironmentDiff,
     FieldChange,
     Hidden,
     RenamedEntity,
+    ResourceChange,
     Risk,
     SourceRef,
 )
-from .resources import Resource, extract
+from .resources import Comparable, extract
 from .risk import field_risk, removal_risk, type_key, worst
 from .trace import DataChange, EntityIndex, EntityRename, Tracer, data_changes
 
@@ -137,7 +137,7 @@ def diff_environment(
     elif head is None and base is not None and base.overlay is not None:
         whole_env = (base.overlay,)
 
-    out: list[Change] = []
+    out: list[ResourceChange] = []
     unchanged = ex.unchanged
     removed = {k: r for k, r in ex.base.items() if k not in ex.head}
     added = {k: r for k, r in ex.head.items() if k not in ex.base}
@@ -162,10 +162,11 @@ def diff_environment(
             if any(s in subs for s in r.subs):
                 r.count += 1
     out.extend(
-        _one_sided(name, res, Action.REMOVED, tracer, prices, whole_env) for res in removed.values()
+        _one_sided(name, res, ChangeKind.REMOVED, tracer, prices, whole_env)
+        for res in removed.values()
     )
     out.extend(
-        _one_sided(name, res, Action.ADDED, tracer, prices, whole_env) for res in added.values()
+        _one_sided(name, res, ChangeKind.ADDED, tracer, prices, whole_env) for res in added.values()
     )
 
     out.sort(key=lambda c: (LAYERS.index(c.layer) if c.layer in LAYERS else 99, c.key))
@@ -196,7 +197,7 @@ def diff_environment(
 # ------------------------------------------------------------------------------ fields
 
 
-def _secret_rule(res: Resource, other: Resource | None) -> Callable[[Path], bool] | None:
+def _secret_rule(res: Comparable, other: Comparable | None) -> Callable[[Path], bool] | None:
     """Fields a resource kind holds secrets in, whatever they are called."""
     meta = res.meta
     t = meta.get("arm_type")
@@ -255,7 +256,7 @@ def _same(old: Any, new: Any, rewrite: Rewriter | None) -> bool:
 
 
 def field_changes(
-    base: Resource | None, head: Resource | None, rewrite: Rewriter | None = None
+    base: Comparable | None, head: Comparable | None, rewrite: Rewriter | None = None
 ) -> tuple[list[FieldChange], int]:
     """Leaf-level differences between two versions of a resource, and the equal count.
 
@@ -304,8 +305,10 @@ def field_changes(
     return out, unchanged
 
 
-def _cost(base: Resource | None, head: Resource | None, prices: costs.Prices) -> CostChange | None:
-    def one(r: Resource | None) -> Any:
+def _cost(
+    base: Comparable | None, head: Comparable | None, prices: costs.Prices
+) -> CostChange | None:
+    def one(r: Comparable | None) -> Any:
         if r is None or "arm_type" not in r.meta:
             return None
         return costs.resource_cost(r.content, prices)
@@ -334,22 +337,22 @@ def _zip_note(fields: list[FieldChange]) -> str:
 
 def _change(
     env: str,
-    base: Resource,
-    head: Resource,
+    base: Comparable,
+    head: Comparable,
     tracer: Tracer,
     prices: costs.Prices,
     whole_env: tuple[SourceRef, ...],
-    renamed_from: Resource | None = None,
+    renamed_from: Comparable | None = None,
     rewrite: Rewriter | None = None,
-) -> Change | None:
+) -> ResourceChange | None:
     fields, unchanged = field_changes(base, head, rewrite)
     if not fields and renamed_from is None:
         return None
     risks = [f.risk for f in fields]
     reasons = [f"{f.path}: {f.reason}" for f in fields if f.reason]
-    action = Action.CHANGED
+    action = ChangeKind.CHANGED
     if renamed_from is not None:
-        action = Action.RENAMED
+        action = ChangeKind.RENAMED
         removal = removal_risk(type_key(base.layer, base.meta))
         why = "cannot be renamed in place: a new one is created and the old one deleted"
         if removal is not None and removal[0] is Risk.DATA_LOSS:
@@ -357,9 +360,9 @@ def _change(
             why += f" ({removal[1]})"
         reasons.insert(0, why)
     elif any(r in (Risk.REPLACEMENT, Risk.DATA_LOSS) for r in risks):
-        action = Action.REPLACED
+        action = ChangeKind.REPLACED
     old = renamed_from or base
-    return Change(
+    return ResourceChange(
         environment=env,
         layer=head.layer,
         key=head.key,
@@ -380,17 +383,17 @@ def _change(
 
 def _one_sided(
     env: str,
-    res: Resource,
-    action: Action,
+    res: Comparable,
+    action: ChangeKind,
     tracer: Tracer,
     prices: costs.Prices,
     whole_env: tuple[SourceRef, ...],
-) -> Change:
-    base, head = (res, None) if action is Action.REMOVED else (None, res)
+) -> ResourceChange:
+    base, head = (res, None) if action is ChangeKind.REMOVED else (None, res)
     fields, _ = field_changes(base, head)
     risk = None
     reasons: tuple[str, ...] = ()
-    if action is Action.REMOVED:
+    if action is ChangeKind.REMOVED:
         found = removal_risk(type_key(res.layer, res.meta))
         if found is not None:
             risk = found[0]
@@ -398,7 +401,7 @@ def _one_sided(
     note = ""
     if res.style == "opaque":
         note = f"{action.value} ({len(fields)} files)"
-    return Change(
+    return ResourceChange(
         environment=env,
         layer=res.layer,
         key=res.key,
@@ -448,7 +451,7 @@ def _data_renames(
     return out
 
 
-def _ids(res: Resource) -> set[str]:
+def _ids(res: Comparable) -> set[str]:
     """API, pipeline and product ids a resource belongs to, read from the artifact."""
     meta = res.meta
     found: set[str] = set()
@@ -470,9 +473,11 @@ def _ids(res: Resource) -> set[str]:
     return found
 
 
-def _inferred_renames(removed: dict[str, Resource], added: dict[str, Resource]) -> list[_Rename]:
+def _inferred_renames(
+    removed: dict[str, Comparable], added: dict[str, Comparable]
+) -> list[_Rename]:
     """Id renames seen in the artifacts alone (when there is no platform.yaml to ask)."""
-    old_ids: dict[str, list[Resource]] = {}
+    old_ids: dict[str, list[Comparable]] = {}
     new_ids: set[str] = set()
     for r in removed.values():
         for i in _ids(r):
@@ -502,7 +507,7 @@ def _inferred_renames(removed: dict[str, Resource], added: dict[str, Resource]) 
     return out
 
 
-def _entity_kind(resources: list[Resource]) -> str:
+def _entity_kind(resources: list[Comparable]) -> str:
     """What an id read from artifacts names: a pipeline, a product or an API."""
     for r in resources:
         if r.meta.get("routing") == "pipelines":
@@ -521,8 +526,8 @@ def _id_subs(old: str, new: str) -> list[Sub]:
 
 
 def _pair_subs(
-    removed: dict[str, Resource], added: dict[str, Resource], subs: list[Sub]
-) -> list[tuple[Resource, Resource, list[Sub]]]:
+    removed: dict[str, Comparable], added: dict[str, Comparable], subs: list[Sub]
+) -> list[tuple[Comparable, Comparable, list[Sub]]]:
     rewrite = _rewriter(subs)
     out = []
     used: set[str] = set()
@@ -534,7 +539,7 @@ def _pair_subs(
     return out
 
 
-def _short_name(res: Resource) -> str:
+def _short_name(res: Comparable) -> str:
     if "k8s_kind" in res.meta:
         return str(((res.content.get("metadata") or {}).get("name")) or "")
     if "arm_type" in res.meta:
@@ -544,7 +549,7 @@ def _short_name(res: Resource) -> str:
     return ""
 
 
-def _fingerprint(res: Resource) -> str | None:
+def _fingerprint(res: Comparable) -> str | None:
     """Content with the resource's own name masked, or ``None`` if that says nothing.
 
     Only resources whose content mentions their own name and has some substance take
@@ -558,7 +563,7 @@ def _fingerprint(res: Resource) -> str | None:
     masked = substitute(res.content, rewrite)
     if masked == res.content:
         return None
-    tmp = Resource(res.key, res.layer, res.kind, res.name, masked, res.files, res.meta, res.style)
+    tmp = Comparable(res.key, res.layer, res.kind, res.name, masked, res.files, res.meta, res.style)
     flat = tmp.flat()
     if len(flat) < 4:
         return None
@@ -566,16 +571,16 @@ def _fingerprint(res: Resource) -> str | None:
 
 
 def _same_content_pairs(
-    rem: dict[str, Resource], add: dict[str, Resource]
-) -> list[tuple[Resource, Resource, list[Sub]]]:
+    rem: dict[str, Comparable], add: dict[str, Comparable]
+) -> list[tuple[Comparable, Comparable, list[Sub]]]:
     """Pairs whose content is identical but for their own names (unique matches only)."""
     kinds = {(r.layer, r.kind) for r in rem.values()} & {(r.layer, r.kind) for r in add.values()}
-    found: list[tuple[Resource, Resource, list[Sub]]] = []
+    found: list[tuple[Comparable, Comparable, list[Sub]]] = []
     for kind in sorted(kinds):
-        side_prints: list[dict[str, list[Resource]]] = []
+        side_prints: list[dict[str, list[Comparable]]] = []
         for side in (rem, add):
             group = [r for r in side.values() if (r.layer, r.kind) == kind]
-            prints: dict[str, list[Resource]] = {}
+            prints: dict[str, list[Comparable]] = {}
             if len(group) <= 2000:
                 for r in group:
                     fp = _fingerprint(r)
@@ -592,13 +597,13 @@ def _same_content_pairs(
 
 
 def _pair(
-    removed: dict[str, Resource], added: dict[str, Resource], renames: list[_Rename]
-) -> list[tuple[Resource, Resource, list[Sub]]]:
+    removed: dict[str, Comparable], added: dict[str, Comparable], renames: list[_Rename]
+) -> list[tuple[Comparable, Comparable, list[Sub]]]:
     """Renamed (base, head, substitutions) pairs among unmatched resources."""
-    pairs: list[tuple[Resource, Resource, list[Sub]]] = []
+    pairs: list[tuple[Comparable, Comparable, list[Sub]]] = []
     rem, add = dict(removed), dict(added)
 
-    def take(found: list[tuple[Resource, Resource, list[Sub]]]) -> None:
+    def take(found: list[tuple[Comparable, Comparable, list[Sub]]]) -> None:
         for b, h, s in found:
             if b.key in rem and h.key in add:
                 del rem[b.key]

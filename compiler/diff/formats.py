@@ -25,38 +25,38 @@ from .. import __version__
 from .cost import format_cost, format_money
 from .records import (
     MISSING,
-    Action,
-    Change,
+    ChangeKind,
     Cost,
     CostChange,
     DiffReport,
     EnvironmentDiff,
     FieldChange,
     Hidden,
+    ResourceChange,
     Risk,
     SourceRef,
 )
 
 SYMBOLS = {
-    Action.ADDED: "+",
-    Action.REMOVED: "-",
-    Action.CHANGED: "~",
-    Action.REPLACED: "-/+",
-    Action.RENAMED: ">",
+    ChangeKind.ADDED: "+",
+    ChangeKind.REMOVED: "-",
+    ChangeKind.CHANGED: "~",
+    ChangeKind.REPLACED: "-/+",
+    ChangeKind.RENAMED: ">",
 }
 WORDS = {
-    Action.ADDED: "will be created",
-    Action.REMOVED: "will be deleted",
-    Action.CHANGED: "will be updated in place",
-    Action.REPLACED: "must be replaced",
-    Action.RENAMED: "will be renamed (created under the new name, old one deleted)",
+    ChangeKind.ADDED: "will be created",
+    ChangeKind.REMOVED: "will be deleted",
+    ChangeKind.CHANGED: "will be updated in place",
+    ChangeKind.REPLACED: "must be replaced",
+    ChangeKind.RENAMED: "will be renamed (created under the new name, old one deleted)",
 }
 COLOURS = {
-    Action.ADDED: "green",
-    Action.REMOVED: "red",
-    Action.CHANGED: "yellow",
-    Action.REPLACED: "red",
-    Action.RENAMED: "cyan",
+    ChangeKind.ADDED: "green",
+    ChangeKind.REMOVED: "red",
+    ChangeKind.CHANGED: "yellow",
+    ChangeKind.REPLACED: "red",
+    ChangeKind.RENAMED: "cyan",
 }
 _RISK_NOTE = {
     Risk.DATA_LOSS: "forces replacement, loses data",
@@ -206,11 +206,11 @@ def headline(report: DiffReport) -> str:
     parts = [
         f"{n[a.value]} {label}"
         for a, label in (
-            (Action.ADDED, "added"),
-            (Action.CHANGED, "changed"),
-            (Action.REPLACED, "replaced"),
-            (Action.RENAMED, "renamed"),
-            (Action.REMOVED, "removed"),
+            (ChangeKind.ADDED, "added"),
+            (ChangeKind.CHANGED, "changed"),
+            (ChangeKind.REPLACED, "replaced"),
+            (ChangeKind.RENAMED, "renamed"),
+            (ChangeKind.REMOVED, "removed"),
         )
         if n[a.value]
     ]
@@ -295,7 +295,7 @@ def format_text(report: DiffReport, color: bool = False) -> str:
             if c.note:
                 out.append(f"      {c.note}")
             out.extend(_field_lines(c, style))
-            if c.cost is not None and (c.cost.changed or c.action is not Action.CHANGED):
+            if c.cost is not None and (c.cost.changed or c.action is not ChangeKind.CHANGED):
                 out.append(f"      cost: {cost_text(c.cost)}")
     out.append("")
     out.append(style(summary_line(report), bold=True))
@@ -307,12 +307,12 @@ def _no_change_cost(report: DiffReport) -> str:
     return f"Monthly cost: {format_cost(after)}." if after is not None else ""
 
 
-def _field_lines(c: Change, style: Callable[..., str]) -> list[str]:
+def _field_lines(c: ResourceChange, style: Callable[..., str]) -> list[str]:
     lines: list[str] = []
-    if c.action is Action.REMOVED:
+    if c.action is ChangeKind.REMOVED:
         return [f"      ({len(c.fields)} fields)"] if c.fields else []
     fields = list(c.fields)
-    if c.action is Action.ADDED and len(fields) > ADDED_FIELDS_SHOWN:
+    if c.action is ChangeKind.ADDED and len(fields) > ADDED_FIELDS_SHOWN:
         hidden = len(fields) - ADDED_FIELDS_SHOWN
         fields = fields[:ADDED_FIELDS_SHOWN]
     else:
@@ -355,17 +355,21 @@ def format_markdown(report: DiffReport, limit: int = MARKDOWN_LIMIT) -> str:
     )
     head.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for env in report.environments:
-        counts = {a: 0 for a in Action}
+        counts = {a: 0 for a in ChangeKind}
         for c in env.changes:
             counts[c.action] += 1
         b, a, d = _cost_pair(
             env.before.cost if env.before else None, env.after.cost if env.after else None
         )
-        head.append(
-            f"| {_md_escape(_env_title(env))} | {counts[Action.ADDED]} | {counts[Action.CHANGED]} "
-            f"| {counts[Action.REPLACED]} | {counts[Action.RENAMED]} | {counts[Action.REMOVED]} "
-            f"| {b} | {a} | **{d}** |"
+        order = (
+            ChangeKind.ADDED,
+            ChangeKind.CHANGED,
+            ChangeKind.REPLACED,
+            ChangeKind.RENAMED,
+            ChangeKind.REMOVED,
         )
+        cells = " | ".join(str(counts[k]) for k in order)
+        head.append(f"| {_md_escape(_env_title(env))} | {cells} | {b} | {a} | **{d}** |")
     head.append("")
     destructive = [c for c in report.changes if c.destructive]
     if destructive:
@@ -430,7 +434,7 @@ def _md_source(s: SourceRef) -> str:
     return f"`{where}`" + (" (base)" if s.side == "base" else "")
 
 
-def _md_change(c: Change) -> str:
+def _md_change(c: ResourceChange) -> str:
     badge = f" **{c.risk}**" if c.risk else ""
     cost = ""
     if c.cost is not None and c.cost.changed:
@@ -452,12 +456,12 @@ def _md_change(c: Change) -> str:
     if c.cost is not None:
         lines.append(f"- cost: {_md_escape(cost_text(c.cost))}")
     body: list[str] = []
-    if c.action is Action.REMOVED:
+    if c.action is ChangeKind.REMOVED:
         body.append(f"- ({len(c.fields)} fields)")
     else:
         fields = list(c.fields)
         extra = 0
-        if c.action is Action.ADDED and len(fields) > ADDED_FIELDS_SHOWN:
+        if c.action is ChangeKind.ADDED and len(fields) > ADDED_FIELDS_SHOWN:
             extra = len(fields) - ADDED_FIELDS_SHOWN
             fields = fields[:ADDED_FIELDS_SHOWN]
         for f in fields:
@@ -533,7 +537,7 @@ def _field_json(f: FieldChange) -> dict[str, Any]:
     return out
 
 
-def change_json(c: Change) -> dict[str, Any]:
+def change_json(c: ResourceChange) -> dict[str, Any]:
     """One change as a JSON object (docs/diff.md, "change")."""
     cost = None
     if c.cost is not None:

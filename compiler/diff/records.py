@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 
-class Action(StrEnum):
+class ChangeKind(StrEnum):
     """What happens to one resource."""
 
     ADDED = "added"
@@ -155,7 +155,7 @@ class CostChange:
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
+class ResourceChange:
     """One resource that is added, removed, changed, replaced or renamed."""
 
     environment: str
@@ -164,7 +164,7 @@ class Change:
     key: str
     kind: str
     name: str
-    action: Action
+    action: ChangeKind
     old_name: str | None = None
     fields: tuple[FieldChange, ...] = ()
     unchanged_fields: int = 0
@@ -180,7 +180,11 @@ class Change:
     @property
     def destructive(self) -> bool:
         """Deletes or recreates something, or loses data: summarised first in reports."""
-        return self.action in (Action.REMOVED, Action.REPLACED, Action.RENAMED) or self.risk in (
+        return self.action in (
+            ChangeKind.REMOVED,
+            ChangeKind.REPLACED,
+            ChangeKind.RENAMED,
+        ) or self.risk in (
             Risk.DATA_LOSS,
             Risk.REPLACEMENT,
         )
@@ -225,7 +229,7 @@ class EnvironmentDiff:
     name: str
     base_name: str | None
     head_name: str | None
-    changes: tuple[Change, ...]
+    changes: tuple[ResourceChange, ...]
     before: Totals | None
     after: Totals | None
     unchanged: int = 0
@@ -256,7 +260,7 @@ class DiffReport:
     hours_per_month: float = 730.0
 
     @property
-    def changes(self) -> list[Change]:
+    def changes(self) -> list[ResourceChange]:
         """All changes of all environments, in report order."""
         return [c for e in self.environments for c in e.changes]
 
@@ -267,13 +271,13 @@ class DiffReport:
 
     def counts(self) -> dict[str, int]:
         """Number of changes per action, plus destructive and total."""
-        out = {a.value: 0 for a in Action}
+        out = {a.value: 0 for a in ChangeKind}
         destructive = 0
         for c in self.changes:
             out[c.action.value] += 1
             destructive += c.destructive
         out["destructive"] = destructive
-        out["total"] = sum(out[a.value] for a in Action)
+        out["total"] = sum(out[a.value] for a in ChangeKind)
         return out
 
     def cost_totals(self) -> tuple[Cost | None, Cost | None]:

@@ -63,7 +63,7 @@ APIM_POLICY_TYPES = {
 
 
 @dataclass(slots=True)
-class Resource:
+class Comparable:
     """One comparable thing on one side.
 
     ``content`` is the parsed, not yet normalised, content; :meth:`flat` normalises it
@@ -102,14 +102,14 @@ def normalised(content: Any, style: str, kind: str) -> dict[Path, Leaf]:
 class Extracted:
     """Both sides' resources that may differ; ``unchanged`` counts those that cannot."""
 
-    base: dict[str, Resource] = field(default_factory=dict)
-    head: dict[str, Resource] = field(default_factory=dict)
+    base: dict[str, Comparable] = field(default_factory=dict)
+    head: dict[str, Comparable] = field(default_factory=dict)
     unchanged: int = 0
     #: Every ARM resource of each side (cost needs unchanged ones too).
     base_arm: list[dict[str, Any]] = field(default_factory=list)
     head_arm: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, side: str, res: Resource) -> None:
+    def add(self, side: str, res: Comparable) -> None:
         """Record ``res`` on ``side`` ("base" or "head")."""
         target = self.base if side == "base" else self.head
         if res.key in target:
@@ -250,7 +250,7 @@ def _arm(
                 section = res["__section"]
                 ex.add(
                     side,
-                    Resource(
+                    Comparable(
                         key=key,
                         layer="azure",
                         kind="ARM template",
@@ -264,7 +264,7 @@ def _arm(
             t = str(res.get("type", ""))
             ex.add(
                 side,
-                Resource(
+                Comparable(
                     key=key,
                     layer="azure",
                     kind=t,
@@ -359,7 +359,7 @@ def _policies(
                     content["policy"] = {"#text": text}
             ex.add(
                 side,
-                Resource(
+                Comparable(
                     key=f"apim|{pfile}",
                     layer="apim",
                     kind="policy",
@@ -403,10 +403,10 @@ def k8s_key(cluster: str, obj: dict[str, Any]) -> tuple[str, str, str]:
     return f"k8s|{cluster}|{group}|{kind}|{ns}|{name}", kind_label, name_label
 
 
-def _k8s_resource(cluster: str, path: str, obj: dict[str, Any]) -> Resource:
+def _k8s_resource(cluster: str, path: str, obj: dict[str, Any]) -> Comparable:
     key, kind_label, name_label = k8s_key(cluster, obj)
     labels = ((obj.get("metadata") or {}).get("labels")) or {}
-    return Resource(
+    return Comparable(
         key=key,
         layer="kubernetes",
         kind=kind_label,
@@ -465,7 +465,7 @@ def _routing(ex: Extracted, path: str, b: bytes | None, h: bytes | None) -> None
                 if ident in entries:
                     ex.add(
                         side,
-                        Resource(
+                        Comparable(
                             key=f"functions|routing|{section}|{ident}",
                             layer="functions",
                             kind=f"routing {section[:-1]}",
@@ -497,7 +497,7 @@ def _settings(ex: Extracted, path: str, b: bytes | None, h: bytes | None) -> Non
             if name in values:
                 ex.add(
                     side,
-                    Resource(
+                    Comparable(
                         key=f"functions|setting|{name}",
                         layer="functions",
                         kind="app setting",
@@ -530,7 +530,7 @@ def _zip(ex: Extracted, path: str, b: bytes | None, h: bytes | None) -> None:
     for side, content in members.items():
         ex.add(
             side,
-            Resource(
+            Comparable(
                 key=f"{layer}|{path}",
                 layer=layer,
                 kind="package",
@@ -555,8 +555,8 @@ def _layer_of(path: str) -> str:
 
 def _file_resource(
     path: str, content: Any, kind: str = "file", name: str | None = None
-) -> Resource:
-    return Resource(
+) -> Comparable:
+    return Comparable(
         key=f"{_layer_of(path)}|file|{path}|{name or ''}",
         layer=_layer_of(path),
         kind=kind,

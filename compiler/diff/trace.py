@@ -27,7 +27,7 @@ from typing import Any
 from ..load import JsonPath, SourceMap, format_path
 from ..model.types import Platform
 from .records import SourceRef
-from .resources import Resource
+from .resources import Comparable
 
 _IDENTITY_KEYS = ("name", "version")
 _JSON_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]")
@@ -262,7 +262,7 @@ def _named(idx: EntityIndex, token: str) -> list[JsonPath]:
     return []
 
 
-def entity_paths(res: Resource, idx: EntityIndex) -> tuple[list[JsonPath], list[JsonPath]]:
+def entity_paths(res: Comparable, idx: EntityIndex) -> tuple[list[JsonPath], list[JsonPath]]:
     """(direct, related) entity paths a resource was generated from, on one side."""
     direct: list[JsonPath] = []
     related: list[JsonPath] = []
@@ -420,8 +420,8 @@ class Tracer:
 
     def sources(
         self,
-        base: Resource | None,
-        head: Resource | None,
+        base: Comparable | None,
+        head: Comparable | None,
         evidence: tuple[str, ...] = (),
         limit: int = 8,
     ) -> tuple[SourceRef, ...]:

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ai4ec.diff import diff_builds
-from ai4ec.diff.builds import Loaded, render
 from ai4ec.diff.formats import format_json
 from ai4ec.diff.records import Side
+from ai4ec.diff.sources import Loaded, render
 from ai4ec.load import parse_platform
 
 from ..conftest import SAMPLES

@@ -17,7 +17,7 @@ import pytest
 from ai4ec.diff import diff_builds
 from ai4ec.diff.compare import EnvSide
 from ai4ec.diff.formats import format_json, format_markdown, format_text
-from ai4ec.diff.records import Action, DiffReport, Risk, Side
+from ai4ec.diff.records import ChangeKind, DiffReport, Risk, Side
 
 SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
 Files = dict[str, bytes]
@@ -88,14 +88,14 @@ def test_redis_downgrade_loses_data_and_upgrade_does_not() -> None:
             {"azure/main.json": arm(redis("Standard", "C", 1))},
         )
     )
-    assert down.action is Action.REPLACED and down.risk is Risk.DATA_LOSS
+    assert down.action is ChangeKind.REPLACED and down.risk is Risk.DATA_LOSS
     up = only(
         compare(
             {"azure/main.json": arm(redis("Basic", "C", 0))},
             {"azure/main.json": arm(redis("Standard", "C", 0))},
         )
     )
-    assert up.action is Action.CHANGED and up.risk is Risk.DISRUPTION and not up.destructive
+    assert up.action is ChangeKind.CHANGED and up.risk is Risk.DISRUPTION and not up.destructive
     assert up.cost.before.low == pytest.approx(0.022 * 730)
     assert up.cost.after.low == pytest.approx(0.055 * 730)
 
@@ -110,8 +110,8 @@ def test_removing_stateful_resources_is_data_loss() -> None:
     report = compare({"azure/main.json": base}, {"azure/main.json": head})
     risks = {c.name: (c.action, c.risk) for c in report.changes}
     assert risks == {
-        "p-kv": (Action.REMOVED, Risk.DATA_LOSS),
-        "p-aks": (Action.REMOVED, Risk.DATA_LOSS),
+        "p-kv": (ChangeKind.REMOVED, Risk.DATA_LOSS),
+        "p-aks": (ChangeKind.REMOVED, Risk.DATA_LOSS),
     }
 
 
@@ -136,10 +136,12 @@ def test_storage_rename_is_one_rename_with_data_loss_and_children_follow() -> No
     )
     by_kind = {c.kind: c for c in report.changes}
     account = by_kind["Microsoft.Storage/storageAccounts"]
-    assert account.action is Action.RENAMED and account.risk is Risk.DATA_LOSS
+    assert account.action is ChangeKind.RENAMED and account.risk is Risk.DATA_LOSS
     assert account.old_name == "oldst1234" and account.name == "newst1234"
     container = by_kind["Microsoft.Storage/storageAccounts/blobServices/containers"]
-    assert container.action is Action.RENAMED and container.old_name == "oldst1234/default/results"
+    assert (
+        container.action is ChangeKind.RENAMED and container.old_name == "oldst1234/default/results"
+    )
     assert report.counts()["removed"] == report.counts()["added"] == 0
 
 
@@ -147,7 +149,7 @@ def test_location_change_replaces_and_dependson_is_not_state() -> None:
     a = res("Microsoft.Insights/components", "p-appi", location="eastus", dependsOn=["x", "y"])
     b = res("Microsoft.Insights/components", "p-appi", location="westus", dependsOn=["y"])
     change = only(compare({"azure/main.json": arm(a)}, {"azure/main.json": arm(b)}))
-    assert change.action is Action.REPLACED
+    assert change.action is ChangeKind.REPLACED
     assert [f.path for f in change.fields] == ["location"]
     a2 = dict(a, dependsOn=["y", "x", "z"])
     assert not compare({"azure/main.json": arm(a)}, {"azure/main.json": arm(a2)}).has_changes
@@ -180,7 +182,7 @@ def test_cluster_system_pool_vm_size_and_sku_cost() -> None:
             {"azure/main.json": arm(aks("Standard_D4s_v5"))},
         )
     )
-    assert change.action is Action.REPLACED and change.risk is Risk.REPLACEMENT
+    assert change.action is ChangeKind.REPLACED and change.risk is Risk.REPLACEMENT
     assert change.fields[0].path == "properties.agentPoolProfiles[name=system].vmSize"
     # control plane $0.10/h + 2 nodes
     assert change.cost.before.low == pytest.approx((0.10 + 2 * 0.114) * 730)
@@ -350,7 +352,7 @@ def test_policy_file_and_its_arm_resource_are_one_change() -> None:
 
 def test_policy_removed_with_its_product() -> None:
     change = only(compare(_apim(5), {"azure/main.json": arm()}))
-    assert change.action is Action.REMOVED and change.name == "products/public"
+    assert change.action is ChangeKind.REMOVED and change.name == "products/public"
 
 
 # -------------------------------------------------------------------------- Kubernetes
@@ -397,7 +399,7 @@ def test_k8s_noise_is_normalised() -> None:
 
 def test_k8s_selector_change_forces_replacement() -> None:
     change = only(compare(_k8s(), _k8s(sel="b")))
-    assert change.action is Action.REPLACED and change.kind == "apps/Deployment"
+    assert change.action is ChangeKind.REPLACED and change.kind == "apps/Deployment"
     assert change.name == "ns/a-v1 (main)"
 
 
