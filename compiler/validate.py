@@ -5,7 +5,7 @@ Input: data + source map (from :mod:`ai4ec.load`). Output: a list of
 and a hint. All errors are collected; nothing stops at the first.
 
 The schema is the only definition of the input's shape; semantic rules that need more
-than one value (references, capacity, cycles) live in :mod:`ai4ec.model.build`.
+than one value (references, capacity, cycles) live in :mod:`ai4ec.model` (refs, rules).
 """
 
 from __future__ import annotations

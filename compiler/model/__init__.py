@@ -1,6 +1,11 @@
-"""The typed platform model and the builder that produces it."""
+"""The typed platform model and the readers that produce it (entry point :func:`build_model`).
 
-from .build import build_model
+``types`` holds the records; ``context`` what every reader shares; ``defaults``,
+``naming``, ``refs`` and ``rules`` the four jobs; ``clusters``, ``apis``,
+``pipelines`` and ``products`` read one section each; ``assemble`` runs them in order.
+"""
+
+from .assemble import build_model
 from .types import Platform
 
 __all__ = ["Platform", "build_model"]

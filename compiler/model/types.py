@@ -1,6 +1,6 @@
 """The internal model: one immutable, typed view of a validated platform.
 
-Every default is already resolved here (by :mod:`ai4ec.model.build`), every reference
+Every default is already resolved here (by the readers of :mod:`ai4ec.model`), every reference
 is already checked, and every derived name is already computed, so renderers only read
 fields. Collections are tuples; mappings are tuples of pairs in a fixed order, so the
 model (and everything rendered from it) is deterministic and hashable.

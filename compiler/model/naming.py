@@ -1,0 +1,206 @@
+"""Azure naming: the ``azure:`` section -> :class:`~ai4ec.model.types.Azure`, names derived.
+
+Azure needs globally unique names for several resources; they are derived from the
+platform name, the environment and a short hash of where the platform lives, then
+checked against Azure's length and character rules (E-AZURE-NAME).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from typing import Any
+
+from ..load import JsonPath
+from .context import ModelContext
+from .defaults import (
+    seconds,
+)
+from .types import (
+    ApiManagement,
+    Azure,
+    Cache,
+    CustomDomain,
+    EventGrid,
+    Functions,
+    KeyVault,
+    Monitoring,
+    Registry,
+    Storage,
+)
+
+
+def uniq_suffix(*parts: str) -> str:
+    """A short, deterministic hash of where the platform lives (5 hex digits)."""
+    # Azure needs globally unique names for several resources; a short, deterministic
+    # hash of where the platform lives keeps them unique yet stable across builds.
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:5]
+
+
+def env_part(env: str, width: int) -> str:
+    """The environment as a name fragment: empty for ``default``, else [a-z0-9]{<=width}."""
+    return "" if env == "default" else re.sub(r"[^a-z0-9]", "", env)[:width]
+
+
+def read_azure(ctx: ModelContext) -> Azure:
+    """The ``azure:`` section with every resource name derived and checked."""
+    a = ctx.data["azure"]
+    env = ctx.environment
+    prefix = a["namePrefix"]
+    u = uniq_suffix(a["subscriptionId"].lower(), a["resourceGroup"].lower(), env)
+    e4 = env_part(env, 4)
+    dash = f"-{env_part(env, 10)}" if e4 else ""
+
+    reg = a.get("registry") or {}
+    apim = a["apiManagement"]
+    cache = a.get("cache") or {}
+    fn = a.get("functions") or {}
+    eg = a.get("eventGrid") or {}
+    mon = a.get("monitoring") or {}
+    kv = a.get("keyVault") or {}
+    st = a.get("storage") or {}
+
+    apim_sku = apim.get("sku", "Developer")
+    apim_capacity = apim.get("capacity", 0 if apim_sku == "Consumption" else 1)
+    if apim_sku == "Consumption" and apim_capacity != 0:
+        ctx.report(
+            "E-APIM-CAPACITY",
+            "the Consumption tier has no capacity units",
+            ("azure", "apiManagement", "capacity"),
+            "remove capacity or set it to 0",
+        )
+    if apim_sku != "Consumption" and apim_capacity < 1:
+        ctx.report(
+            "E-APIM-CAPACITY",
+            f"the {apim_sku} tier needs at least 1 capacity unit",
+            ("azure", "apiManagement", "capacity"),
+        )
+    if apim_sku == "Developer" and apim_capacity > 1:
+        ctx.report(
+            "E-APIM-CAPACITY",
+            "the Developer tier has exactly 1 unit",
+            ("azure", "apiManagement", "capacity"),
+        )
+    cache_sku = cache.get("sku", "Basic")
+    family = cache.get("family", "P" if cache_sku == "Premium" else "C")
+    capacity = cache.get("capacity", 1)
+    if (cache_sku == "Premium") != (family == "P"):
+        ctx.report(
+            "E-CACHE-SKU",
+            f"Redis {cache_sku} uses family {'P' if cache_sku == 'Premium' else 'C'}, not {family}",
+            ("azure", "cache", "family"),
+            "omit family; ai4ec derives it from the SKU",
+        )
+    elif family == "P" and not 1 <= capacity <= 5:
+        ctx.report(
+            "E-CACHE-SKU",
+            f"Premium Redis sizes are P1-P5, not P{capacity}",
+            ("azure", "cache", "capacity"),
+        )
+    ttl_minutes = math.ceil(seconds(eg.get("eventTtl", "1d")) / 60)
+    if ttl_minutes > 1440:
+        ctx.report(
+            "E-SCHEMA-RANGE",
+            f"eventTtl is {ttl_minutes} minutes; Event Grid keeps events at most 1440",
+            ("azure", "eventGrid", "eventTtl"),
+        )
+
+    azure = Azure(
+        subscription_id=a["subscriptionId"].lower(),
+        tenant_id=a.get("tenantId"),
+        resource_group=a["resourceGroup"],
+        location=a["location"],
+        name_prefix=prefix,
+        registry=Registry(name=reg.get("name", f"{prefix}{e4}acr{u}"), sku=reg.get("sku", "Basic")),
+        api_management=ApiManagement(
+            name=apim.get("name", f"{prefix}{dash}-apim-{u}"),
+            sku=apim_sku,
+            capacity=apim_capacity,
+            publisher_name=apim["publisherName"],
+            publisher_email=apim["publisherEmail"],
+            custom_domain=(
+                CustomDomain(
+                    host_name=apim["customDomain"]["hostName"],
+                    key_vault_certificate=apim["customDomain"]["keyVaultCertificate"],
+                )
+                if "customDomain" in apim
+                else None
+            ),
+        ),
+        cache=Cache(
+            name=f"{prefix}{dash}-redis-{u}", sku=cache_sku, family=family, capacity=capacity
+        ),
+        functions=Functions(
+            app_name=f"{prefix}{dash}-tasks-{u}",
+            plan_name=f"{prefix}{dash}-tasks-plan",
+            plan_sku=fn.get("planSku", "EP1"),
+            minimum_instances=fn.get("minimumInstances", 1),
+        ),
+        event_grid=EventGrid(
+            topic_name=f"{prefix}{dash}-tasks-{u}",
+            max_delivery_attempts=eg.get("maxDeliveryAttempts", 30),
+            event_ttl_minutes=min(ttl_minutes, 1440),
+        ),
+        monitoring=Monitoring(
+            workspace_name=f"{prefix}{dash}-logs",
+            app_insights_name=f"{prefix}{dash}-appi",
+            retention_days=mon.get("retentionDays", 30),
+            daily_cap_gb=mon.get("dailyCapGb"),
+        ),
+        key_vault=KeyVault(
+            name=kv.get("name", f"{prefix}-{e4 + '-' if e4 else ''}kv-{u}"),
+            sku=kv.get("sku", "standard"),
+            soft_delete_retention_days=kv.get("softDeleteRetentionDays", 90),
+            purge_protection=kv.get("purgeProtection", True),
+        ),
+        storage=Storage(
+            name=st.get("name", f"{prefix}{e4}st{u}"),
+            sku=st.get("sku", "Standard_LRS"),
+            results_container=st.get("resultsContainer", "results"),
+        ),
+    )
+    check_azure_names(ctx, azure, a)
+    return azure
+
+
+def check_azure_names(ctx: ModelContext, az: Azure, raw: dict[str, Any]) -> None:
+    """Report each derived or overridden name that breaks Azure's naming rules."""
+
+    # (name, rule regex, human rule, path of an override or of namePrefix)
+    def where(section: str) -> JsonPath:
+        return (
+            ("azure", section, "name")
+            if "name" in (raw.get(section) or {})
+            else ("azure", "namePrefix")
+        )
+
+    rules = [
+        (
+            az.storage.name,
+            r"[a-z0-9]{3,24}",
+            "storage account names are 3-24 lowercase letters and digits",
+            where("storage"),
+        ),
+        (
+            az.key_vault.name,
+            r"[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]",
+            "Key Vault names are 3-24 letters, digits and single hyphens, starting with a letter",
+            where("keyVault"),
+        ),
+        (
+            az.registry.name,
+            r"[a-zA-Z0-9]{5,50}",
+            "registry names are 5-50 letters and digits",
+            where("registry"),
+        ),
+        (
+            az.api_management.name,
+            r"[a-zA-Z](?:[a-zA-Z0-9-]{0,48}[a-zA-Z0-9])?",
+            "API Management names are 1-50 letters, digits and hyphens, starting with a letter",
+            where("apiManagement"),
+        ),
+    ]
+    for name, pattern, rule, path in rules:
+        if not re.fullmatch(pattern, name):
+            ctx.report("E-AZURE-NAME", f"invalid Azure name {name!r}: {rule}", path)
