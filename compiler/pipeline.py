@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Diagnostic, LoadError, Severity, ValidationError
-from .load import Document, SourceMap, format_path, gc_paused, load_platform
+from .load import (
+    Document,
+    SourceMap,
+    apply_environment,
+    base_view,
+    environment_names,
+    format_path,
+    gc_paused,
+    load_platform,
+)
 from .model import Platform, build_model
-from .overlay import apply_environment, base_view, environment_names
 
 DEFAULT_ENV = "default"
 

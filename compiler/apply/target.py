@@ -80,7 +80,7 @@ def load_target(
     env = build.environment
     result = check_platform(path, [env])
     if result.document is not None and env == "default":
-        from ..overlay import environment_names
+        from ..load import environment_names
 
         if not environment_names(result.document):
             result = check_platform(path, None)

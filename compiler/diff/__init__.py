@@ -204,7 +204,7 @@ def _compare_loaded(
         known: list[str] = []
         for side in (base, head):
             if side.doc is not None:
-                from ..overlay import environment_names
+                from ..load import environment_names
 
                 known += environment_names(side.doc) or ["default"]
         _check_envs(requested, known)

@@ -26,8 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Ai4ecError, Diagnostic, DiffError
-from ..load import Document, SourceMap, format_path, load_platform, parse_platform
-from ..overlay import environment_names
+from ..load import (
+    Document,
+    SourceMap,
+    environment_names,
+    format_path,
+    load_platform,
+    parse_platform,
+)
 from ..pipeline import DEFAULT_ENV, check_document, render_platforms
 from .compare import EnvSide
 from .records import Side, SourceRef

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ai4ec.load import Position, parse_platform
-from ai4ec.overlay import apply_environment
+from ai4ec.load import Position, apply_environment, parse_platform
 
 DOC = """\
 a: {x: 1, y: 2}

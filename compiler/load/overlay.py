@@ -1,6 +1,6 @@
 """Environment overlays: deep-merge ``environments.<env>`` over the base document.
 
-Input: a :class:`~ai4ec.load.Document` and an environment name. Output: the merged data
+Input: a :class:`~ai4ec.load.source.Document` and an environment name. Output: the merged data
 (without ``environments``) and a source map for it, in which every value points at the
 line it came from - the base section or the overlay - so validation errors in a merged
 environment are reported where the user has to fix them.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .load import Document, JsonPath, SourceMap
+from .source import Document, JsonPath, SourceMap
 
 ENVIRONMENTS = "environments"
 

@@ -1,4 +1,4 @@
-"""Stage 1: read ``platform.yaml`` into plain data plus a source map.
+"""Stage 1: read ``platform.yaml`` into plain data plus a source map (the YAML reader).
 
 Input: a path. Output: :class:`Document` - JSON-like data (dicts, lists, str, int,
 float, bool, None) and, for every JSON path in it, the line and column it came from.
@@ -19,20 +19,18 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 
-from .errors import Diagnostic, LoadError
+from ..errors import Diagnostic, LoadError
+from .source import Document, JsonPath, Position, SourceMap
 
 try:  # libyaml is in every PyYAML wheel we pin; the pure-Python loader is a fallback.
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - exercised only without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
-
-JsonPath = tuple[str | int, ...]
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
@@ -52,13 +50,6 @@ MAX_ALIAS_EXPANSION = 100_000
 _scalar_builder = yaml.constructor.SafeConstructor()
 
 
-class Position(NamedTuple):
-    """1-based line and column of a value in its file."""
-
-    line: int
-    col: int
-
-
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while building large trees.
@@ -73,57 +64,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-@dataclass(slots=True)
-class SourceMap:
-    """Where each value of a document came from.
-
-    ``positions`` maps a JSON path (tuple of keys and indexes) to the position of the
-    value; ``key_positions`` to the position of the mapping key naming it (better for
-    "unknown field" errors). ``raw`` keeps the source text of plain scalars that YAML
-    resolved to a non-string, for the YAML 1.1 diagnostics.
-    """
-
-    file: str
-    positions: dict[JsonPath, Position] = field(default_factory=dict)
-    key_positions: dict[JsonPath, Position] = field(default_factory=dict)
-    raw: dict[JsonPath, str] = field(default_factory=dict)
-
-    def locate(self, path: JsonPath, *, prefer_key: bool = False) -> Position | None:
-        """Position of ``path``, falling back to its nearest located ancestor."""
-        probe = path
-        while True:
-            if prefer_key and probe in self.key_positions:
-                return self.key_positions[probe]
-            if probe in self.positions:
-                return self.positions[probe]
-            if not probe:
-                return None
-            probe = probe[:-1]
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """A loaded platform file: its data, where each value came from, and its text."""
-
-    path: Path
-    data: dict[str, Any]
-    source: SourceMap
-    lines: tuple[str, ...]
-
-
-def format_path(path: JsonPath) -> str:
-    """``('apis', 2, 'name')`` -> ``$.apis[2].name``."""
-    out = ["$"]
-    for part in path:
-        if isinstance(part, int):
-            out.append(f"[{part}]")
-        elif part.isidentifier():
-            out.append(f".{part}")
-        else:
-            out.append(f"[{part!r}]")
-    return "".join(out)
 
 
 def load_platform(path: Path | str, display_name: str | None = None) -> Document:
@@ -226,7 +166,7 @@ def parse_platform(raw: bytes | str, name: str, path: Path | None = None) -> Doc
                 ),
             ),
         )
-    builder = _Builder(name)
+    builder = _Constructor(name)
     with gc_paused():
         data = builder.build(root)
     if builder.diagnostics:
@@ -302,7 +242,7 @@ def _yaml_error(exc: yaml.MarkedYAMLError, name: str) -> Diagnostic:
     )
 
 
-class _Builder:
+class _Constructor:
     """Turns a composed YAML node tree into data and a source map."""
 
     def __init__(self, name: str) -> None:
