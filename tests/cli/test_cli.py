@@ -13,7 +13,7 @@ from ai4ec import __version__
 from ai4ec import cli as cli_module
 from ai4ec.cli import cli, main
 
-from .conftest import SAMPLES, sample_files
+from ..conftest import SAMPLES, sample_files
 
 
 @pytest.fixture

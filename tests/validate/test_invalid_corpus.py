@@ -17,7 +17,7 @@ from ai4ec.errors import Severity
 from ai4ec.pipeline import check_platform
 from ai4ec.report import format_text
 
-from .conftest import CASES
+from ..conftest import CASES
 
 INVALID = sorted((CASES / "invalid").glob("*.yaml"))
 

@@ -18,7 +18,7 @@ from ai4ec.errors import LoadError
 from ai4ec.load import parse_platform
 from ai4ec.pipeline import check_document
 
-from .conftest import sample_files
+from ..conftest import sample_files
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
