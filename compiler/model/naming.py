@@ -17,6 +17,7 @@ from .context import ModelContext
 from .defaults import (
     seconds,
 )
+from .rules import check_apim_capacity, check_cache_sku, check_event_ttl
 from .types import (
     ApiManagement,
     Azure,
@@ -63,48 +64,13 @@ def read_azure(ctx: ModelContext) -> Azure:
 
     apim_sku = apim.get("sku", "Developer")
     apim_capacity = apim.get("capacity", 0 if apim_sku == "Consumption" else 1)
-    if apim_sku == "Consumption" and apim_capacity != 0:
-        ctx.report(
-            "E-APIM-CAPACITY",
-            "the Consumption tier has no capacity units",
-            ("azure", "apiManagement", "capacity"),
-            "remove capacity or set it to 0",
-        )
-    if apim_sku != "Consumption" and apim_capacity < 1:
-        ctx.report(
-            "E-APIM-CAPACITY",
-            f"the {apim_sku} tier needs at least 1 capacity unit",
-            ("azure", "apiManagement", "capacity"),
-        )
-    if apim_sku == "Developer" and apim_capacity > 1:
-        ctx.report(
-            "E-APIM-CAPACITY",
-            "the Developer tier has exactly 1 unit",
-            ("azure", "apiManagement", "capacity"),
-        )
+    check_apim_capacity(ctx, apim_sku, apim_capacity)
     cache_sku = cache.get("sku", "Basic")
     family = cache.get("family", "P" if cache_sku == "Premium" else "C")
     capacity = cache.get("capacity", 1)
-    if (cache_sku == "Premium") != (family == "P"):
-        ctx.report(
-            "E-CACHE-SKU",
-            f"Redis {cache_sku} uses family {'P' if cache_sku == 'Premium' else 'C'}, not {family}",
-            ("azure", "cache", "family"),
-            "omit family; ai4ec derives it from the SKU",
-        )
-    elif family == "P" and not 1 <= capacity <= 5:
-        ctx.report(
-            "E-CACHE-SKU",
-            f"Premium Redis sizes are P1-P5, not P{capacity}",
-            ("azure", "cache", "capacity"),
-        )
+    check_cache_sku(ctx, cache_sku, family, capacity)
     ttl_minutes = math.ceil(seconds(eg.get("eventTtl", "1d")) / 60)
-    if ttl_minutes > 1440:
-        ctx.report(
-            "E-SCHEMA-RANGE",
-            f"eventTtl is {ttl_minutes} minutes; Event Grid keeps events at most 1440",
-            ("azure", "eventGrid", "eventTtl"),
-        )
+    check_event_ttl(ctx, ttl_minutes)
 
     azure = Azure(
         subscription_id=a["subscriptionId"].lower(),

@@ -100,3 +100,50 @@ def ancestors(path: str) -> list[str]:
     """``/a/b/c`` -> ``['/a', '/a/b']`` (proper prefixes at segment boundaries)."""
     parts = path.strip("/").split("/")
     return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+_APIM_CAPACITY: JsonPath = ("azure", "apiManagement", "capacity")
+
+
+def check_apim_capacity(ctx: ModelContext, sku: str, capacity: int) -> None:
+    """APIM capacity units must fit the tier: none on Consumption, exactly 1 on Developer."""
+    if sku == "Consumption" and capacity != 0:
+        ctx.report(
+            "E-APIM-CAPACITY",
+            "the Consumption tier has no capacity units",
+            _APIM_CAPACITY,
+            "remove capacity or set it to 0",
+        )
+    if sku != "Consumption" and capacity < 1:
+        ctx.report(
+            "E-APIM-CAPACITY", f"the {sku} tier needs at least 1 capacity unit", _APIM_CAPACITY
+        )
+    if sku == "Developer" and capacity > 1:
+        ctx.report("E-APIM-CAPACITY", "the Developer tier has exactly 1 unit", _APIM_CAPACITY)
+
+
+def check_cache_sku(ctx: ModelContext, sku: str, family: str, capacity: int) -> None:
+    """Redis family must match the SKU (P for Premium, else C); Premium sizes are P1-P5."""
+    if (sku == "Premium") != (family == "P"):
+        ctx.report(
+            "E-CACHE-SKU",
+            f"Redis {sku} uses family {'P' if sku == 'Premium' else 'C'}, not {family}",
+            ("azure", "cache", "family"),
+            "omit family; ai4ec derives it from the SKU",
+        )
+    elif family == "P" and not 1 <= capacity <= 5:
+        ctx.report(
+            "E-CACHE-SKU",
+            f"Premium Redis sizes are P1-P5, not P{capacity}",
+            ("azure", "cache", "capacity"),
+        )
+
+
+def check_event_ttl(ctx: ModelContext, ttl_minutes: int) -> None:
+    """Event Grid keeps events at most a day (1440 minutes)."""
+    if ttl_minutes > 1440:
+        ctx.report(
+            "E-SCHEMA-RANGE",
+            f"eventTtl is {ttl_minutes} minutes; Event Grid keeps events at most 1440",
+            ("azure", "eventGrid", "eventTtl"),
+        )
