@@ -79,9 +79,6 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
     component, part_of, next_api = _pipeline_stage(platform, api)
     s = api.scaling
     is_async = api.all_async
-    keda = cluster.keda
-    pending = s.pending_tasks_per_replica if api.has_async else None
-    redis_trigger = keda and pending is not None
     resources: dict[str, dict[str, str]] = {
         "requests": {"cpu": api.resources.cpu, "memory": api.resources.memory},
         "limits": {"memory": api.resources.memory},
@@ -93,20 +90,7 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
         "liveness": _probe(api.probes.liveness),
         "startup": {"enabled": True, **_probe(api.probes.startup)},
     }
-    cron = [
-        {
-            "name": w.name,
-            "timezone": w.timezone,
-            "start": w.start,
-            "end": w.end,
-            "desiredReplicas": w.min_replicas,
-        }
-        for w in s.schedules
-    ]
-    can_wake = redis_trigger or bool(cron)
-    min_replicas = s.min_replicas if (keda and can_wake) else max(1, s.min_replicas)
     gpu_pool_names = [p.name for p in cluster.gpu_pools]
-    cache = platform.azure.cache
     return {
         "name": api.id,
         "platform": platform.name,
@@ -177,41 +161,63 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
             "maxUnavailable": 1,
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
-        "autoscaling": {
-            "enabled": True,
-            "minReplicas": min_replicas,
-            "maxReplicas": s.max_replicas,
-            "cpuUtilization": s.cpu_utilization or 0,
-            "memoryUtilization": s.memory_utilization or 0,
-            "behavior": {
-                "scaleUpStabilizationSeconds": 0,
-                "scaleDownStabilizationSeconds": s.cooldown_seconds,
-                "scaleDownPods": 1,
-                "scaleDownPeriodSeconds": 60,
-            },
-            "keda": {
-                "enabled": keda,
-                "pollingInterval": 15,
-                "cooldownPeriod": s.cooldown_seconds,
-                "redis": {
-                    "enabled": redis_trigger,
-                    "address": f"{cache.name}.redis.cache.windows.net:6380",
-                    "listName": f"ai4ec:pending:{api.id}",
-                    "listLength": pending or 1,
-                    "activationListLength": 0,
-                    "enableTLS": True,
-                    "databaseIndex": 0,
-                    "authentication": {
-                        "kind": "TriggerAuthentication",
-                        "name": REDIS_AUTH,
-                        "create": False,
-                        "secretName": "",
-                        "passwordKey": "",
-                    },
+        "autoscaling": _autoscaling(platform, cluster, api),
+    }
+
+
+def _autoscaling(platform: Platform, cluster: Cluster, api: Api) -> dict[str, Any]:
+    """HPA bounds and KEDA triggers: scale to zero only where a trigger can wake the API."""
+    s = api.scaling
+    keda = cluster.keda
+    pending = s.pending_tasks_per_replica if api.has_async else None
+    redis_trigger = keda and pending is not None
+    cron = [
+        {
+            "name": w.name,
+            "timezone": w.timezone,
+            "start": w.start,
+            "end": w.end,
+            "desiredReplicas": w.min_replicas,
+        }
+        for w in s.schedules
+    ]
+    can_wake = redis_trigger or bool(cron)
+    min_replicas = s.min_replicas if (keda and can_wake) else max(1, s.min_replicas)
+    cache = platform.azure.cache
+    return {
+        "enabled": True,
+        "minReplicas": min_replicas,
+        "maxReplicas": s.max_replicas,
+        "cpuUtilization": s.cpu_utilization or 0,
+        "memoryUtilization": s.memory_utilization or 0,
+        "behavior": {
+            "scaleUpStabilizationSeconds": 0,
+            "scaleDownStabilizationSeconds": s.cooldown_seconds,
+            "scaleDownPods": 1,
+            "scaleDownPeriodSeconds": 60,
+        },
+        "keda": {
+            "enabled": keda,
+            "pollingInterval": 15,
+            "cooldownPeriod": s.cooldown_seconds,
+            "redis": {
+                "enabled": redis_trigger,
+                "address": f"{cache.name}.redis.cache.windows.net:6380",
+                "listName": f"ai4ec:pending:{api.id}",
+                "listLength": pending or 1,
+                "activationListLength": 0,
+                "enableTLS": True,
+                "databaseIndex": 0,
+                "authentication": {
+                    "kind": "TriggerAuthentication",
+                    "name": REDIS_AUTH,
+                    "create": False,
+                    "secretName": "",
+                    "passwordKey": "",
                 },
-                "prometheus": _prometheus(platform, cluster, api),
-                "cron": cron,
             },
+            "prometheus": _prometheus(platform, cluster, api),
+            "cron": cron,
         },
     }
 
