@@ -5,7 +5,11 @@ alone. As a same-run reference it also times what a plain schema checker does on
 same file (PyYAML's C loader + jsonschema, no positions, no semantic rules), and prints
 ai4ec's time as a ratio of it: the machine is noisy, ratios are not.
 
-    python bench/compile_scale.py [--sizes 100,1000,5000] [--no-build]
+    python bench/compile_scale.py [--sizes 100,1000,5000] [--no-build] [--chart N]
+
+``--chart N`` instead times the Helm chart alone for N releases: the compiler's path
+(schema-free chart archive, values checked by a compiled validator) beside Helm's own
+(the chart loaded once, its values schema compiled on every render), in the same run.
 """
 
 from __future__ import annotations
@@ -144,6 +148,39 @@ def _child(mode: str, path: str, out: str) -> None:
     print(json.dumps({"seconds": elapsed, "peak_mb": peak_mb}))
 
 
+def chart_speed(n_apis: int) -> None:
+    """Print the compiler's chart rendering time for ``n_apis`` releases beside Helm's own."""
+    import helm_python
+
+    from ai4ec.pipeline import check_platform, require_ok
+    from ai4ec.render.k8s.chart import chart_dir, load_chart, release_values, values_validator
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "platform.yaml"
+        path.write_text(yaml.safe_dump(make_platform(n_apis), sort_keys=False))
+        platform = require_ok(check_platform(str(path)))[0]
+    cluster = platform.clusters[0]
+    releases = [release_values(platform, cluster, a) for a in platform.apis]
+    ns = cluster.namespace
+
+    t = time.perf_counter()
+    with helm_python.Chart.load(chart_dir()) as helm_chart:
+        for values in releases:
+            helm_chart.render(values, name=values["name"], namespace=ns)
+    baseline = time.perf_counter() - t
+
+    t = time.perf_counter()
+    chart, check = load_chart(), values_validator()
+    for values in releases:
+        check(values)
+        chart.render(values, name=values["name"], namespace=ns)
+    ours = time.perf_counter() - t
+    print(f"chart, {len(releases)} releases:")
+    print(f"  ai4ec (schema-free archive + compiled validator) {ours:7.2f} s")
+    print(f"  baseline (Helm, schema compiled on every render) {baseline:7.2f} s")
+    print(f"  ratio ai4ec / baseline                           {ours / baseline:7.2f}")
+
+
 def _run(mode: str, path: Path, out: Path, repeat: int) -> dict:
     best = None
     for _ in range(repeat):
@@ -166,7 +203,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--child", nargs=3)
+    ap.add_argument("--chart", type=int, metavar="N", help="time the chart alone for N releases")
     args = ap.parse_args()
+    if args.chart:
+        chart_speed(args.chart)
+        return
     if args.child:
         _child(*args.child)
         return

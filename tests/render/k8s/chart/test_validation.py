@@ -15,7 +15,7 @@ import pytest
 import yaml
 from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
 
-from ..conftest import ARTIFACT_CHECK
+from ....conftest import ARTIFACT_CHECK
 from .spc_schema import SECRET_PROVIDER_CLASS_SCHEMA
 from .support import CRD_GROUPS, FIXTURES, VARIANTS, documents, load_case, load_values, render
 

@@ -13,14 +13,26 @@ import io
 import json
 import tarfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import Diagnostic, RenderError
-from ..model.types import Api, Cluster, Mode, Platform
-from ..resources import templates_dir
-from .artifact import RenderContext, to_yaml
+from ...errors import Diagnostic, RenderError
+from ...model.types import Api, Cluster, Mode, Platform, Probe
+from ...resources import templates_dir
+from ..artifact import to_yaml
+from .objects import (
+    REDIS_AUTH,
+    RUNTIME_SECRET,
+    RUNTIME_SPC,
+    KubeObject,
+    RenderedFile,
+    key_vault_client_id,
+    parse_objects,
+    tenant_id,
+    toleration,
+)
 
 #: Seconds a terminating pod keeps serving after readiness goes away (endpoint removal).
 PRE_STOP_SECONDS = 10
@@ -58,9 +70,7 @@ def _pipeline_stage(platform: Platform, api: Api) -> tuple[str, str, str]:
     return "pipeline-stage", member_of[0] if len(member_of) == 1 else platform.name, nxt
 
 
-def _tolerations(cluster: Cluster, api: Api) -> list[dict[str, Any]]:
-    from .k8s import toleration
-
+def _tolerations(cluster: Cluster, api: Api) -> list[dict[str, str]]:
     return [toleration(t) for t in cluster.pool(api.pool).taints] if api.pool else []
 
 
@@ -69,10 +79,7 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
     component, part_of, next_api = _pipeline_stage(platform, api)
     s = api.scaling
     is_async = api.all_async
-    keda = cluster.keda
-    pending = s.pending_tasks_per_replica if api.has_async else None
-    redis_trigger = keda and pending is not None
-    resources: dict[str, Any] = {
+    resources: dict[str, dict[str, str]] = {
         "requests": {"cpu": api.resources.cpu, "memory": api.resources.memory},
         "limits": {"memory": api.resources.memory},
     }
@@ -83,20 +90,7 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
         "liveness": _probe(api.probes.liveness),
         "startup": {"enabled": True, **_probe(api.probes.startup)},
     }
-    cron = [
-        {
-            "name": w.name,
-            "timezone": w.timezone,
-            "start": w.start,
-            "end": w.end,
-            "desiredReplicas": w.min_replicas,
-        }
-        for w in s.schedules
-    ]
-    can_wake = redis_trigger or bool(cron)
-    min_replicas = s.min_replicas if (keda and can_wake) else max(1, s.min_replicas)
     gpu_pool_names = [p.name for p in cluster.gpu_pools]
-    cache = platform.azure.cache
     return {
         "name": api.id,
         "platform": platform.name,
@@ -119,8 +113,8 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
         },
         "env": dict(api.env),
         "runtimeSecret": {
-            "name": "ai4ec-runtime",
-            "secretProviderClass": "ai4ec-runtime",
+            "name": RUNTIME_SECRET,
+            "secretProviderClass": RUNTIME_SPC,
             "keys": dict(_RUNTIME_ENV_KEYS),
         },
         "secretEnv": [
@@ -167,41 +161,63 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
             "maxUnavailable": 1,
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
-        "autoscaling": {
-            "enabled": True,
-            "minReplicas": min_replicas,
-            "maxReplicas": s.max_replicas,
-            "cpuUtilization": s.cpu_utilization or 0,
-            "memoryUtilization": s.memory_utilization or 0,
-            "behavior": {
-                "scaleUpStabilizationSeconds": 0,
-                "scaleDownStabilizationSeconds": s.cooldown_seconds,
-                "scaleDownPods": 1,
-                "scaleDownPeriodSeconds": 60,
-            },
-            "keda": {
-                "enabled": keda,
-                "pollingInterval": 15,
-                "cooldownPeriod": s.cooldown_seconds,
-                "redis": {
-                    "enabled": redis_trigger,
-                    "address": f"{cache.name}.redis.cache.windows.net:6380",
-                    "listName": f"ai4ec:pending:{api.id}",
-                    "listLength": pending or 1,
-                    "activationListLength": 0,
-                    "enableTLS": True,
-                    "databaseIndex": 0,
-                    "authentication": {
-                        "kind": "TriggerAuthentication",
-                        "name": "ai4ec-redis",
-                        "create": False,
-                        "secretName": "",
-                        "passwordKey": "",
-                    },
+        "autoscaling": _autoscaling(platform, cluster, api),
+    }
+
+
+def _autoscaling(platform: Platform, cluster: Cluster, api: Api) -> dict[str, Any]:
+    """HPA bounds and KEDA triggers: scale to zero only where a trigger can wake the API."""
+    s = api.scaling
+    keda = cluster.keda
+    pending = s.pending_tasks_per_replica if api.has_async else None
+    redis_trigger = keda and pending is not None
+    cron = [
+        {
+            "name": w.name,
+            "timezone": w.timezone,
+            "start": w.start,
+            "end": w.end,
+            "desiredReplicas": w.min_replicas,
+        }
+        for w in s.schedules
+    ]
+    can_wake = redis_trigger or bool(cron)
+    min_replicas = s.min_replicas if (keda and can_wake) else max(1, s.min_replicas)
+    cache = platform.azure.cache
+    return {
+        "enabled": True,
+        "minReplicas": min_replicas,
+        "maxReplicas": s.max_replicas,
+        "cpuUtilization": s.cpu_utilization or 0,
+        "memoryUtilization": s.memory_utilization or 0,
+        "behavior": {
+            "scaleUpStabilizationSeconds": 0,
+            "scaleDownStabilizationSeconds": s.cooldown_seconds,
+            "scaleDownPods": 1,
+            "scaleDownPeriodSeconds": 60,
+        },
+        "keda": {
+            "enabled": keda,
+            "pollingInterval": 15,
+            "cooldownPeriod": s.cooldown_seconds,
+            "redis": {
+                "enabled": redis_trigger,
+                "address": f"{cache.name}.redis.cache.windows.net:6380",
+                "listName": f"ai4ec:pending:{api.id}",
+                "listLength": pending or 1,
+                "activationListLength": 0,
+                "enableTLS": True,
+                "databaseIndex": 0,
+                "authentication": {
+                    "kind": "TriggerAuthentication",
+                    "name": REDIS_AUTH,
+                    "create": False,
+                    "secretName": "",
+                    "passwordKey": "",
                 },
-                "prometheus": _prometheus(platform, cluster, api),
-                "cron": cron,
             },
+            "prometheus": _prometheus(platform, cluster, api),
+            "cron": cron,
         },
     }
 
@@ -214,7 +230,7 @@ def _longest_request(api: Api) -> int:
     return max(sync) if sync else 60
 
 
-def _probe(p: Any) -> dict[str, Any]:
+def _probe(p: Probe) -> dict[str, str | int]:
     return {
         "path": p.path,
         "initialDelaySeconds": p.initial_delay_seconds,
@@ -243,17 +259,13 @@ def _prometheus(platform: Platform, cluster: Cluster, api: Api) -> dict[str, Any
 
 
 def _user_secrets(platform: Platform, cluster: Cluster, api: Api) -> dict[str, Any]:
-    from .k8s import azure_output
-
     enabled = bool(api.secrets)
     return {
         "enabled": enabled,
         "name": f"{api.id}-secrets" if enabled else "",
         "keyVaultName": platform.azure.key_vault.name if enabled else "",
-        "tenantId": (platform.azure.tenant_id or azure_output("tenantId")) if enabled else "",
-        "clientId": azure_output(f"clusters.{cluster.name}.keyVaultProviderClientId")
-        if enabled
-        else "",
+        "tenantId": tenant_id(platform) if enabled else "",
+        "clientId": key_vault_client_id(cluster) if enabled else "",
         "cloudName": "",
         "secretName": f"{api.id}-secrets" if enabled else "",
         "objects": [
@@ -295,15 +307,17 @@ def chart_dir() -> Path:
 
 
 @cache
-def _chart() -> Any:
+def load_chart() -> Any:
+    """The schema-free chart, loaded once per process (the handle is immutable and thread-safe)."""
     import helm_python
 
     return helm_python.Chart.load_archive(chart_archive(chart_dir()))
 
 
 @cache
-def _values_check() -> Callable[[Any], Any]:
-    from ..validate import compiled_validator
+def values_validator() -> Callable[[Any], Any]:
+    """The chart's values schema compiled once: it stands in for Helm's check per render."""
+    from ...validate import compiled_validator
 
     schema = json.loads((chart_dir() / "values.schema.json").read_text(encoding="utf-8"))
     return compiled_validator("chart_values", schema)
@@ -323,20 +337,28 @@ def _reject(api_id: str, problem: str) -> RenderError:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Release:
+    """One API's release of the chart: its values file and the objects Helm rendered."""
+
+    api_id: str
+    values_file: RenderedFile
+    objects: list[KubeObject]
+
+
 def render_releases(
-    platform: Platform, cluster: Cluster, apis: list[Api], context: RenderContext
-) -> tuple[list[tuple[str, str]], list[str]]:
-    """Values files and the rendered chart documents of every API on ``cluster``."""
+    platform: Platform, cluster: Cluster, apis: list[Api], source: str
+) -> list[Release]:
+    """The release of every API on ``cluster``, values checked against the chart's schema."""
     import helm_python
 
-    header = f"# generated by ai4ec from {context.source_name} - do not edit\n"
-    values_files: list[tuple[str, str]] = []
-    rendered: list[str] = []
-    chart = _chart()
-    check = _values_check()
+    header = f"# generated by ai4ec from {source} - do not edit\n"
+    chart = load_chart()
+    check = values_validator()
+    releases: list[Release] = []
     for api in apis:
         values = release_values(platform, cluster, api)
-        values_files.append((f"values/{api.id}.yaml", header + to_yaml(values)))
+        values_file = RenderedFile(f"values/{api.id}.yaml", header + to_yaml(values))
         try:
             check(values)
         except Exception as exc:  # noqa: BLE001 - any validator's rejection
@@ -345,5 +367,10 @@ def render_releases(
             out = chart.render(values, name=api.id, namespace=cluster.namespace)
         except helm_python.HelmError as exc:
             raise _reject(api.id, str(exc)) from exc
-        rendered.extend(text for _, text in sorted(out.items()) if text.strip())
-    return values_files, rendered
+        objects = [
+            obj
+            for template, text in sorted(out.items())
+            for obj in parse_objects(f"chart {template} of {api.id}", text)
+        ]
+        releases.append(Release(api.id, values_file, objects))
+    return releases

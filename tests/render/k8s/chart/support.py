@@ -11,7 +11,7 @@ from typing import Any
 import helm_python
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 CHART_DIR = REPO / "templates" / "k8s" / "chart"
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 NAMESPACE = "ai4ec-apis"
@@ -169,7 +169,7 @@ def with_changes(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, A
 
 def schema_free_archive(chart_dir: Path = CHART_DIR) -> bytes:
     """The chart as .tgz bytes without values.schema.json: the compiler's fast path."""
-    from ai4ec.render.k8s_chart import chart_archive
+    from ai4ec.render.k8s.chart import chart_archive
 
     return chart_archive(chart_dir)
 

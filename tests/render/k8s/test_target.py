@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from ai4ec.pipeline import check_platform, render_platforms
-from ai4ec.render.k8s_chart import chart_archive, chart_dir
+from ai4ec.render.k8s.chart import chart_archive, chart_dir
 
-from ..conftest import ARTIFACT_CHECK, ROOT, sample_files
+from ...conftest import ARTIFACT_CHECK, ROOT, sample_files
 
 CRD_GROUPS = ("networking.istio.io", "security.istio.io", "keda.sh", "secrets-store.csi.x-k8s.io")
 
@@ -238,7 +238,7 @@ def test_rewrite_to_container_prefix() -> None:
 def test_schema_free_render_matches_helm_with_schema() -> None:
     import helm_python
 
-    from ai4ec.render.k8s_chart import release_values
+    from ai4ec.render.k8s.chart import release_values
 
     result = check_platform(ROOT / "samples/camera-trap/platform.yaml")
     platform = result.platforms()[0]

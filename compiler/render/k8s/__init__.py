@@ -1,0 +1,56 @@
+"""Kubernetes target: every object a cluster receives.
+
+Helm values per API, Istio routing and security, cluster add-ons, and ``manifests.yaml``.
+
+Per environment and cluster it writes ``k8s/<cluster>/values/<api>.yaml``,
+``k8s/<cluster>/istio/*.yaml``, ``k8s/<cluster>/addons/*.yaml`` and
+``k8s/<cluster>/manifests.yaml``. The last one is the chart rendered by the real Helm
+engine for every release plus the Istio and add-on objects, in apply order; ``apply``
+sends exactly this file and ``diff`` compares it.
+
+The room, one module per concern (each depends on :mod:`.objects` only, never on a
+sibling; this module wires them):
+
+- :mod:`.objects` - typed objects, shared names and helpers;
+- :mod:`.istio` - Gateway, VirtualServices, DestinationRules, security policies;
+- :mod:`.addons` - namespace, runtime secrets, KEDA auth, GPU device plugin, ingress TLS;
+- :mod:`.chart` - Helm values per API and the chart rendered by helm-python-sdk;
+- :mod:`.manifests` - manifests.yaml, ordered from the objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from ...model.types import Platform
+from ..artifact import Artifact, RenderContext
+from .addons import render_addons
+from .chart import render_releases
+from .istio import render_istio
+from .manifests import assemble_manifests, manifests_header
+from .objects import parse_objects
+
+
+def render_k8s(platform: Platform, context: RenderContext) -> list[Artifact]:
+    """All Kubernetes artifacts of one environment."""
+    source = context.source_name
+    artifacts: list[Artifact] = []
+    for cluster in platform.clusters:
+        apis = [a for a in platform.apis if a.cluster == cluster.name]
+        files = render_addons(platform, cluster, apis, source)
+        files += render_istio(platform, cluster, apis, source)
+        releases = render_releases(platform, cluster, apis, source)
+        base = f"k8s/{cluster.name}"
+        artifacts.extend(
+            Artifact(PurePosixPath(f"{base}/{f.path}"), f.text.encode())
+            for f in [*(r.values_file for r in releases), *files]
+        )
+        objects = [obj for f in files for obj in parse_objects(f.path, f.text)]
+        objects += [obj for r in releases for obj in r.objects]
+        header = manifests_header(source, cluster.name, platform.environment)
+        manifests = assemble_manifests(objects, header)
+        artifacts.append(Artifact(PurePosixPath(f"{base}/manifests.yaml"), manifests.encode()))
+    return artifacts
+
+
+__all__ = ["render_k8s"]

@@ -1,0 +1,134 @@
+"""Istio routing and security of one cluster: Gateway, VirtualServices, DestinationRules.
+
+The views are decided here from the model; the templates under ``templates/k8s/istio``
+only lay them out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ...model.types import Api, Cluster, Endpoint, Mode, Platform
+from ..env import render_template
+from .objects import GATEWAY, INGRESS_NAMESPACE, INGRESS_TLS, RenderedFile, gateway_workload, labels
+
+#: The path an AuthorizationPolicy allows when a cluster serves no route: an empty list
+#: would allow everything.
+NO_ROUTES = "/__ai4ec_no_routes__"
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds}s"
+
+
+def _methods_regex(methods: Iterable[str]) -> str:
+    return "^(" + "|".join(sorted(methods)) + ")$"
+
+
+def _service_host(api: Api, namespace: str) -> str:
+    return f"{api.id}.{namespace}.svc.cluster.local"
+
+
+def _workload_path(api: Api, endpoint: Endpoint) -> str:
+    """The path the container serves ``endpoint`` on (below the API's prefix)."""
+    return api.api_prefix.rstrip("/") + endpoint.path if endpoint.path != "/" else api.api_prefix
+
+
+def render_istio(
+    platform: Platform, cluster: Cluster, apis: list[Api], source: str
+) -> list[RenderedFile]:
+    """The ``istio/*.yaml`` files of ``cluster`` serving ``apis``."""
+    ns = cluster.namespace
+    hosts = list(cluster.ingress.hosts)
+    files = [_gateway(platform, cluster, source)]
+    for api in apis:
+        files.append(_virtual_service(platform, api, ns, hosts, source))
+        files.append(_destination_rule(platform, api, ns, source))
+    files.append(_security(platform, cluster, apis, source))
+    return files
+
+
+def _gateway(platform: Platform, cluster: Cluster, source: str) -> RenderedFile:
+    https = cluster.ingress.protocol == "https"
+    gw = {
+        "name": GATEWAY,
+        "namespace": cluster.namespace,
+        "labels": labels(platform),
+        "selector": gateway_workload(cluster).selector,
+        "servers": [
+            {
+                "number": 443 if https else 80,
+                "name": "https" if https else "http",
+                "protocol": "HTTPS" if https else "HTTP",
+                "hosts": list(cluster.ingress.hosts),
+                "credential_name": INGRESS_TLS if https else "",
+            }
+        ],
+    }
+    text = render_template("k8s/istio/gateway.yaml.j2", source=source, gw=gw)
+    return RenderedFile("istio/gateway.yaml", text)
+
+
+def _virtual_service(
+    platform: Platform, api: Api, ns: str, hosts: list[str], source: str
+) -> RenderedFile:
+    routes = []
+    for e in api.endpoints:
+        target = _workload_path(api, e)
+        routes.append(
+            {
+                "name": e.name,
+                "path": e.backend_path,
+                "methods_regex": _methods_regex(e.methods),
+                "rewrite": target if target != e.backend_path else "",
+                # Async endpoints only accept the task and answer at once.
+                "timeout": _duration(e.timeout_seconds if e.mode is Mode.SYNC else 30),
+                "retry": e.mode is Mode.SYNC,
+            }
+        )
+    vs = {
+        "api_id": api.id,
+        "name": api.id,
+        "namespace": ns,
+        "labels": labels(platform, api.id),
+        "hosts": hosts,
+        "gateways": [GATEWAY],
+        "host": _service_host(api, ns),
+        "port": 80,
+        "routes": routes,
+    }
+    text = render_template("k8s/istio/virtualservice.yaml.j2", source=source, vs=vs)
+    return RenderedFile(f"istio/virtualservice-{api.id}.yaml", text)
+
+
+def _destination_rule(platform: Platform, api: Api, ns: str, source: str) -> RenderedFile:
+    limit = api.concurrency * api.scaling.max_replicas
+    dr = {
+        "name": api.id,
+        "namespace": ns,
+        "labels": labels(platform, api.id),
+        "host": _service_host(api, ns),
+        "max_requests": limit,
+        "max_pending": limit,
+    }
+    text = render_template("k8s/istio/destinationrule.yaml.j2", source=source, dr=dr)
+    return RenderedFile(f"istio/destinationrule-{api.id}.yaml", text)
+
+
+def _security(platform: Platform, cluster: Cluster, apis: list[Api], source: str) -> RenderedFile:
+    gateway = gateway_workload(cluster)
+    gateway_paths = sorted({e.backend_path for a in apis for e in a.endpoints})
+    workload_paths = sorted({_workload_path(a, e) for a in apis for e in a.endpoints})
+    sec = {
+        "namespace": cluster.namespace,
+        "labels": labels(platform),
+        "gateway_principals": [gateway.principal],
+        "workload_paths": workload_paths or [NO_ROUTES],
+        "gateway_paths": gateway_paths or [NO_ROUTES],
+        "gateway_namespace": INGRESS_NAMESPACE,
+        "gateway_policy_name": f"ai4ec-{platform.name}-{platform.environment}-routes",
+        "gateway_selector": gateway.selector,
+        "allowed_source_ranges": list(cluster.ingress.allowed_source_ranges),
+    }
+    text = render_template("k8s/istio/security.yaml.j2", source=source, sec=sec)
+    return RenderedFile("istio/security.yaml", text)
