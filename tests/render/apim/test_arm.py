@@ -193,3 +193,22 @@ def test_api_version_is_the_newest_stable_published() -> None:
         v for v in versions["Microsoft.ApiManagement/service/apis"] if not re.search("preview", v)
     ]
     assert APIM_API_VERSION == stable[-1]
+
+
+@pytest.mark.parametrize(("sample_name", "env", "platform", "ctx"), CASES, ids=IDS)
+def test_plan_names_exactly_what_each_policy_refers_to(sample_name, env, platform, ctx) -> None:
+    """The dependencies come from the plan; the policy text must agree with them.
+
+    (Reading the XML here, in the test, is what the renderer no longer does.)
+    """
+    from ai4ec.render.apim.plan import build_plan
+    from ai4ec.render.apim.resources import policy_needs
+
+    plan = build_plan(platform, ctx.source_dir, ctx.source_name)
+    needs = policy_needs(plan)
+    files = render(platform, ctx)
+    assert set(needs) == set(files)
+    for path, content in files.items():
+        text = content.decode("utf-8")
+        assert set(re.findall(r"\{\{([^{}]+)\}\}", text)) == needs[path].named_values, path
+        assert set(re.findall(r'backend-id="([^"]+)"', text)) == needs[path].backends, path
