@@ -66,12 +66,8 @@ class ClusterHandle:
     cluster: Resource
 
 
-def aks(
-    spec: AzureSpec, platform: Platform, cluster: Cluster, workspace: Resource
-) -> ClusterHandle:
-    """One AKS cluster: identity, mesh, KEDA, Key Vault CSI, Container Insights, pools."""
-    module = f"aks-{cluster.name}"
-    ws = workspace
+def _cluster_properties(cluster: Cluster, ws: Resource) -> dict[str, Any]:
+    """``properties`` of the managed cluster: identity, mesh, KEDA, add-ons, upgrades."""
     mesh_mode = "External" if cluster.ingress.external else "Internal"
     props: dict[str, Any] = {
         "kubernetesVersion": cluster.kubernetes_version,
@@ -136,23 +132,11 @@ def aks(
             "Patch releases of the pinned minor version and node image updates arrive alone.",
         ),
     }
-    sym = camel("aks", cluster.name)
-    cl = spec.add(
-        new_resource(
-            sym,
-            "Microsoft.ContainerService/managedClusters",
-            cluster.aks_name,
-            module,
-            body={
-                "location": LOCATION,
-                "tags": TAGS,
-                "sku": {"name": "Base", "tier": "Standard"},
-                "identity": {"type": "SystemAssigned"},
-                "properties": props,
-            },
-            comment=f"Cluster {cluster.name}: runs the model APIs behind the Istio ingress.",
-        )
-    )
+    return props
+
+
+def _user_pools(spec: AzureSpec, cluster: Cluster, cl: Resource, sym: str, module: str) -> None:
+    """One agent pool per platform.yaml pool, each after the one before it."""
     previous: Resource | None = None
     for pool in cluster.pools:
         p = spec.add(
@@ -169,6 +153,14 @@ def aks(
             )
         )
         previous = p
+
+
+def _container_insights(
+    spec: AzureSpec, platform: Platform, cluster: Cluster, cl: Resource, ws: Resource
+) -> None:
+    """The data collection rule of Container Insights, bound to the cluster."""
+    module = f"aks-{cluster.name}"
+    sym = camel("aks", cluster.name)
     stream = "Microsoft-ContainerInsights-Group-Default"
     dcr = spec.add(
         new_resource(
@@ -222,4 +214,31 @@ def aks(
             comment="Binds the rule to the cluster.",
         )
     )
+
+
+def aks(
+    spec: AzureSpec, platform: Platform, cluster: Cluster, workspace: Resource
+) -> ClusterHandle:
+    """One AKS cluster: identity, mesh, KEDA, Key Vault CSI, Container Insights, pools."""
+    module = f"aks-{cluster.name}"
+    props = _cluster_properties(cluster, workspace)
+    sym = camel("aks", cluster.name)
+    cl = spec.add(
+        new_resource(
+            sym,
+            "Microsoft.ContainerService/managedClusters",
+            cluster.aks_name,
+            module,
+            body={
+                "location": LOCATION,
+                "tags": TAGS,
+                "sku": {"name": "Base", "tier": "Standard"},
+                "identity": {"type": "SystemAssigned"},
+                "properties": props,
+            },
+            comment=f"Cluster {cluster.name}: runs the model APIs behind the Istio ingress.",
+        )
+    )
+    _user_pools(spec, cluster, cl, sym, module)
+    _container_insights(spec, platform, cluster, cl, workspace)
     return ClusterHandle(model=cluster, cluster=cl)

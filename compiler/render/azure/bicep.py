@@ -10,12 +10,23 @@ Jinja, so it says exactly what ``main.json`` says.
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ..env import render_template
 from .arm import declared, deployment_name, main_resources, split_description
-from .spec import Expr, Param, Resource, Symbol, camel, params_used, referenced, scan
+from .spec import (
+    Expr,
+    Output,
+    Param,
+    Parameter,
+    Resource,
+    Symbol,
+    camel,
+    params_used,
+    referenced,
+    scan,
+)
 from .template import APIM_MODULE, AzureTemplate
 
 #: What each module holds, printed at its top. AKS modules are ``aks-<cluster>``; APIM
@@ -72,14 +83,79 @@ MODULE_ABOUT: dict[str, str] = {
 }
 
 
-def _about(module: str) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class ResourceDecl:
+    """One ``resource`` declaration of a Bicep file (a new resource or an ``existing`` one).
+
+    Attributes:
+        symbol: Bicep symbolic name.
+        type: Full resource type.
+        api_version: Its API version.
+        body: The object after ``=`` (printed by the ``bicep_value`` filter).
+        comment: Lines printed above it.
+        condition: ``if (...)`` of a conditional resource.
+    """
+
+    symbol: str
+    type: str
+    api_version: str
+    body: dict[str, Any]
+    comment: tuple[str, ...] = ()
+    condition: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """A ``var`` of a module (the shared tags)."""
+
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleView:
+    """Everything ``module.bicep.j2`` lays out for one module file."""
+
+    source: str
+    about: tuple[str, ...]
+    notes: tuple[str, ...]
+    params: tuple[Parameter, ...]
+    #: Split modules are top-level files: their parameters carry main's defaults.
+    params_have_defaults: bool
+    variables: tuple[Variable, ...]
+    existing: tuple[ResourceDecl, ...]
+    resources: tuple[ResourceDecl, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleCall:
+    """A ``module`` statement of ``main.bicep``."""
+
+    symbol: str
+    path: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MainView:
+    """Everything ``main.bicep.j2`` lays out."""
+
+    source: str
+    description: str
+    params: tuple[Parameter, ...]
+    modules: tuple[ModuleCall, ...]
+    existing: tuple[ResourceDecl, ...]
+    outputs: tuple[Output, ...]
+
+
+def _about(module: str) -> tuple[str, ...]:
     if module.startswith("aks-"):
         key = "aks"
     elif module.startswith(f"{APIM_MODULE}-"):
         key = APIM_MODULE
     else:
         key = module
-    return MODULE_ABOUT[key].splitlines()
+    return tuple(MODULE_ABOUT[key].splitlines())
 
 
 def module_file(module: str) -> str:
@@ -91,8 +167,8 @@ def _module_symbol(module: str) -> str:
     return camel(module, "module")
 
 
-def _comment_lines(text: str) -> list[str]:
-    return text.splitlines() if text else []
+def _comment_lines(text: str) -> tuple[str, ...]:
+    return tuple(text.splitlines()) if text else ()
 
 
 def _bicep_body(res: Resource, module: str) -> dict[str, Any]:
@@ -120,16 +196,11 @@ def _bicep_body(res: Resource, module: str) -> dict[str, Any]:
     return body
 
 
-def _existing(res: Resource) -> dict[str, Any]:
+def _existing(res: Resource) -> ResourceDecl:
     """An ``existing`` declaration: how a module names a resource made elsewhere."""
     body: dict[str, Any] = {"parent": Symbol(res.parent)} if res.parent is not None else {}
     body["name"] = res.name
-    return {
-        "symbol": res.symbol,
-        "type": res.type,
-        "api_version": res.api_version,
-        "body": body,
-    }
+    return ResourceDecl(res.symbol, res.type, res.api_version, body)
 
 
 def _existing_for(used: list[Resource], defined: set[int], order: dict[int, int]) -> list[Resource]:
@@ -146,7 +217,7 @@ def _existing_for(used: list[Resource], defined: set[int], order: dict[int, int]
     return sorted(need.values(), key=lambda r: order[id(r)])
 
 
-def module_view(tpl: AzureTemplate, module: str) -> dict[str, Any]:
+def module_view(tpl: AzureTemplate, module: str) -> ModuleView:
     """What a module template lays out: params, variables, existing and new resources.
 
     A split module (its own deployment, see :func:`_chunk`) is a top-level file, so its
@@ -165,35 +236,36 @@ def module_view(tpl: AzureTemplate, module: str) -> dict[str, Any]:
     params = [p for p in spec.params if p.name in names]
     variables = sorted(var_names)
     standalone = module in tpl.split
-    return {
-        "source": tpl.source,
-        "notes": textwrap.wrap(split_description(tpl, module), 86) if standalone else [],
-        "params": params,
-        "params_have_defaults": standalone,
-        "variables": [{"name": v, "value": spec.variables[v]} for v in variables],
-        "existing": [_existing(r) for r in _existing_for(used, defined, order)],
-        "resources": [
-            {
-                "symbol": r.symbol,
-                "type": r.type,
-                "api_version": r.api_version,
-                "comment": _comment_lines(r.comment),
-                "condition": r.condition,
-                "body": _bicep_body(r, module),
-            }
+    return ModuleView(
+        source=tpl.source,
+        about=_about(module),
+        notes=tuple(textwrap.wrap(split_description(tpl, module), 86)) if standalone else (),
+        params=tuple(params),
+        params_have_defaults=standalone,
+        variables=tuple(Variable(v, spec.variables[v]) for v in variables),
+        existing=tuple(_existing(r) for r in _existing_for(used, defined, order)),
+        resources=tuple(
+            ResourceDecl(
+                r.symbol,
+                r.type,
+                r.api_version,
+                _bicep_body(r, module),
+                _comment_lines(r.comment),
+                r.condition,
+            )
             for r in mine
-        ],
-    }
+        ),
+    )
 
 
-def main_view(tpl: AzureTemplate) -> dict[str, Any]:
+def main_view(tpl: AzureTemplate) -> MainView:
     """What ``main.bicep`` lays out: parameters, modules in order, outputs."""
     spec = tpl.spec
     by_module: dict[str, list[Resource]] = {m: [] for m in tpl.modules}
     for r in spec.resources:
         if not r.virtual:
             by_module[r.module].append(r)
-    modules = []
+    modules: list[ModuleCall] = []
     main_modules = [m for m in tpl.modules if m not in tpl.split]
     for m in main_modules:
         rs = by_module[m]
@@ -210,17 +282,17 @@ def main_view(tpl: AzureTemplate) -> dict[str, Any]:
             body["params"] = params
         if needs:
             body["dependsOn"] = [_ModuleRef(n) for n in needs]
-        modules.append({"symbol": _module_symbol(m), "path": module_file(m), "body": body})
+        modules.append(ModuleCall(_module_symbol(m), module_file(m), body))
     order = {id(r): i for i, r in enumerate(spec.resources)}
     out_used = referenced([o.value for o in tpl.outputs])
-    return {
-        "source": tpl.source,
-        "description": tpl.description,
-        "params": declared(tpl, main_resources(tpl), outputs=True)[0],
-        "modules": modules,
-        "existing": [_existing(r) for r in _existing_for(out_used, set(), order)],
-        "outputs": tpl.outputs,
-    }
+    return MainView(
+        source=tpl.source,
+        description=tpl.description,
+        params=tuple(declared(tpl, main_resources(tpl), outputs=True)[0]),
+        modules=tuple(modules),
+        existing=tuple(_existing(r) for r in _existing_for(out_used, set(), order)),
+        outputs=tuple(tpl.outputs),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,10 +310,13 @@ class _ModuleRef(Expr):
 
 def bicep_files(tpl: AzureTemplate) -> dict[str, str]:
     """``main.bicep``, every module, and the split APIM files, from ``templates/bicep/``."""
-    files = {"main.bicep": render_template("bicep/main.bicep.j2", **main_view(tpl))}
+    files = {"main.bicep": render_template("bicep/main.bicep.j2", **_fields(main_view(tpl)))}
     for m in tpl.modules:
         path = f"{m}.bicep" if m in tpl.split else module_file(m)
-        files[path] = render_template(
-            "bicep/module.bicep.j2", about=_about(m), **module_view(tpl, m)
-        )
+        files[path] = render_template("bicep/module.bicep.j2", **_fields(module_view(tpl, m)))
     return files
+
+
+def _fields(view: MainView | ModuleView) -> dict[str, object]:
+    """A view's fields as template variables (shallow: values stay what they are)."""
+    return {f.name: getattr(view, f.name) for f in fields(view)}

@@ -34,6 +34,56 @@ class Functions:
     host: Resource
 
 
+def _site_config(
+    platform: Platform, topic: Resource, account: Resource, consumption: bool
+) -> dict[str, Any]:
+    """``siteConfig`` of the Function App: runtime, TLS, and app settings without secrets."""
+    az = platform.azure
+    fn = az.functions
+    vault_uri = f"https://{az.key_vault.name}.vault.azure.net/secrets"
+    settings: dict[str, Any] = dict(app_settings(platform))
+    # The real endpoint, not a guess of its host name: Azure reports it after creation.
+    settings["EVENT_GRID_TOPIC_URI"] = topic.ref("endpoint")
+    settings.setdefault(
+        "AI4EC_EVENT_MAX_DELIVERY_ATTEMPTS", str(az.event_grid.max_delivery_attempts)
+    )
+    settings.update(
+        {
+            "FUNCTIONS_EXTENSION_VERSION": "~4",
+            "AzureWebJobsStorage__accountName": account.name,
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": (
+                f"@Microsoft.KeyVault(SecretUri={vault_uri}/ai4ec-appinsights-connection-string/)"
+            ),
+            "AI4EC_BACKEND_BASE_URL": Param(PARAM_BACKEND_URL),
+        }
+    )
+    if consumption:
+        settings["WEBSITE_RUN_FROM_PACKAGE"] = Interp(
+            (account.ref("primaryEndpoints", "blob"), f"{PACKAGE_CONTAINER}/{PACKAGE_BLOB}")
+        )
+        settings["WEBSITE_RUN_FROM_PACKAGE_BLOB_MI_RESOURCE_ID"] = "SystemAssigned"
+    else:
+        settings["WEBSITE_RUN_FROM_PACKAGE"] = "1"
+    site_config: dict[str, Any] = {
+        "linuxFxVersion": "Python|3.11",
+        "ftpsState": "Disabled",
+        "minTlsVersion": "1.2",
+        "scmMinTlsVersion": "1.2",
+        "http20Enabled": True,
+        "use32BitWorkerProcess": False,
+    }
+    if not consumption:
+        site_config["minimumElasticInstanceCount"] = Note(
+            fn.minimum_instances, "Always-ready instances: no cold start for APIM's calls."
+        )
+    site_config["appSettings"] = Note(
+        [{"name": k, "value": settings[k]} for k in sorted(settings)],
+        "Secrets are Key Vault references resolved with the app's identity; storage is\n"
+        "identity-based (AzureWebJobsStorage__accountName), so no key is written anywhere.",
+    )
+    return site_config
+
+
 def functions(
     spec: AzureSpec, platform: Platform, storage_account: Resource, backend_url_default: str
 ) -> Functions:
@@ -96,48 +146,7 @@ def functions(
             comment=f"{'Consumption' if consumption else 'Elastic Premium'} plan of the runtime.",
         )
     )
-    account = storage_account
-    vault_uri = f"https://{az.key_vault.name}.vault.azure.net/secrets"
-    settings: dict[str, Any] = dict(app_settings(platform))
-    # The real endpoint, not a guess of its host name: Azure reports it after creation.
-    settings["EVENT_GRID_TOPIC_URI"] = topic.ref("endpoint")
-    settings.setdefault(
-        "AI4EC_EVENT_MAX_DELIVERY_ATTEMPTS", str(az.event_grid.max_delivery_attempts)
-    )
-    settings.update(
-        {
-            "FUNCTIONS_EXTENSION_VERSION": "~4",
-            "AzureWebJobsStorage__accountName": account.name,
-            "APPLICATIONINSIGHTS_CONNECTION_STRING": (
-                f"@Microsoft.KeyVault(SecretUri={vault_uri}/ai4ec-appinsights-connection-string/)"
-            ),
-            "AI4EC_BACKEND_BASE_URL": Param(PARAM_BACKEND_URL),
-        }
-    )
-    if consumption:
-        settings["WEBSITE_RUN_FROM_PACKAGE"] = Interp(
-            (account.ref("primaryEndpoints", "blob"), f"{PACKAGE_CONTAINER}/{PACKAGE_BLOB}")
-        )
-        settings["WEBSITE_RUN_FROM_PACKAGE_BLOB_MI_RESOURCE_ID"] = "SystemAssigned"
-    else:
-        settings["WEBSITE_RUN_FROM_PACKAGE"] = "1"
-    site_config: dict[str, Any] = {
-        "linuxFxVersion": "Python|3.11",
-        "ftpsState": "Disabled",
-        "minTlsVersion": "1.2",
-        "scmMinTlsVersion": "1.2",
-        "http20Enabled": True,
-        "use32BitWorkerProcess": False,
-    }
-    if not consumption:
-        site_config["minimumElasticInstanceCount"] = Note(
-            fn.minimum_instances, "Always-ready instances: no cold start for APIM's calls."
-        )
-    site_config["appSettings"] = Note(
-        [{"name": k, "value": settings[k]} for k in sorted(settings)],
-        "Secrets are Key Vault references resolved with the app's identity; storage is\n"
-        "identity-based (AzureWebJobsStorage__accountName), so no key is written anywhere.",
-    )
+    site_config = _site_config(platform, topic, storage_account, consumption)
     site = spec.add(
         new_resource(
             "site",
