@@ -30,7 +30,9 @@ TARGETS: tuple[str, ...] = ("apim", "azure", "kubernetes", "functions")
 class TargetResults:
     """Each target's own result for one environment.
 
-    Typed, for callers that need more than files: tests, the benchmark, ``diff``.
+    Typed, for callers that need more than files (tests, the benchmark); the build
+    keeps only the artifacts (:class:`RenderResult`), so no environment's resource
+    graph outlives its rendering.
     """
 
     apim: ApimResult
@@ -45,7 +47,6 @@ class RenderResult:
 
     environment: str
     artifacts: tuple[Artifact, ...]
-    targets: TargetResults | None = None
 
 
 def render_targets(platform: Platform, context: RenderContext) -> TargetResults:
@@ -77,7 +78,6 @@ def render_all(platform: Platform, context: RenderContext) -> RenderResult:
     return RenderResult(
         environment=platform.environment,
         artifacts=tuple(sorted(artifacts, key=lambda a: str(a.path))),
-        targets=targets,
     )
 
 
