@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import Diagnostic, LoadError, Severity, ValidationError
 from .load import (
@@ -24,6 +24,9 @@ from .load import (
     load_platform,
 )
 from .model import Platform, build_model
+
+if TYPE_CHECKING:  # the render stage loads only when something is rendered
+    from .render import Artifact, RenderResult
 
 DEFAULT_ENV = "default"
 
@@ -178,6 +181,7 @@ __all__ = [
     "DEFAULT_ENV",
     "CheckResult",
     "EnvironmentResult",
+    "RenderedEnvironment",
     "check_document",
     "check_platform",
     "format_path",
@@ -193,8 +197,23 @@ class BuildResult:
     written: tuple[Path, ...]
 
 
-def render_platforms(result: CheckResult) -> list[tuple[Any, Any]]:
-    """Render every valid environment in memory: ``[(RenderResult, manifest), ...]``."""
+class RenderedEnvironment(NamedTuple):
+    """One environment rendered in memory: its artifacts and its manifest file.
+
+    A named tuple, so ``for rendered, manifest in render_platforms(...)`` keeps working.
+    """
+
+    result: RenderResult
+    manifest: Artifact
+
+
+def render_platforms(result: CheckResult) -> list[RenderedEnvironment]:
+    """Render every valid environment in memory, in the order of ``result``.
+
+    Raises:
+        ValidationError: the platform file has errors.
+        RenderError: a target cannot render a valid model.
+    """
     import hashlib
 
     from .render import RenderContext, render_all
@@ -208,7 +227,9 @@ def render_platforms(result: CheckResult) -> list[tuple[Any, Any]]:
     rendered = []
     for platform in platforms:
         r = render_all(platform, context)
-        rendered.append((r, manifest(r, platform.name, doc.source.file, source_sha)))
+        rendered.append(
+            RenderedEnvironment(r, manifest(r, platform.name, doc.source.file, source_sha))
+        )
     return rendered
 
 

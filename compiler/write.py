@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import xml.dom.minidom
 import zipfile
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ def manifest(
     return json_artifact("manifest.json", data)
 
 
-def write_build(out_dir: Path, results: list[tuple[RenderResult, Artifact]]) -> list[Path]:
+def write_build(out_dir: Path, results: Sequence[tuple[RenderResult, Artifact]]) -> list[Path]:
     """Write each environment's artifacts plus manifest under ``out_dir/<env>/``.
 
     All artifacts are verified first; then each environment is staged in a temporary

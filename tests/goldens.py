@@ -1,8 +1,11 @@
 """Golden-tree comparison shared by every target's golden tests.
 
-A golden is a directory of files; the test renders the same tree in memory as
-``{relative path: bytes}``. ``pytest --update-golden`` rewrites the directory instead of
-comparing; review the git diff afterwards like code.
+There is one golden tree, ``tests/golden/<sample>/<env>/``: what ``ai4ec build`` writes
+for each sample environment. The full build compares all of it (tests/test_golden.py);
+each target's tests compare their own part (``only="azure/"``, ``only="apim/"``), so one
+change to the output shows up once in review. A test renders the same tree in memory as
+``{relative path: bytes}``. ``pytest --update-golden`` rewrites the golden (or only that
+part of it) instead of comparing; review the git diff afterwards like code.
 """
 
 from __future__ import annotations
@@ -11,31 +14,46 @@ import difflib
 import shutil
 from pathlib import Path
 
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
-def read_tree(root: Path) -> dict[str, bytes]:
-    """Every file below ``root`` as ``{posix relative path: bytes}``."""
+
+def read_tree(root: Path, only: str = "") -> dict[str, bytes]:
+    """Every file below ``root`` (whose relative path starts with ``only``) as bytes."""
     return {
-        p.relative_to(root).as_posix(): p.read_bytes()
+        name: p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and (name := p.relative_to(root).as_posix()).startswith(only)
     }
 
 
-def check_golden(actual: dict[str, bytes], target: Path, update: bool) -> None:
+def check_golden(actual: dict[str, bytes], target: Path, update: bool, only: str = "") -> None:
     """Assert ``actual`` equals the golden tree at ``target`` (or rewrite it when updating).
+
+    Args:
+        actual: The rendered files, by path relative to ``target``.
+        target: The golden directory (``GOLDEN / sample / env``).
+        update: Rewrite instead of comparing (``pytest --update-golden``).
+        only: Compare (or rewrite) just the files whose path starts with this prefix,
+            e.g. ``"azure/"``; every file of ``actual`` must start with it.
 
     On a mismatch the assertion lists missing and unexpected files and the first 40 lines
     of a unified diff per differing file.
     """
+    stray = sorted(n for n in actual if not n.startswith(only))
+    assert not stray, f"files outside {only!r}: {stray[:5]}"
     if update:
-        shutil.rmtree(target, ignore_errors=True)
+        if only:
+            for name in read_tree(target, only):
+                (target / name).unlink()
+        else:
+            shutil.rmtree(target, ignore_errors=True)
         for name, content in actual.items():
             path = target / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
         return
     assert target.is_dir(), f"no golden at {target}; run pytest --update-golden"
-    expected = read_tree(target)
+    expected = read_tree(target, only)
     problems = [f"missing from build: {n}" for n in sorted(set(expected) - set(actual))]
     problems += [f"not in golden: {n}" for n in sorted(set(actual) - set(expected))]
     for name in sorted(set(expected) & set(actual)):

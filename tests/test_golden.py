@@ -1,11 +1,15 @@
 """Golden builds: each sample compiles to exactly the tree under tests/golden/<sample>/.
 
 Run ``pytest --update-golden`` after an intended change and review the diff like code:
-these files are what users deploy.
+these files are what users deploy. The targets' own golden tests compare their part of
+the same tree (tests/goldens.py).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +17,7 @@ import pytest
 from ai4ec.pipeline import build_platform
 
 from .conftest import ROOT, sample_files
-from .goldens import check_golden, read_tree
-
-GOLDEN = ROOT / "tests" / "golden"
+from .goldens import GOLDEN, check_golden, read_tree
 
 
 @pytest.mark.parametrize("sample", sample_files(), ids=lambda p: p.parent.name)
@@ -25,3 +27,29 @@ def test_sample_matches_golden(sample: Path, tmp_path: Path, update_golden: bool
     rel = sample.relative_to(ROOT)
     build_platform(ROOT / rel, tmp_path, display_name=str(rel))
     check_golden(read_tree(tmp_path), GOLDEN / name, update_golden)
+
+
+_BUILD = "import sys; from ai4ec.pipeline import build_platform; build_platform(*sys.argv[1:])"
+
+
+@pytest.mark.parametrize("sample", ["camera-trap", "multi-env"])
+def test_build_is_identical_across_hash_seeds(sample: str, tmp_path: Path) -> None:
+    """Two processes with different ``PYTHONHASHSEED`` write byte-identical trees.
+
+    One process cannot show this: set and dict order that depends on string hashing is
+    fixed for its lifetime, so only separate interpreters catch such ordering.
+    """
+    trees = []
+    for seed in ("1", "4242"):
+        out = tmp_path / f"seed-{seed}"
+        subprocess.run(
+            [sys.executable, "-c", _BUILD, f"samples/{sample}/platform.yaml", str(out)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+        )
+        trees.append(read_tree(out))
+    assert trees[0], "the build wrote nothing"
+    assert sorted(trees[0]) == sorted(trees[1])
+    differing = [n for n in trees[0] if trees[0][n] != trees[1][n]]
+    assert not differing, differing

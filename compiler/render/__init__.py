@@ -1,33 +1,44 @@
-"""Stage 4: model -> artifacts. Each target is one renderer in :data:`RENDERERS`.
+"""Stage 4: model -> artifacts, one room (sub-package or module) per target.
 
-A renderer is a function ``(platform, context) -> list[Artifact]``. The pipeline runs
-them in order (the tuple is the pipeline, as data), then parses every artifact back
-before anything is written (:func:`ai4ec.write.verify_artifact`). Targets arrive in their
-own modules; adding one means adding it here.
+:func:`render_all` is the render stage as code: it runs each target once per
+environment and composes them where one feeds another - the APIM target's typed result
+(:class:`~.apim.ApimResult`) is an argument of the Azure target, which places the API
+Management children below the service it declares. No target imports another's room;
+the only shared vocabulary is the Azure expression tree (:mod:`.azure.spec`), the
+artifact types (:mod:`.artifact`) and the Jinja environment (:mod:`.env`). The pipeline
+parses every artifact back before anything is written
+(:func:`ai4ec.write.verify_artifact`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from ..model.types import Platform
-from .apim import render_apim
+from .apim import ApimResult, render_apim
 from .artifact import Artifact, RenderContext
-from .azure import render_azure
+from .azure.target import AzureResult, render_azure
 from .k8s import render_k8s
 from .runtime import render_runtime
 
-Renderer = Callable[[Platform, RenderContext], list[Artifact]]
+#: The targets, in the order their artifacts are produced.
+TARGETS: tuple[str, ...] = ("apim", "azure", "kubernetes", "functions")
 
-#: (target name, renderer) in the order artifacts are produced.
-RENDERERS: tuple[tuple[str, Renderer], ...] = (
-    ("azure", render_azure),
-    ("kubernetes", render_k8s),
-    ("apim", render_apim),
-    ("functions", render_runtime),
-)
+
+@dataclass(frozen=True, slots=True)
+class TargetResults:
+    """Each target's own result for one environment.
+
+    Typed, for callers that need more than files (tests, the benchmark); the build
+    keeps only the artifacts (:class:`RenderResult`), so no environment's resource
+    graph outlives its rendering.
+    """
+
+    apim: ApimResult
+    azure: AzureResult
+    kubernetes: tuple[Artifact, ...]
+    functions: tuple[Artifact, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +49,27 @@ class RenderResult:
     artifacts: tuple[Artifact, ...]
 
 
+def render_targets(platform: Platform, context: RenderContext) -> TargetResults:
+    """Run every target once for one environment, APIM before the Azure target it feeds."""
+    apim = render_apim(platform, context)
+    azure = render_azure(platform, context, apim.infrastructure)
+    return TargetResults(
+        apim=apim,
+        azure=azure,
+        kubernetes=tuple(render_k8s(platform, context)),
+        functions=tuple(render_runtime(platform, context)),
+    )
+
+
 def render_all(platform: Platform, context: RenderContext) -> RenderResult:
-    """Run every renderer for one environment."""
-    artifacts: list[Artifact] = []
-    for _name, renderer in RENDERERS:
-        artifacts.extend(renderer(platform, context))
+    """Every artifact of one environment, sorted by path."""
+    targets = render_targets(platform, context)
+    artifacts = [
+        *targets.azure.artifacts,
+        *targets.kubernetes,
+        *targets.apim.artifacts,
+        *targets.functions,
+    ]
     seen: set[PurePosixPath] = set()
     for a in artifacts:
         if a.path in seen:  # pragma: no cover - a renderer bug, not user input
@@ -54,4 +81,12 @@ def render_all(platform: Platform, context: RenderContext) -> RenderResult:
     )
 
 
-__all__ = ["RENDERERS", "Artifact", "RenderContext", "RenderResult", "render_all"]
+__all__ = [
+    "TARGETS",
+    "Artifact",
+    "RenderContext",
+    "RenderResult",
+    "TargetResults",
+    "render_all",
+    "render_targets",
+]

@@ -1,9 +1,11 @@
 """The one Jinja environment, and every filter templates may use.
 
 Rules (house style): StrictUndefined, so a missing field is an error, not an empty
-string; autoescape on for XML templates only; templates loop and branch over values
-prepared in Python and never compute names or defaults. Each filter escapes for one
-target language, so user text can never break out of its string.
+string; autoescape on for XML templates only (the API Management policies, whose
+C#-expression filters ``cs_attr``/``cs_text`` escape code once and are marked safe);
+templates loop and branch over values prepared in Python and never compute names or
+defaults. Each filter escapes for one target language, so user text can never break out
+of its string.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from functools import cache
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from ..errors import Diagnostic, RenderError
 from ..resources import templates_dir
 from .artifact import to_yaml
-from .azure_spec import bicep_str, to_bicep
+from .azure.spec import bicep_str, to_bicep
 
 
 def yaml_scalar(value: Any) -> str:
@@ -37,6 +40,32 @@ def yaml_block(value: Any, indent: int = 0) -> str:
     return "\n".join(pad + line if line else line for line in text.splitlines())
 
 
+def cs_attr(code: object) -> Markup:
+    """Policy-expression text escaped for a double-quoted XML attribute."""
+    text = str(code)
+    return Markup(text.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;"))
+
+
+def cs_text(code: object) -> Markup:
+    """Policy-expression text escaped for XML element content (quotes stay readable)."""
+    text = str(code)
+    return Markup(text.replace("&", "&amp;").replace("<", "&lt;"))
+
+
+def xml_text(value: object) -> Markup:
+    """Plain text escaped for XML element content.
+
+    Like autoescape, but quotes stay as they are, so JSON bodies remain readable.
+    """
+    text = str(value)
+    return Markup(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+
+
+def xbool(value: object) -> str:
+    """A Python truth value as an XML boolean (``true``/``false``)."""
+    return "true" if value else "false"
+
+
 @cache
 def environment() -> jinja2.Environment:
     """The shared environment, loading from ``templates/``."""
@@ -53,6 +82,7 @@ def environment() -> jinja2.Environment:
     env.filters["yaml_block"] = yaml_block
     env.filters["bicep_str"] = bicep_str
     env.filters["bicep_value"] = to_bicep
+    env.filters.update(cs_attr=cs_attr, cs_text=cs_text, xml_text=xml_text, xbool=xbool)
     return env
 
 

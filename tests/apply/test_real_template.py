@@ -19,12 +19,12 @@ import pytest
 from ai4ec.apply import arm
 from ai4ec.apply.build import Template
 from ai4ec.pipeline import build_platform, check_platform, require_ok
+from ai4ec.render import render_targets
 from ai4ec.render.artifact import RenderContext
 
 from .conftest import ROOT, rehash, run
 from .support import FakeAzure, FakeKube, Tls
 
-render_azure = pytest.importorskip("ai4ec.render.azure").render_azure
 SAMPLES = sorted((ROOT / "samples").glob("*/platform.yaml"))
 
 
@@ -32,7 +32,7 @@ def _artifacts(platform_file: Path) -> list[Any]:
     out = []
     for p in require_ok(check_platform(platform_file)):
         ctx = RenderContext(source_name=str(platform_file), source_dir=str(platform_file.parent))
-        out.append((p, render_azure(p, ctx)))
+        out.append((p, render_targets(p, ctx).azure.artifacts))
     return out
 
 
@@ -134,6 +134,6 @@ def test_sample_applies_against_the_fakes(
 def test_package_blob_matches_the_azure_target() -> None:
     """The Consumption package path apply uploads to is the one the template runs from."""
     from ai4ec.apply.runner import PACKAGE_PATH
-    from ai4ec.render import azure_resources
+    from ai4ec.render.azure import common as azure_resources
 
     assert PACKAGE_PATH == f"{azure_resources.PACKAGE_CONTAINER}/{azure_resources.PACKAGE_BLOB}"

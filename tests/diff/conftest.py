@@ -1,9 +1,7 @@
 """Helpers for the diff tests: git repositories made in tmp dirs, and the CLI runner.
 
-The Azure target is still being wired into ``render.RENDERERS`` by its owners; until
-it is, the diff tests add it for themselves (per test, with monkeypatch) so cost,
-replacement and rename checks run against real ARM output. Once it is registered the
-fixture does nothing.
+Every build includes the Azure target, so cost, replacement and rename checks run
+against real ARM output.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from ai4ec import render
 from ai4ec.cli.diff import diff
 
 from ..conftest import SAMPLES
@@ -34,18 +31,6 @@ GIT = [
     "-c",
     "init.defaultBranch=main",
 ]
-
-
-@pytest.fixture(autouse=True)
-def all_targets(monkeypatch: pytest.MonkeyPatch) -> None:
-    names = {n for n, _ in render.RENDERERS}
-    if "azure" in names:
-        return
-    try:
-        from ai4ec.render.azure import render_azure
-    except ImportError:  # pragma: no cover - only before the Azure target exists
-        return
-    monkeypatch.setattr(render, "RENDERERS", (*render.RENDERERS, ("azure", render_azure)))
 
 
 def git(repo: Path, *args: str) -> str:

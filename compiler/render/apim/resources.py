@@ -1,0 +1,346 @@
+"""API Management plan -> Azure resources (the shared expression tree) for the Azure target.
+
+The Azure target places the service itself (module ``apim``); everything below it -
+named values, backends, policies, APIs, operations, products - comes from here, as
+:class:`~ai4ec.render.azure.spec.Resource` objects whose parents are real resources, so
+``main.json`` and ``modules/apim-apis.bicep`` print them like every other resource.
+Conventions (docs/apim.md, "Interface with the Azure target"):
+
+* names are plain ids below ``<service>`` (``platform.azure.api_management.name``);
+* the ingress URL of each cluster comes from the object parameter
+  :data:`INGRESS_PARAMETER`, because the ingress address only exists after the
+  cluster does;
+* policy ``properties.value`` is exactly the policy file's content, with ``format``
+  :data:`POLICY_FORMAT`; the named values and backends a policy uses come from the plan
+  (:func:`policy_needs`), not from reading the XML back.
+
+Named values that read Key Vault additionally wait for API Management's Key Vault role
+and for the secrets themselves: API Management checks both when a named value is saved.
+The Azure target passes those resources in (:meth:`ApimInfrastructure.resources`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...model.types import Platform
+from ..azure.spec import Member, Param, Parameter, Resource, camel
+from .plan import (
+    FUNCTION_KEY_NAMED_VALUE,
+    FUNCTIONS_URL_NAMED_VALUE,
+    STATUS_OPERATION_NAME,
+    STATUS_URL_TEMPLATE,
+    SUBSCRIPTION_KEY_HEADER,
+    SUBSCRIPTION_KEY_QUERY,
+    ApimPlan,
+    ApiPlan,
+    OperationPlan,
+    cluster_backends,
+)
+
+#: Newest stable API version of every ``Microsoft.ApiManagement/service/*`` type used.
+APIM_API_VERSION = "2024-05-01"
+#: Policies are well-formed XML with their expressions XML-escaped. That is the
+#: ``xml`` format; ``rawxml`` expects unescaped expressions and would double-escape
+#: ours (``As&lt;string&gt;``). See docs/apim.md, "Why format xml".
+POLICY_FORMAT = "xml"
+#: Object parameter: cluster name -> base URL of its Istio ingress (``https://host``).
+INGRESS_PARAMETER = "ai4ecIngressUrls"
+
+_SERVICE_TYPE = "Microsoft.ApiManagement/service"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyNeeds:
+    """What one policy refers to, which API Management must hold before the policy."""
+
+    named_values: frozenset[str] = frozenset()
+    backends: frozenset[str] = frozenset()
+
+    def __or__(self, other: PolicyNeeds) -> PolicyNeeds:
+        return PolicyNeeds(self.named_values | other.named_values, self.backends | other.backends)
+
+
+_TASK_MANAGER = PolicyNeeds(
+    named_values=frozenset({FUNCTION_KEY_NAMED_VALUE, FUNCTIONS_URL_NAMED_VALUE})
+)
+
+
+def operation_needs(op: OperationPlan) -> PolicyNeeds:
+    """What an operation's policy uses.
+
+    An async operation calls the task manager and records its ingress; a sync one
+    proxies through its cluster's backend entity.
+    """
+    if op.is_async:
+        return _TASK_MANAGER | PolicyNeeds(named_values=frozenset({op.ingress_named_value}))
+    return PolicyNeeds(backends=frozenset({op.backend_id}))
+
+
+def api_needs(api: ApiPlan) -> PolicyNeeds:
+    """An API policy routes its operations itself only when they come from OpenAPI."""
+    needs = PolicyNeeds()
+    if api.openapi is not None:
+        for op in api.operations:
+            needs = needs | operation_needs(op)
+    return needs
+
+
+def policy_needs(plan: ApimPlan) -> dict[str, PolicyNeeds]:
+    """Policy file path -> the named values and backends it uses, from the plan alone."""
+    out = {plan.global_policy_path: PolicyNeeds()}
+    apis = list(plan.apis) + ([plan.status.api] if plan.status is not None else [])
+    for api in apis:
+        out[api.policy_path] = api_needs(api)
+        for op in api.operations:
+            if op.policy_path is not None:
+                out[op.policy_path] = operation_needs(op)
+    if plan.status is not None:
+        out[plan.status.operation_policy_path] = _TASK_MANAGER
+    for p in plan.products:
+        out[p.policy_path] = PolicyNeeds()
+    return out
+
+
+def ingress_parameter(platform: Platform) -> Parameter:
+    """The template parameter the backends and ingress named values read.
+
+    The default of each cluster is ``<protocol>://<first concrete ingress host>`` or,
+    without one, ``<protocol>://<cluster>.ingress.invalid``: deployable, and failing
+    loudly until ``apply`` passes the real address.
+    """
+    return Parameter(
+        INGRESS_PARAMETER,
+        "object",
+        {b.cluster: b.default_url for b in cluster_backends(platform)},
+        "Base URL (scheme://host) of each cluster's Istio ingress, by cluster name; "
+        "API Management's backends and named values use it.",
+    )
+
+
+def _ingress_value(cluster: str) -> Member:
+    return Member(Param(INGRESS_PARAMETER), (cluster,))
+
+
+@dataclass
+class _Builder:
+    """Creates the children of one service, each once, parents before children."""
+
+    plan: ApimPlan
+    policies: Mapping[str, str]
+    needs: Mapping[str, PolicyNeeds]
+    service: Resource
+    module: str
+    key_vault_waits: Sequence[Resource]
+    out: list[Resource] = field(default_factory=list)
+    named_values: dict[str, Resource] = field(default_factory=dict)
+    backends: dict[str, Resource] = field(default_factory=dict)
+    apis: dict[str, Resource] = field(default_factory=dict)
+
+    def add(
+        self,
+        kind: str,
+        name: str,
+        parent: Resource,
+        properties: dict[str, Any] | None,
+        waits: Sequence[Resource] = (),
+    ) -> Resource:
+        segments = _names(parent)[1:]  # below the service
+        res = Resource(
+            symbol=camel("apim", kind, *segments, name),
+            type=f"{parent.type}/{kind}",
+            api_version=APIM_API_VERSION,
+            name=name,
+            module=self.module,
+            body={"properties": properties} if properties is not None else {},
+            parent=parent,
+        )
+        for w in sorted(waits, key=_sort_key):
+            if w is not parent and w not in res.depends_on:
+                res.depends_on.append(w)
+        self.out.append(res)
+        return res
+
+    def policy(self, parent: Resource, path: str, kind: str = "policies") -> Resource:
+        needs = self.needs[path]
+        waits = [self.named_values[n] for n in needs.named_values]
+        waits += [self.backends[b] for b in needs.backends]
+        props = {"format": POLICY_FORMAT, "value": self.policies[path]}
+        return self.add(kind, "policy", parent, props, waits)
+
+    def named_value(self, name: str, props: dict[str, Any]) -> None:
+        self.named_values[name] = self.add("namedValues", name, self.service, props)
+
+    def build(self) -> list[Resource]:
+        plan = self.plan
+        self.named_value(
+            FUNCTION_KEY_NAMED_VALUE,
+            {
+                "displayName": FUNCTION_KEY_NAMED_VALUE,
+                "secret": True,
+                # Unversioned: APIM refreshes the value when the secret rotates. Read with
+                # the service's system-assigned identity (identityClientId omitted).
+                "keyVault": {
+                    "secretIdentifier": f"{plan.key_vault_uri}/secrets/{FUNCTION_KEY_NAMED_VALUE}"
+                },
+            },
+        )
+        for w in self.key_vault_waits:
+            self.named_values[FUNCTION_KEY_NAMED_VALUE].depends_on.append(w)
+        self.named_value(
+            FUNCTIONS_URL_NAMED_VALUE,
+            {
+                "displayName": FUNCTIONS_URL_NAMED_VALUE,
+                "secret": False,
+                "value": plan.functions_url,
+            },
+        )
+        for b in plan.backends:
+            self.named_value(
+                b.named_value,
+                {
+                    "displayName": b.named_value,
+                    "secret": False,
+                    "value": _ingress_value(b.cluster),
+                },
+            )
+        for b in plan.backends:
+            props: dict[str, Any] = {
+                "title": f"Istio ingress of cluster {b.cluster}",
+                "description": f"ai4ec: every sync API on cluster {b.cluster} is proxied here",
+                "protocol": "http",
+                "url": _ingress_value(b.cluster),
+            }
+            if b.protocol == "https":
+                props["tls"] = {"validateCertificateChain": True, "validateCertificateName": True}
+            self.backends[b.backend_id] = self.add("backends", b.backend_id, self.service, props)
+        self.policy(self.service, plan.global_policy_path)
+        for api in plan.apis:
+            self.api(api)
+        if plan.status is not None:
+            status = plan.status
+            api_res = self.api(status.api)
+            op = self.add(
+                "operations",
+                STATUS_OPERATION_NAME,
+                api_res,
+                {
+                    "displayName": "GET /task/{taskId}",
+                    "method": "GET",
+                    "urlTemplate": STATUS_URL_TEMPLATE,
+                    "description": "Status of one task (the Location of a task-creating call).",
+                    "templateParameters": [
+                        {
+                            "name": "taskId",
+                            "type": "string",
+                            "required": True,
+                            "description": "TaskId",
+                        }
+                    ],
+                },
+            )
+            self.policy(op, status.operation_policy_path)
+        for p in plan.products:
+            product_props: dict[str, Any] = {
+                "displayName": p.display_name,
+                "subscriptionRequired": p.subscription_required,
+                "state": "published" if p.published else "notPublished",
+            }
+            if p.description:
+                product_props["description"] = p.description
+            if p.subscription_required:
+                # APIM rejects both settings on open (subscription-free) products.
+                product_props["approvalRequired"] = p.approval_required
+                if p.subscriptions_limit is not None:
+                    product_props["subscriptionsLimit"] = p.subscriptions_limit
+            product = self.add("products", p.name, self.service, product_props)
+            self.policy(product, p.policy_path)
+            for api_name in p.apis:
+                self.add("apis", api_name, product, None, [self.apis[api_name]])
+        return self.out
+
+    def api(self, api: ApiPlan) -> Resource:
+        props: dict[str, Any] = {
+            "displayName": api.display_name,
+            "description": api.description,
+            "path": api.path,
+            "protocols": ["https"],
+            "type": "http",
+            "subscriptionRequired": api.subscription_required,
+            "subscriptionKeyParameterNames": {
+                "header": SUBSCRIPTION_KEY_HEADER,
+                "query": SUBSCRIPTION_KEY_QUERY,
+            },
+        }
+        if api.openapi is not None:
+            props["format"] = api.openapi.format
+            props["value"] = api.openapi.value
+        res = self.apis[api.name] = self.add("apis", api.name, self.service, props)
+        self.policy(res, api.policy_path)
+        for op in api.operations:
+            if op.policy_path is None:  # imported from OpenAPI, routed by the API policy
+                continue
+            op_props: dict[str, Any] = {
+                "displayName": op.display_name,
+                "method": op.method,
+                "urlTemplate": op.url_template,
+                "templateParameters": [],
+            }
+            if op.description:
+                op_props["description"] = op.description
+            op_res = self.add("operations", op.name, res, op_props)
+            self.policy(op_res, op.policy_path)
+        return res
+
+
+def _names(res: Resource) -> list[str]:
+    head = _names(res.parent) if res.parent is not None else []
+    return [*head, str(res.name)]
+
+
+def _sort_key(res: Resource) -> tuple[str, ...]:
+    """Dependencies in a stable order: by resource type, then by name segments."""
+    return (res.type, *_names(res))
+
+
+@dataclass(frozen=True, slots=True)
+class ApimInfrastructure:
+    """What the APIM target hands to the Azure target (rendered once per environment).
+
+    Attributes:
+        plan: The APIM plan of the environment.
+        policies: Policy file path -> its exact text (what ``apim/`` holds).
+        parameters: Template parameters the resources read.
+    """
+
+    plan: ApimPlan
+    policies: Mapping[str, str]
+    parameters: tuple[Parameter, ...]
+
+    def resources(
+        self, service: Resource, module: str, key_vault_waits: Sequence[Resource]
+    ) -> list[Resource]:
+        """Every API Management child ai4ec manages, in a fixed order, below ``service``.
+
+        Named values, backends, the service-scope policy, then per API (sorted by name)
+        the API, its policy, operations and operation policies, then the task-status
+        API, then products with their policy and API links.
+
+        Args:
+            service: The ``Microsoft.ApiManagement/service`` resource of the template.
+            module: The template module the children belong to.
+            key_vault_waits: What the Key Vault named value waits for (the service's Key
+                Vault role and the secrets).
+        """
+        if service.type != _SERVICE_TYPE or service.name != self.plan.service:
+            raise ValueError(f"{service.symbol} is not API Management service {self.plan.service}")
+        return _Builder(
+            plan=self.plan,
+            policies=self.policies,
+            needs=policy_needs(self.plan),
+            service=service,
+            module=module,
+            key_vault_waits=key_vault_waits,
+        ).build()

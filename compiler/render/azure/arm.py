@@ -1,0 +1,126 @@
+"""Azure target, ARM side: ``main.json``, the split APIM templates and parameter files.
+
+Classic ARM form (``resources`` array, full types and names, ``dependsOn`` ids), which
+``ai4ec apply`` deploys with azure-mgmt-resource. Printed from the same
+:class:`~.template.AzureTemplate` as the Bicep files, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .spec import Parameter, Resource, scan, to_arm
+from .template import ARM_MAX_RESOURCES, AzureTemplate
+
+ARM_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
+PARAMS_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#"
+
+
+def arm_resource(res: Resource, deps: list[Resource]) -> dict[str, Any]:
+    """One resource of ``main.json`` (classic form: full type, full name, dependsOn ids)."""
+    if all(isinstance(s, str) for s in res.segments):
+        name: Any = "/".join(str(s) for s in res.segments)
+    elif res.parent is None:
+        name = res.name
+    else:  # pragma: no cover - expression names only occur on top-level resources
+        raise TypeError(f"{res.symbol}: expression name below a parent")
+    out: dict[str, Any] = {"type": res.type, "apiVersion": res.api_version, "name": to_arm(name)}
+    if res.scope is not None:
+        out["scope"] = res.scope.scope_path()
+    if res.condition is not None:
+        out["condition"] = to_arm(res.condition)
+    out.update(to_arm(res.body))
+    if deps:
+        out["dependsOn"] = [to_arm(d.id()) for d in deps]
+    return out
+
+
+def deployment_name(tpl: AzureTemplate, module: str) -> str:
+    """Name of a module's nested deployment (Azure allows 64 characters)."""
+    return f"ai4ec-{tpl.environment}-{module}"[:64]
+
+
+def main_resources(tpl: AzureTemplate) -> list[Resource]:
+    """The resources ``main.json``/``main.bicep`` deploy (all but the split chunks)."""
+    return [r for r in tpl.spec.resources if not r.virtual and r.module not in tpl.split]
+
+
+def declared(
+    tpl: AzureTemplate, rs: list[Resource], outputs: bool = False
+) -> tuple[list[Parameter], list[str]]:
+    """Parameters and variable names the resources ``rs`` (and the outputs) use.
+
+    Parameters keep their declaration order; a template declares no parameter it does
+    not read, so a split template and main each get exactly their own.
+    """
+    values: list[Any] = [[r.name, r.body, r.condition] for r in rs]
+    if outputs:
+        values.append([o.value for o in tpl.outputs])
+    _refs, names, var_names = scan(values)
+    return [p for p in tpl.spec.params if p.name in names], sorted(var_names)
+
+
+def _arm_document(
+    tpl: AzureTemplate, rs: list[Resource], description: str, outputs: bool
+) -> dict[str, Any]:
+    """One ARM template holding ``rs`` (dependsOn limited to what it deploys itself)."""
+    params, variables = declared(tpl, rs, outputs)
+    inside = {id(r) for r in rs}
+    doc: dict[str, Any] = {
+        "$schema": ARM_SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "metadata": {"description": to_arm(description)},
+        "parameters": {
+            p.name: {
+                "type": p.type,
+                "defaultValue": to_arm(p.default),
+                "metadata": {"description": p.description},
+            }
+            for p in params
+        },
+        "variables": to_arm({v: tpl.spec.variables[v] for v in variables}),
+        "resources": [arm_resource(r, [d for d in tpl.needs(r) if id(d) in inside]) for r in rs],
+    }
+    if outputs:
+        doc["outputs"] = {
+            o.name: {
+                "type": o.type,
+                "value": to_arm(o.value),
+                "metadata": {"description": o.description},
+            }
+            for o in tpl.outputs
+        }
+    return doc
+
+
+def split_description(tpl: AzureTemplate, module: str) -> str:
+    """What a separate APIM template is and when to deploy it."""
+    n = tpl.split.index(module)
+    after = "main" if n == 0 else f"main and {tpl.split[n - 1]}"
+    return (
+        f"API Management objects, part {n + 1} of {len(tpl.split)}, of "
+        f"{tpl.description}. Deploy after {after}: one deployment cannot hold them all "
+        f"(Azure Resource Manager limits: {ARM_MAX_RESOURCES} resources, 4 MB)."
+    )
+
+
+def split_template(tpl: AzureTemplate, module: str) -> dict[str, Any]:
+    """``apim-apis-<n>.json``: one chunk of APIM children as a template of its own."""
+    rs = [r for r in tpl.spec.resources if r.module == module]
+    return _arm_document(tpl, rs, split_description(tpl, module), outputs=False)
+
+
+def arm_template(tpl: AzureTemplate) -> dict[str, Any]:
+    """``main.json``: parameters, the shared variables, every resource, the outputs."""
+    return _arm_document(tpl, main_resources(tpl), tpl.description, outputs=True)
+
+
+def parameters_file(template: dict[str, Any]) -> dict[str, Any]:
+    """``*.parameters.json`` of a template: its defaults, for ``az deployment group create``."""
+    return {
+        "$schema": PARAMS_SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "parameters": {
+            name: {"value": p["defaultValue"]} for name, p in template["parameters"].items()
+        },
+    }

@@ -1,0 +1,219 @@
+"""Data services: storage, Key Vault, the container registry and Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ...model.types import Platform
+from .common import (
+    DEAD_LETTER_CONTAINER,
+    LOCATION,
+    PACKAGE_BLOB,
+    PACKAGE_CONTAINER,
+    TAGS,
+    TENANT_ID,
+    AzureSpec,
+    new_resource,
+)
+from .spec import Note, Resource
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """Handle of the storage module.
+
+    Attributes:
+        account: The storage account (Function App host storage, results, dead letters).
+        blob: Its blob service.
+        dead_letter: The container Event Grid dead-letters into.
+    """
+
+    account: Resource
+    blob: Resource
+    dead_letter: Resource
+
+
+def storage(spec: AzureSpec, platform: Platform) -> Storage:
+    """The storage account of the Function App host, the results and the dead letters."""
+    st = platform.azure.storage
+    account = spec.add(
+        new_resource(
+            "storage",
+            "Microsoft.Storage/storageAccounts",
+            st.name,
+            "storage",
+            body={
+                "location": LOCATION,
+                "tags": TAGS,
+                "sku": {"name": st.sku},
+                "kind": "StorageV2",
+                "properties": {
+                    "accessTier": "Hot",
+                    "minimumTlsVersion": "TLS1_2",
+                    "supportsHttpsTrafficOnly": True,
+                    "allowBlobPublicAccess": False,
+                    "allowSharedKeyAccess": Note(
+                        False,
+                        "Everything ai4ec runs signs in with a managed identity (the Functions\n"
+                        "host, Event Grid dead-lettering), so account keys stay switched off.",
+                    ),
+                    "defaultToOAuthAuthentication": True,
+                    "allowCrossTenantReplication": False,
+                    "publicNetworkAccess": "Enabled",
+                    "networkAcls": Note(
+                        {"defaultAction": "Allow", "bypass": "AzureServices"},
+                        "Reachable from the public network: the Function App is not in a VNet "
+                        "(see docs/security.md).",
+                    ),
+                },
+            },
+            comment="Host storage of the Function App (identity-based), API results and the\n"
+            "Event Grid dead-letter container.",
+        )
+    )
+    blob = spec.add(
+        new_resource(
+            "storageBlob",
+            "Microsoft.Storage/storageAccounts/blobServices",
+            "default",
+            "storage",
+            parent=account,
+            body={
+                "properties": {
+                    "deleteRetentionPolicy": {"enabled": True, "days": 7},
+                    "containerDeleteRetentionPolicy": {"enabled": True, "days": 7},
+                }
+            },
+            comment="Soft delete keeps results and dead letters recoverable for a week.",
+        )
+    )
+    containers = [
+        ("resultsContainer", st.results_container, "Where APIs write their results."),
+        (
+            "deadLetterContainer",
+            DEAD_LETTER_CONTAINER,
+            "Events Event Grid gave up on; the runtime's blob trigger fails their tasks.",
+        ),
+    ]
+    if platform.azure.functions.plan_sku == "Y1":
+        containers.append(
+            (
+                "packagesContainer",
+                PACKAGE_CONTAINER,
+                f"Linux Consumption runs the Function App from {PACKAGE_BLOB} in here.",
+            )
+        )
+    made: dict[str, Resource] = {}
+    for symbol, name, why in containers:
+        made[symbol] = spec.add(
+            new_resource(
+                symbol,
+                "Microsoft.Storage/storageAccounts/blobServices/containers",
+                name,
+                "storage",
+                parent=blob,
+                body={"properties": {"publicAccess": "None"}},
+                comment=why,
+            )
+        )
+    return Storage(account=account, blob=blob, dead_letter=made["deadLetterContainer"])
+
+
+def key_vault(spec: AzureSpec, platform: Platform) -> Resource:
+    """The vault every secret lives in, with RBAC, soft delete and purge protection."""
+    kv = platform.azure.key_vault
+    props: dict[str, Any] = {
+        "tenantId": TENANT_ID,
+        "sku": {"family": "A", "name": kv.sku},
+        "enableRbacAuthorization": Note(
+            True, "Access is granted by role assignments (modules/roles.bicep), never by policies."
+        ),
+        "enableSoftDelete": True,
+        "softDeleteRetentionInDays": kv.soft_delete_retention_days,
+    }
+    if kv.purge_protection:
+        props["enablePurgeProtection"] = Note(
+            True, "Azure accepts only true here: purge protection cannot be turned off again."
+        )
+    props["publicNetworkAccess"] = "Enabled"
+    props["networkAcls"] = Note(
+        {"defaultAction": "Allow", "bypass": "AzureServices"},
+        "Functions, API Management and AKS read it over the public endpoint "
+        "(see docs/security.md).",
+    )
+    return spec.add(
+        new_resource(
+            "keyVault",
+            "Microsoft.KeyVault/vaults",
+            kv.name,
+            "keyvault",
+            body={"location": LOCATION, "tags": TAGS, "properties": props},
+            comment="Every platform secret; the other modules write keys into it at deployment.",
+        )
+    )
+
+
+def registry(spec: AzureSpec, platform: Platform) -> Resource:
+    """The container registry the clusters pull from (kubelet identity, no admin user)."""
+    reg = platform.azure.registry
+    props: dict[str, Any] = {
+        "adminUserEnabled": Note(False, "Clusters pull with their kubelet identity (AcrPull)."),
+        "anonymousPullEnabled": False,
+        "publicNetworkAccess": "Enabled",
+        "networkRuleBypassOptions": "AzureServices",
+    }
+    if reg.sku == "Premium":
+        props["policies"] = {
+            "retentionPolicy": Note(
+                {"days": 7, "status": "enabled"}, "Delete untagged manifests after a week."
+            )
+        }
+        props["zoneRedundancy"] = "Enabled"
+    return spec.add(
+        new_resource(
+            "registry",
+            "Microsoft.ContainerRegistry/registries",
+            reg.name,
+            "registry",
+            body={
+                "location": LOCATION,
+                "tags": TAGS,
+                "sku": {"name": reg.sku},
+                "properties": props,
+            },
+            comment="Images of the model APIs.",
+        )
+    )
+
+
+def redis(spec: AzureSpec, platform: Platform) -> Resource:
+    """The task store: TLS only, sized from the model."""
+    cache = platform.azure.cache
+    return spec.add(
+        new_resource(
+            "redis",
+            "Microsoft.Cache/redis",
+            cache.name,
+            "redis",
+            body={
+                "location": LOCATION,
+                "tags": TAGS,
+                "properties": {
+                    "sku": {"name": cache.sku, "family": cache.family, "capacity": cache.capacity},
+                    "enableNonSslPort": Note(False, "TLS only: clients use port 6380."),
+                    "minimumTlsVersion": "1.2",
+                    "publicNetworkAccess": "Enabled",
+                    "redisVersion": "6",
+                    "redisConfiguration": {
+                        "maxmemory-policy": Note(
+                            "noeviction",
+                            "A task store must not silently drop tasks when memory runs out;\n"
+                            "writes fail instead, and the runtime reports the error.",
+                        )
+                    },
+                },
+            },
+            comment="Task store of the runtime (docs/contracts.md, Redis layout).",
+        )
+    )

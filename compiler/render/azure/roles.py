@@ -1,0 +1,130 @@
+"""Role assignments between the managed identities and what they use."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .aks import ClusterHandle
+from .common import AzureSpec, role_assignment
+from .data import Storage
+from .functions import Functions
+from .spec import Resource
+
+
+@dataclass(frozen=True, slots=True)
+class Grants:
+    """Handle of the roles module: the grants other resources must wait for.
+
+    Attributes:
+        site_blob_owner: The Function App's Storage Blob Data Owner (its host keys live
+            in blob storage).
+        site_queue_contributor: The Function App's Storage Queue Data Contributor.
+        apim_key_vault: API Management's Key Vault Secrets User (named values).
+        topic_dead_letter: Event Grid's Storage Blob Data Contributor (dead letters).
+    """
+
+    site_blob_owner: Resource
+    site_queue_contributor: Resource
+    apim_key_vault: Resource
+    topic_dead_letter: Resource
+
+
+def roles(
+    spec: AzureSpec,
+    vault: Resource,
+    storage: Storage,
+    registry: Resource,
+    functions: Functions,
+    apim: Resource,
+    clusters: Sequence[ClusterHandle],
+) -> Grants:
+    """Every grant between managed identities and the resources they use."""
+    account, site, topic = storage.account, functions.site, functions.topic
+    site_principal = site.ref("identity", "principalId", full=True)
+    grants = [
+        role_assignment(
+            site,
+            site_principal,
+            vault,
+            "Key Vault Secrets User",
+            "roles",
+            "Function App resolves its Key Vault references.",
+        ),
+        role_assignment(
+            site,
+            site_principal,
+            account,
+            "Storage Blob Data Owner",
+            "roles",
+            "Functions host storage (identity-based AzureWebJobsStorage).",
+        ),
+        role_assignment(
+            site,
+            site_principal,
+            account,
+            "Storage Queue Data Contributor",
+            "roles",
+            "Blob trigger of the dead-letter container keeps its receipts in queues.",
+        ),
+        role_assignment(
+            site,
+            site_principal,
+            topic,
+            "EventGrid Data Sender",
+            "roles",
+            "Runtime publishes tasks with its identity when no key is configured.",
+        ),
+        role_assignment(
+            apim,
+            apim.ref("identity", "principalId", full=True),
+            vault,
+            "Key Vault Secrets User",
+            "roles",
+            "API Management named values read Key Vault secrets.",
+        ),
+    ]
+    for handle in clusters:
+        cluster, cl = handle.model, handle.cluster
+        grants.append(
+            role_assignment(
+                cl,
+                cl.ref("identityProfile", "kubeletidentity", "objectId"),
+                registry,
+                "AcrPull",
+                "roles",
+                f"Nodes of cluster {cluster.name} pull images.",
+                "kubelet",
+            )
+        )
+        grants.append(
+            role_assignment(
+                cl,
+                cl.ref("addonProfiles", "azureKeyvaultSecretsProvider", "identity", "objectId"),
+                vault,
+                "Key Vault Secrets User",
+                "roles",
+                f"Secrets-store CSI driver of cluster {cluster.name} syncs secrets.",
+                "keyvault-provider",
+            )
+        )
+    grants.append(
+        role_assignment(
+            topic,
+            topic.ref("identity", "principalId", full=True),
+            storage.dead_letter,
+            "Storage Blob Data Contributor",
+            "roles",
+            "Event Grid writes undeliverable events (dead letters).",
+        )
+    )
+    for g in grants:
+        spec.add(g)
+    # The list's order is the template's; the handle names the four others wait for.
+    _site_vault, site_blob_owner, site_queue, _site_sender, apim_vault = grants[:5]
+    return Grants(
+        site_blob_owner=site_blob_owner,
+        site_queue_contributor=site_queue,
+        apim_key_vault=apim_vault,
+        topic_dead_letter=grants[-1],
+    )

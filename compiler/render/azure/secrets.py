@@ -1,0 +1,84 @@
+"""The Key Vault secrets of docs/contracts.md, written from keys at deployment time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .common import SECRET_NAMES, TAGS, AzureSpec, new_resource
+from .functions import Functions
+from .roles import Grants
+from .spec import Fn, Interp, Note, Resource, camel, referenced
+
+
+def secrets(
+    spec: AzureSpec,
+    vault: Resource,
+    cache: Resource,
+    functions: Functions,
+    app_insights: Resource,
+    grants: Grants,
+) -> tuple[Resource, ...]:
+    """The Key Vault secrets of docs/contracts.md, written from keys at deployment time."""
+    topic, site, host, appi = functions.topic, functions.site, functions.host, app_insights
+    host_key = host.keys("functionKeys", "default")
+    app_host = site.ref("defaultHostName")
+
+    def fn_uri(function: str) -> Interp:
+        return Interp(
+            ("https://", app_host, f"/api/{function}?code=", Fn("uriComponent", (host_key,)))
+        )
+
+    redis_key = cache.keys("primaryKey")
+    values: dict[str, tuple[Any, str]] = {
+        "ai4ec-redis-url": (
+            Interp(
+                (
+                    "rediss://:",
+                    Fn("uriComponent", (redis_key,)),
+                    "@",
+                    cache.ref("hostName"),
+                    ":6380/0",
+                )
+            ),
+            "The key is URL-encoded: Redis keys may contain / and +.",
+        ),
+        "ai4ec-redis-password": (redis_key, ""),
+        "ai4ec-eventgrid-key": (topic.keys("key1"), ""),
+        "ai4ec-function-key": (host_key, "The Function App's default host key."),
+        "ai4ec-cache-connector-upsert-uri": (fn_uri("CacheConnectorUpsert"), ""),
+        "ai4ec-cache-connector-get-uri": (fn_uri("CacheConnectorGet"), ""),
+        "ai4ec-current-processing-upsert-uri": (fn_uri("CurrentProcessingUpsert"), ""),
+        "ai4ec-appinsights-connection-string": (appi.ref("ConnectionString"), ""),
+        "ai4ec-appinsights-instrumentation-key": (
+            appi.ref("InstrumentationKey"),
+            "For upstream-style containers that read APPINSIGHTS_INSTRUMENTATIONKEY.",
+        ),
+    }
+    # The host keeps its keys in blob storage, reached with its identity: reading them
+    # before that identity has its storage roles fails.
+    host_deps = [grants.site_blob_owner, grants.site_queue_contributor]
+    made: list[Resource] = []
+    for name in SECRET_NAMES:
+        value, why = values[name]
+        uses_host = any(n is host for n in referenced(value))
+        made.append(
+            spec.add(
+                new_resource(
+                    camel("secret", name.removeprefix("ai4ec-")),
+                    "Microsoft.KeyVault/vaults/secrets",
+                    name,
+                    "secrets",
+                    parent=vault,
+                    body={
+                        "tags": TAGS,
+                        "properties": {
+                            "value": Note(value, why) if why else value,
+                            "contentType": "text/plain",
+                            "attributes": {"enabled": True},
+                        },
+                    },
+                    depends_on=list(host_deps) if uses_host else [],
+                )
+            )
+        )
+    return tuple(made)

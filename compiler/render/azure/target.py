@@ -1,0 +1,72 @@
+"""Azure target entry point: build the template, print Bicep and ARM, return typed.
+
+See the package docstring (:mod:`ai4ec.render.azure`) for the files it writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from ...model.types import Platform
+from ..artifact import Artifact, RenderContext, json_artifact
+from .arm import arm_template, parameters_file, split_template
+from .bicep import bicep_files
+from .template import (
+    APIM_CHUNK,
+    APIM_CHUNK_BYTES,
+    ARM_MAX_RESOURCES,
+    ApimChildren,
+    AzureTemplate,
+    build_template,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AzureResult:
+    """The Azure target's output for one environment.
+
+    Attributes:
+        template: Every resource, module and output (what the files print).
+        artifacts: ``azure/*.bicep``, ``azure/modules/*.bicep`` and the ARM JSON files.
+    """
+
+    template: AzureTemplate
+    artifacts: tuple[Artifact, ...]
+
+
+def render_azure(
+    platform: Platform, context: RenderContext, apim: ApimChildren | None = None
+) -> AzureResult:
+    """The Azure target: ``azure/main.bicep``, its modules, ``main.json`` and parameters.
+
+    Args:
+        platform: The validated model of one environment.
+        context: Build-wide inputs.
+        apim: The APIM target's hand-off (its children of the API Management service).
+    """
+    tpl = build_template(platform, context, apim)
+    artifacts = [
+        Artifact(PurePosixPath("azure") / name, text.encode("utf-8"))
+        for name, text in bicep_files(tpl).items()
+    ]
+    main = arm_template(tpl)
+    artifacts.append(json_artifact("azure/main.json", main))
+    artifacts.append(json_artifact("azure/main.parameters.json", parameters_file(main)))
+    for m in tpl.split:
+        doc = split_template(tpl, m)
+        artifacts.append(json_artifact(f"azure/{m}.json", doc))
+        artifacts.append(json_artifact(f"azure/{m}.parameters.json", parameters_file(doc)))
+    return AzureResult(template=tpl, artifacts=tuple(artifacts))
+
+
+__all__ = [
+    "APIM_CHUNK",
+    "APIM_CHUNK_BYTES",
+    "ARM_MAX_RESOURCES",
+    "ApimChildren",
+    "AzureResult",
+    "AzureTemplate",
+    "build_template",
+    "render_azure",
+]

@@ -1,0 +1,297 @@
+"""Azure target, stage one: every resource of an environment, in deployment order.
+
+:func:`build_template` calls the builders (one module per concern) in dependency order,
+handing each the typed handles of those before it, adds the API Management children
+the APIM target built (:class:`ApimChildren`, received as an argument: this room never
+imports the APIM room), cuts them into separate templates when ARM's limits demand it,
+and derives each resource's dependencies once. :mod:`.arm` and :mod:`.bicep` print the
+result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ...errors import Diagnostic, RenderError
+from ...model.types import Mode, Platform
+from ..artifact import RenderContext
+from .aks import ClusterHandle, aks
+from .apim_service import apim_service
+from .common import PARAM_LOCATION, TENANT_ID, AzureSpec
+from .data import key_vault, redis, registry, storage
+from .dispatch import dispatch
+from .functions import functions
+from .monitoring import monitoring
+from .roles import roles
+from .secrets import secrets
+from .spec import Output, Parameter, Resource, referenced, to_arm
+
+#: Module of the API Management children (and prefix of their split templates).
+APIM_MODULE = "apim-apis"
+PARAMS_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#"
+
+#: Azure Resource Manager limits one deployment to 800 resources and a 4 MB template.
+#: APIM children come by the thousand on large platforms, so when the whole template
+#: would pass either limit they move to separate templates (``apim-apis-<n>``), each
+#: at most this many resources ...
+APIM_CHUNK = 700
+#: ... and about this many bytes of compact JSON.
+APIM_CHUNK_BYTES = 3_000_000
+ARM_MAX_RESOURCES = 800
+#: Compact-JSON size above which main.json would risk ARM's 4 MB request limit.
+ARM_TEMPLATE_BUDGET = 3_500_000
+
+
+class ApimChildren(Protocol):
+    """What the Azure target needs from the APIM target (its typed hand-off).
+
+    The pipeline passes the APIM target's result in; the Azure target places the
+    service, then asks for the children below it.
+    """
+
+    @property
+    def parameters(self) -> tuple[Parameter, ...]:
+        """Template parameters the children read."""
+        ...
+
+    def resources(
+        self, service: Resource, module: str, key_vault_waits: Sequence[Resource]
+    ) -> list[Resource]:
+        """Every child of ``service``, parents first, in module ``module``."""
+        ...
+
+
+@dataclass
+class AzureTemplate:
+    """The built spec plus the module order derived from it."""
+
+    spec: AzureSpec
+    modules: list[str]
+    source: str
+    environment: str
+    description: str
+    outputs: list[Output] = field(default_factory=list)
+    #: dependencies() of every deployed resource, by id(), computed once.
+    deps: dict[int, list[Resource]] = field(default_factory=dict)
+    #: Modules deployed as templates of their own, in this order, after main.
+    split: list[str] = field(default_factory=list)
+
+    def needs(self, res: Resource) -> list[Resource]:
+        """What ``res`` must wait for (see :func:`dependencies`)."""
+        return self.deps[id(res)]
+
+
+def _backend_url_default(platform: Platform) -> str:
+    """``https://<host>`` when the ingress has a real host name, else empty.
+
+    Dispatch targets one ingress: the first cluster running an async API. A wildcard
+    host says nothing about the address, which then comes from ``apply``.
+    """
+    clusters = [
+        c
+        for c in platform.clusters
+        if any(
+            a.cluster == c.name and any(e.mode is Mode.ASYNC for e in a.endpoints)
+            for a in platform.apis
+        )
+    ] or list(platform.clusters)
+    if not clusters:
+        return ""
+    ingress = clusters[0].ingress
+    hosts = [h for h in ingress.hosts if "*" not in h]
+    return f"{ingress.protocol}://{hosts[0]}" if hosts else ""
+
+
+def build_template(
+    platform: Platform, context: RenderContext, apim: ApimChildren | None = None
+) -> AzureTemplate:
+    """Every resource of ``platform`` in deployment order, with its modules.
+
+    Args:
+        platform: The validated model of one environment.
+        context: Build-wide inputs (the source name for headers).
+        apim: The APIM target's children; ``None`` renders the service without them.
+
+    Raises:
+        RenderError: an APIM parameter clashes with one of ours (an ai4ec bug).
+    """
+    spec = AzureSpec()
+    spec.params.append(
+        Parameter(
+            PARAM_LOCATION,
+            "string",
+            platform.azure.location,
+            "Azure region of every resource (platform.yaml azure.location).",
+        )
+    )
+    spec.variables["tags"] = dict(platform.tags)
+    mon = monitoring(spec, platform)
+    store = storage(spec, platform)
+    vault = key_vault(spec, platform)
+    acr = registry(spec, platform)
+    cache = redis(spec, platform)
+    clusters = [aks(spec, platform, c, mon.workspace) for c in platform.clusters]
+    fns = functions(spec, platform, store.account, _backend_url_default(platform))
+    service = apim_service(spec, platform, vault)
+    grants = roles(spec, vault, store, acr, fns, service, clusters)
+    written = secrets(spec, vault, cache, fns, mon.app_insights, grants)
+    dispatch(spec, platform, fns, store.account, grants)
+    split: list[str] = []
+    if apim is not None:
+        _declare(spec, apim.parameters)
+        children = apim.resources(service, APIM_MODULE, (grants.apim_key_vault, *written))
+        for child in children:
+            spec.add(child)
+        split = _chunk(spec, children)
+    modules: list[str] = []
+    for r in spec.resources:
+        if not r.virtual and r.module not in modules:
+            modules.append(r.module)
+    deps = {id(r): dependencies(r) for r in spec.resources if not r.virtual}
+    _check_module_order(spec, modules, deps)
+    description = platform.description or f"ai4ec platform {platform.name}"
+    return AzureTemplate(
+        spec=spec,
+        modules=modules,
+        source=" ".join(context.source_name.splitlines()),
+        environment=platform.environment,
+        description=f"{description} (environment {platform.environment})",
+        outputs=_outputs(clusters),
+        deps=deps,
+        split=split,
+    )
+
+
+_PARAMETER_TYPES = ("string", "object", "bool", "int", "array")
+
+
+def _declare(spec: AzureSpec, params: Sequence[Parameter]) -> None:
+    """Declare the APIM target's template parameters next to ours (sorted by name).
+
+    Raises:
+        RenderError: a parameter clashes with one of ours or has an unsupported type.
+    """
+    taken = {p.name for p in spec.params}
+    for p in sorted(params, key=lambda p: p.name):
+        if p.name in taken:
+            raise _apim_bug(f"APIM parameter {p.name!r} clashes with an Azure target parameter")
+        if p.type not in _PARAMETER_TYPES:
+            raise _apim_bug(f"APIM parameter {p.name!r} has unsupported type {p.type!r}")
+        spec.params.append(p)
+
+
+def _apim_bug(message: str) -> RenderError:
+    return RenderError(
+        message,
+        (
+            Diagnostic(
+                code="E-RENDER-APIM",
+                message=message,
+                hint="this is an ai4ec bug; please report it with your platform.yaml",
+            ),
+        ),
+    )
+
+
+def _size(res: Resource) -> int:
+    """Rough compact-JSON size of a resource in main.json."""
+    return len(json.dumps(to_arm(res.body), separators=(",", ":"))) + 300
+
+
+def _chunk(spec: AzureSpec, children: list[Resource]) -> list[str]:
+    """Keep APIM children in main, or cut them into separate templates (returned).
+
+    Below ARM's limits everything stays one deployment (module ``apim-apis``). Above,
+    children are cut, in the APIM target's order (parents first), into chunks of at
+    most :data:`APIM_CHUNK` resources and :data:`APIM_CHUNK_BYTES`; each chunk is its
+    own template, deployed after main and after the chunks before it.
+    """
+    core = [r for r in spec.resources if not r.virtual and r.module != APIM_MODULE]
+    sizes = [_size(r) for r in children]
+    total = sum(_size(r) for r in core) + sum(sizes)
+    if len(core) + len(children) <= ARM_MAX_RESOURCES and total <= ARM_TEMPLATE_BUDGET:
+        return []
+    chunks: list[str] = []
+    count = weight = 0
+    for res, size in zip(children, sizes, strict=True):
+        if not chunks or count == APIM_CHUNK or weight + size > APIM_CHUNK_BYTES:
+            chunks.append(f"{APIM_MODULE}-{len(chunks) + 1}")
+            count = weight = 0
+        res.module = chunks[-1]
+        count += 1
+        weight += size
+    return chunks
+
+
+def _outputs(clusters: Sequence[ClusterHandle]) -> list[Output]:
+    """Values ``apply`` needs from Azure: never a secret (docs/contracts.md)."""
+    per_cluster: dict[str, dict[str, Any]] = {}
+    for handle in clusters:
+        hosts = [h for h in handle.model.ingress.hosts if "*" not in h]
+        per_cluster[handle.model.name] = {
+            "keyVaultProviderClientId": handle.cluster.ref(
+                "addonProfiles", "azureKeyvaultSecretsProvider", "identity", "clientId"
+            ),
+            "ingressHost": hosts[0] if hosts else "",
+        }
+    return [
+        Output(
+            "tenantId",
+            "string",
+            TENANT_ID,
+            "Tenant of the subscription ($(azure:tenantId) in Kubernetes objects).",
+        ),
+        Output(
+            "clusters",
+            "object",
+            per_cluster,
+            "Per cluster: client id of the Key Vault secrets-provider identity, and the "
+            "ingress host name when platform.yaml names one ($(azure:clusters.<name>.*)).",
+        ),
+    ]
+
+
+def _deployed(res: Resource) -> Resource:
+    """The resource that really exists for a reference (a virtual one's parent)."""
+    while res.virtual and res.parent is not None:
+        res = res.parent
+    return res
+
+
+def dependencies(res: Resource) -> list[Resource]:
+    """Everything ``res`` must wait for: parent, scope, explicit and referenced resources."""
+    found: list[Resource] = []
+    candidates = [res.parent, res.scope, *res.depends_on]
+    candidates += referenced([res.name, res.body, res.condition])
+    for c in candidates:
+        if c is None:
+            continue
+        d = _deployed(c)
+        if d is not res and not d.virtual and d not in found:
+            found.append(d)
+    return found
+
+
+def _check_module_order(
+    spec: AzureSpec, modules: list[str], deps: dict[int, list[Resource]]
+) -> None:
+    """Modules must be listed after everything they depend on (no cycles)."""
+    pos = {m: i for i, m in enumerate(modules)}
+    for r in spec.resources:
+        if r.virtual:
+            continue
+        for d in deps[id(r)]:
+            if pos[d.module] > pos[r.module]:  # pragma: no cover - a builder bug
+                raise RenderError(
+                    f"module {r.module} ({r.symbol}) depends on later module {d.module}",
+                    (
+                        Diagnostic(
+                            code="E-RENDER-ORDER",
+                            message=f"{r.symbol} depends on {d.symbol} of a later module",
+                            hint="this is an ai4ec bug; please report it",
+                        ),
+                    ),
+                )

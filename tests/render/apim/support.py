@@ -1,0 +1,112 @@
+"""Helpers for the API Management tests: sample models, rendering, model variants."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from ai4ec.model.types import Api, Platform
+from ai4ec.pipeline import check_platform
+from ai4ec.render import render_targets
+from ai4ec.render.apim import render_apim
+from ai4ec.render.artifact import RenderContext
+
+from ...conftest import ROOT, sample_files
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE / "fixtures"
+SECTIONS = ("inbound", "backend", "outbound", "on-error")
+
+
+def sample_models() -> Iterator[tuple[str, str, Platform, RenderContext]]:
+    """(sample, environment, model, context) for every sample and environment."""
+    for path in sample_files():
+        rel = path.relative_to(ROOT)
+        result = check_platform(path, display_name=str(rel))
+        assert result.ok, result.diagnostics
+        ctx = RenderContext(source_name=str(rel), source_dir=str(path.parent))
+        for platform in result.platforms():
+            yield path.parent.name, platform.environment, platform, ctx
+
+
+def sample(name: str, env: str = "default") -> tuple[Platform, RenderContext]:
+    """The model and context of one sample environment."""
+    for s, e, platform, ctx in sample_models():
+        if s == name and e == env:
+            return platform, ctx
+    raise KeyError((name, env))
+
+
+def render(platform: Platform, ctx: RenderContext) -> dict[str, bytes]:
+    """Policy files by path."""
+    return {str(a.path): a.content for a in render_apim(platform, ctx).artifacts}
+
+
+def arm(platform: Platform, ctx: RenderContext) -> list[dict[str, Any]]:
+    """The API Management children as the Azure target deploys them (ARM form).
+
+    Read from ``azure/main.json`` and any split ``apim-apis-<n>.json``, so these tests
+    check what is really deployed, not an intermediate form.
+    """
+    files = {str(a.path): a.content for a in render_targets(platform, ctx).azure.artifacts}
+    docs = [json.loads(files[n]) for n in sorted(files) if n.endswith(".json")]
+    docs = [d for d in docs if "resources" in d]
+    return [
+        r
+        for d in docs
+        for r in d["resources"]
+        if r["type"].startswith("Microsoft.ApiManagement/service/")
+    ]
+
+
+def xml(content: bytes) -> etree._Element:
+    return etree.fromstring(content)
+
+
+def with_api(platform: Platform, api_id: str, **changes: Any) -> Platform:
+    """``platform`` with one API changed (the model is frozen; this copies it)."""
+    apis = tuple(dataclasses.replace(a, **changes) if a.id == api_id else a for a in platform.apis)
+    # _index caches the old Api objects: start a fresh one.
+    return dataclasses.replace(platform, apis=apis, _index={})
+
+
+def with_pipeline(platform: Platform, pipeline_id: str, **changes: Any) -> Platform:
+    pipes = tuple(
+        dataclasses.replace(p, **changes) if p.id == pipeline_id else p for p in platform.pipelines
+    )
+    return dataclasses.replace(platform, pipelines=pipes, _index={})
+
+
+def api_of(platform: Platform, api_id: str) -> Api:
+    return next(a for a in platform.apis if a.id == api_id)
+
+
+def expressions(root: etree._Element) -> list[str]:
+    """Every policy expression (attribute values and element texts starting with @)."""
+    out = []
+    for el in root.iter():
+        if not isinstance(el.tag, str):
+            continue
+        for value in el.attrib.values():
+            if value.strip().startswith("@"):
+                out.append(value.strip())
+        if el.text and el.text.strip().startswith("@"):
+            out.append(el.text.strip())
+    return out
+
+
+def upsert_body_code(root: etree._Element) -> str:
+    """The C# that builds the CacheConnectorUpsert body."""
+    (body,) = root.xpath(".//send-request[@response-variable-name='ai4ec-upsert']/set-body")
+    return str(body.text)
+
+
+def assigned_fields(code: str) -> dict[str, str]:
+    """``task["X"] = <expr>;`` assignments of the upsert body code, in order."""
+    return dict(re.findall(r'task\["(\w+)"\]\s*=\s*([^;]+);', code))

@@ -1,0 +1,90 @@
+"""No secret in any generated file: keys travel from resources to Key Vault as expressions."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from ai4ec.render.azure.common import SECRET_NAMES
+
+from .support import all_arm, all_cases, case_bicep, case_files, load_arm
+
+CASES = all_cases()
+
+#: Things that only appear when a key was written out as a value.
+LEAKS = [
+    re.compile(r"AccountKey=", re.I),
+    re.compile(r"SharedAccessKey=", re.I),
+    re.compile(r"password=[^{$]", re.I),
+    re.compile(r"code=[A-Za-z0-9_-]"),  # function keys: code={0} / code=${...} only
+    re.compile(r"rediss?://:[^{$]"),  # a literal password in a Redis URL
+    re.compile(r"InstrumentationKey=[0-9a-f]", re.I),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_no_key_in_any_file(case: str) -> None:
+    for name, data in case_files(case).items():
+        text = data.decode()
+        for leak in LEAKS:
+            assert not leak.search(text), f"{name}: {leak.pattern}"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_contract_secret_is_an_expression(case: str) -> None:
+    arm = load_arm(case_files(case))
+    secrets = {
+        r["name"].split("/")[1]: r["properties"]["value"]
+        for r in arm["resources"]
+        if r["type"] == "Microsoft.KeyVault/vaults/secrets"
+    }
+    # docs/contracts.md, "Key Vault secrets": every one is created.
+    assert set(secrets) == set(SECRET_NAMES)
+    for name, value in secrets.items():
+        assert value.startswith("[") and not value.startswith("[["), name
+        assert "listKeys(" in value or "reference(" in value, name
+    bicep = case_bicep(case)
+    for r in bicep.resources:
+        if r.type == "Microsoft.KeyVault/vaults/secrets":
+            value = r.config["properties"]["value"]
+            # Bicep: either an expression node or an interpolated string, never a literal.
+            assert not isinstance(value, str) or "${" in value, r.symbol
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_outputs_and_parameters_hold_no_secret(case: str) -> None:
+    files = case_files(case)
+    arm = load_arm(files)
+    outputs = json.dumps(arm["outputs"])
+    assert "listKeys" not in outputs
+    assert "ConnectionString" not in outputs and "InstrumentationKey" not in outputs
+    for name, doc in all_arm(files)[1:]:  # split APIM parts: no outputs, harmless params
+        assert "outputs" not in doc, name
+        assert not any(re.search(r"key|secret|password|token", n, re.I) for n in doc["parameters"])
+    params = json.loads(files["azure/main.parameters.json"])["parameters"]
+    # Ours, plus whatever the APIM target declares (the ingress URLs of the clusters).
+    assert {"location", "backendBaseUrl", "deployEventSubscription"} <= set(params)
+    assert set(params) == set(arm["parameters"])
+    for name, p in arm["parameters"].items():
+        # No secureString/secureObject needed: nothing secret is a parameter.
+        assert p["type"] in ("string", "bool", "object", "int", "array"), name
+        assert not re.search(r"key|secret|password|token", name, re.I), name
+    bicep = case_bicep(case)
+    for mod in [bicep.main, *bicep.modules.values()]:
+        for name, p in (mod.get("parameters") or {}).items():
+            assert not any(d["type"] == "secure" for d in p["decorators"]), name
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_function_app_settings_reference_key_vault(case: str) -> None:
+    arm = load_arm(case_files(case))
+    site = next(r for r in arm["resources"] if r["type"] == "Microsoft.Web/sites")
+    settings = {s["name"]: s["value"] for s in site["properties"]["siteConfig"]["appSettings"]}
+    for name in ("AI4EC_REDIS_URL", "EVENT_GRID_KEY", "APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        assert settings[name].startswith("@Microsoft.KeyVault(SecretUri=https://"), name
+    # Host storage through the managed identity: no connection string, no key.
+    assert "AzureWebJobsStorage" not in settings
+    assert settings["AzureWebJobsStorage__accountName"]
+    assert not any(k.startswith("WEBSITE_CONTENTAZUREFILE") for k in settings)
