@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ApplyError
-from .build import Template
-from .plan import Action, Change
+from .builddir import Template
+from .plan import ApplyAction, PlannedChange
 
 INFRA, DISPATCH, APIM = "infra", "dispatch", "apim"
 #: Parameter the template uses to hold the Event Grid subscription back.
@@ -284,12 +284,12 @@ def _type_and_name(resource_id: str) -> tuple[str, str]:
 
 
 _WHATIF_ACTIONS = {
-    "create": Action.CREATE,
-    "delete": Action.DELETE,
-    "modify": Action.UPDATE,
-    "deploy": Action.UNKNOWN,
-    "unsupported": Action.UNKNOWN,
-    "nochange": Action.NOOP,
+    "create": ApplyAction.CREATE,
+    "delete": ApplyAction.DELETE,
+    "modify": ApplyAction.UPDATE,
+    "deploy": ApplyAction.UNKNOWN,
+    "unsupported": ApplyAction.UNKNOWN,
+    "nochange": ApplyAction.NOOP,
     "ignore": None,
 }
 
@@ -307,27 +307,27 @@ def _delta_paths(delta: list[dict[str, Any]], prefix: str = "") -> list[str]:
     return out
 
 
-def whatif_changes(result: dict[str, Any]) -> list[Change]:
+def whatif_changes(result: dict[str, Any]) -> list[PlannedChange]:
     """Changes of an ARM what-if result; ``Ignore`` (not in the template) is left out."""
     props = result.get("properties") or result
-    out: list[Change] = []
+    out: list[PlannedChange] = []
     for c in props.get("changes") or []:
-        action = _WHATIF_ACTIONS.get(str(c.get("changeType", "")).lower(), Action.UNKNOWN)
+        action = _WHATIF_ACTIONS.get(str(c.get("changeType", "")).lower(), ApplyAction.UNKNOWN)
         if action is None:
             continue
         kind, name = _type_and_name(str(c.get("resourceId", "")))
-        paths = tuple(_delta_paths(c.get("delta") or [])) if action is Action.UPDATE else ()
-        note = "ARM cannot preview it; redeployed" if action is Action.UNKNOWN else ""
-        out.append(Change(action, kind, name, paths, note))
+        paths = tuple(_delta_paths(c.get("delta") or [])) if action is ApplyAction.UPDATE else ()
+        note = "ARM cannot preview it; redeployed" if action is ApplyAction.UNKNOWN else ""
+        out.append(PlannedChange(action, kind, name, paths, note))
     return out
 
 
-def template_changes(part: Part) -> list[Change]:
+def template_changes(part: Part) -> list[PlannedChange]:
     """Every resource of ``part`` as a creation (what a missing resource group means)."""
     out = []
     for r in part.template["resources"]:
         name = str(r.get("name", ""))
         if _unbracket(name) is not None:
             name = name if len(name) <= 60 else name[:57] + "...]"
-        out.append(Change(Action.CREATE, str(r.get("type", "")), name))
+        out.append(PlannedChange(ApplyAction.CREATE, str(r.get("type", "")), name))
     return out

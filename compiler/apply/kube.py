@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import ApplyError
 from .placeholders import object_label
-from .plan import Action, changed_paths
+from .plan import ApplyAction, changed_paths
 from .retry import (
     TRANSIENT_STATUS,
     RetriesExhausted,
@@ -516,14 +516,16 @@ def _ownership(obj: dict[str, Any]) -> Any:
     ]
 
 
-def compare(live: dict[str, Any] | None, dry: dict[str, Any]) -> tuple[Action, tuple[str, ...]]:
+def compare(
+    live: dict[str, Any] | None, dry: dict[str, Any]
+) -> tuple[ApplyAction, tuple[str, ...]]:
     """What applying would do, from the live object and the dry-run result."""
     if live is None:
-        return Action.CREATE, ()
+        return ApplyAction.CREATE, ()
     paths = changed_paths(_comparable(live), _comparable(dry))
     if not paths and _ownership(live) != _ownership(dry):
         paths = ["metadata.managedFields (ai4ec takes ownership)"]
-    return (Action.UPDATE, tuple(paths)) if paths else (Action.NOOP, ())
+    return (ApplyAction.UPDATE, tuple(paths)) if paths else (ApplyAction.NOOP, ())
 
 
 def prunable(obj: dict[str, Any], desired: set[tuple[str, str, str, str]]) -> bool:

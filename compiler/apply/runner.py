@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 
 from ..errors import ApplyError
 from . import arm
-from .build import BUNDLE, Build, load_build
+from .builddir import BUNDLE, Build, load_build
 from .placeholders import normalize_outputs, object_label, placeholders_in, resolve
-from .plan import Action, Change, StepPlan
+from .plan import ApplyAction, PlannedChange, StepPlan
 from .retry import RetrySettings
 from .scrub import scrub, scrubbed_logging
 from .target import Target, load_target
@@ -420,7 +420,7 @@ class ArmStep(Step):
                 changes = arm.whatif_changes(
                     ctx.azure().what_if(t.resource_group, name, part.payload())
                 )
-            if any(c.action is not Action.NOOP for c in changes):
+            if any(c.action is not ApplyAction.NOOP for c in changes):
                 todo.append(part)
             elif "outputs" in part.template and rg is not None and ctx.outputs() is None:
                 todo.append(part)  # unchanged, but its outputs are needed and not recorded
@@ -471,9 +471,11 @@ class FunctionsStep(Step):
             plan.notes.append(f"no changes since the last apply (bundle {sha})")
             _show(ctx, plan)
             return plan
-        action = Action.UPDATE if recorded else Action.CREATE
+        action = ApplyAction.UPDATE if recorded else ApplyAction.CREATE
         plan.changes.append(
-            Change(action, "Functions bundle", t.function_app, note=f"bundle.zip {sha}, {method}")
+            PlannedChange(
+                action, "Functions bundle", t.function_app, note=f"bundle.zip {sha}, {method}"
+            )
         )
         _show(ctx, plan)
         if ctx.options.plan:
@@ -521,7 +523,9 @@ class ClusterStep(Step):
                     "values from Azure ($(azure:...)) are known only after the azure step; "
                     "objects are listed without comparison"
                 )
-                plan.changes.extend(Change(Action.UNKNOWN, o["kind"], _name(o)) for o in objs)
+                plan.changes.extend(
+                    PlannedChange(ApplyAction.UNKNOWN, o["kind"], _name(o)) for o in objs
+                )
                 return None
             return [resolve(o, outputs) for o in objs]
         return objs
@@ -542,7 +546,9 @@ class ClusterStep(Step):
                     f"AKS cluster of {self.cluster} does not exist; apply --target azure first"
                 )
             plan.notes.append("the AKS cluster does not exist yet: every object will be created")
-            plan.changes.extend(Change(Action.CREATE, o["kind"], _name(o)) for o in objs)
+            plan.changes.extend(
+                PlannedChange(ApplyAction.CREATE, o["kind"], _name(o)) for o in objs
+            )
             _show(ctx, plan)
             return plan
         force = ctx.options.force_conflicts
@@ -554,34 +560,40 @@ class ClusterStep(Step):
                 if not ctx.options.plan:
                     raise
                 # The add-on serving it may come with the azure step: say so, plan on.
-                plan.changes.append(Change(Action.UNKNOWN, obj["kind"], _name(obj), note=str(exc)))
+                plan.changes.append(
+                    PlannedChange(ApplyAction.UNKNOWN, obj["kind"], _name(obj), note=str(exc))
+                )
         new_namespaces: set[str] = set()
-        todo: list[tuple[Any, dict[str, Any], Change]] = []
+        todo: list[tuple[Any, dict[str, Any], PlannedChange]] = []
 
-        def preview(item: tuple[Any, dict[str, Any]]) -> Change:
+        def preview(item: tuple[Any, dict[str, Any]]) -> PlannedChange:
             res, obj = item
             md = obj["metadata"]
             ns = md.get("namespace")
             live = kube.get(res, ns, md["name"])
             if live is None and ns in new_namespaces:
-                return Change(Action.CREATE, obj["kind"], _name(obj), note="in a new namespace")
+                return PlannedChange(
+                    ApplyAction.CREATE, obj["kind"], _name(obj), note="in a new namespace"
+                )
             dry = kube.apply(res, obj, dry_run=True, force=force)
             action, paths = compare(live, dry)
-            return Change(action, obj["kind"], _name(obj), paths)
+            return PlannedChange(action, obj["kind"], _name(obj), paths)
 
         for group in _kind_groups(served):
             for (res, obj), change in zip(group, self._parallel(ctx, preview, group), strict=True):
-                if change.action is Action.CREATE and obj["kind"] == "Namespace":
+                if change.action is ApplyAction.CREATE and obj["kind"] == "Namespace":
                     new_namespaces.add(obj["metadata"]["name"])
                 plan.changes.append(change)
-                if change.action is not Action.NOOP:
+                if change.action is not ApplyAction.NOOP:
                     todo.append((res, obj, change))
         doomed: list[tuple[Any, dict[str, Any]]] = []
         if ctx.options.prune:
             doomed = self._prune_candidates(ctx, kube, objs, PRUNE_KINDS, identity, prunable)
             for _res, o in doomed:
                 note = "prune; deletes everything in it" if o["kind"] == "Namespace" else "prune"
-                plan.changes.append(Change(Action.DELETE, o["kind"], _name(o), note=note))
+                plan.changes.append(
+                    PlannedChange(ApplyAction.DELETE, o["kind"], _name(o), note=note)
+                )
         _show(ctx, plan)
         if ctx.options.plan:
             return plan

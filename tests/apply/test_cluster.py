@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ai4ec.apply import ApplyOptions, Console, run_apply
-from ai4ec.apply.build import load_build
+from ai4ec.apply.builddir import load_build
 from ai4ec.apply.kube import Kube
 from ai4ec.apply.retry import RetrySettings
 from ai4ec.pipeline import build_platform

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from ai4ec.apply import arm, scrub
-from ai4ec.apply.build import Template, load_build, resolve_build_dir
+from ai4ec.apply.builddir import Template, load_build, resolve_build_dir
 from ai4ec.apply.kube import compare, prunable, rollout_status
 from ai4ec.apply.placeholders import lookup, normalize_outputs, placeholders_in, resolve
-from ai4ec.apply.plan import Action, Change, StepPlan, changed_paths
+from ai4ec.apply.plan import ApplyAction, PlannedChange, StepPlan, changed_paths
 from ai4ec.apply.retry import (
     RetriesExhausted,
     RetrySettings,
@@ -198,9 +198,9 @@ def test_step_plan_summary_and_listing() -> None:
     plan = StepPlan(
         "k8s:main",
         [
-            Change(Action.NOOP, "A", "a"),
-            Change(Action.DELETE, "B", "ns/b", note="prune"),
-            Change(Action.UPDATE, "C", "c", tuple(f"p{i}" for i in range(8))),
+            PlannedChange(ApplyAction.NOOP, "A", "a"),
+            PlannedChange(ApplyAction.DELETE, "B", "ns/b", note="prune"),
+            PlannedChange(ApplyAction.UPDATE, "C", "c", tuple(f"p{i}" for i in range(8))),
         ],
     )
     assert plan.summary() == "0 to create, 1 to change, 1 to delete, 1 unchanged"
@@ -285,16 +285,16 @@ def test_compare_ignores_bookkeeping_but_not_ownership() -> None:
             {"manager": "ai4ec", "operation": "Apply", "fieldsV1": {"f:spec": {}}, "time": "t2"}
         ],
     }
-    assert compare(live, dry) == (Action.NOOP, ())
-    assert compare(None, dry) == (Action.CREATE, ())
-    assert compare(live, _obj(spec={"replicas": 2})) == (Action.UPDATE, ("spec.replicas",))
+    assert compare(live, dry) == (ApplyAction.NOOP, ())
+    assert compare(None, dry) == (ApplyAction.CREATE, ())
+    assert compare(live, _obj(spec={"replicas": 2})) == (ApplyAction.UPDATE, ("spec.replicas",))
     adopted = _obj()
     adopted["metadata"] = {
         **adopted["metadata"],
         "managedFields": [{"manager": "kubectl", "operation": "Update"}],
     }
     action, paths = compare(adopted, live)
-    assert action is Action.UPDATE and "ownership" in paths[0]
+    assert action is ApplyAction.UPDATE and "ownership" in paths[0]
 
 
 def test_prunable_rules() -> None:
