@@ -37,6 +37,10 @@ INFRA, DISPATCH, APIM = "infra", "dispatch", "apim"
 PARAM_EVENT_SUBSCRIPTION = "deployEventSubscription"
 PARAM_BACKEND_URL = "backendBaseUrl"
 PARAM_INGRESS_URLS = "ai4ecIngressUrls"
+#: Contract with the Azure template: the object id (and principal type) of whoever runs
+#: apply, granted an AKS RBAC role on each cluster the template creates.
+PARAM_DEPLOYER = "deployerPrincipalId"
+PARAM_DEPLOYER_TYPE = "deployerPrincipalType"
 #: Host suffix of an ingress address the template could not know at build time.
 UNKNOWN_INGRESS_SUFFIX = ".ingress.invalid"
 
@@ -290,6 +294,7 @@ _WHATIF_ACTIONS = {
     "deploy": ApplyAction.UNKNOWN,
     "unsupported": ApplyAction.UNKNOWN,
     "nochange": ApplyAction.NOOP,
+    "noeffect": ApplyAction.NOOP,
     "ignore": None,
 }
 
@@ -297,6 +302,8 @@ _WHATIF_ACTIONS = {
 def _delta_paths(delta: list[dict[str, Any]], prefix: str = "") -> list[str]:
     out: list[str] = []
     for d in delta or []:
+        if str(d.get("propertyChangeType", "")).lower() == "noeffect":
+            continue  # what-if noise: read-only or server-set values, never deployed
         path = f"{prefix}.{d.get('path')}" if prefix else str(d.get("path"))
         children = d.get("children")
         if children and d.get("propertyChangeType") in ("Array", "Modify"):
@@ -317,6 +324,8 @@ def whatif_changes(result: dict[str, Any]) -> list[PlannedChange]:
             continue
         kind, name = _type_and_name(str(c.get("resourceId", "")))
         paths = tuple(_delta_paths(c.get("delta") or [])) if action is ApplyAction.UPDATE else ()
+        if action is ApplyAction.UPDATE and c.get("delta") and not paths:
+            action = ApplyAction.NOOP  # only NoEffect properties: nothing would change
         note = "ARM cannot preview it; redeployed" if action is ApplyAction.UNKNOWN else ""
         out.append(PlannedChange(action, kind, name, paths, note))
     return out

@@ -298,16 +298,27 @@ def test_compare_ignores_bookkeeping_but_not_ownership() -> None:
 
 
 def test_prunable_rules() -> None:
-    """Prune never touches desired, controller-owned, CSI-synced or terminating objects."""
+    """Prune never touches desired, controller-owned, CSI-synced or terminating objects,
+    nor any object ai4ec's field manager did not apply (labels alone prove nothing)."""
     desired = {("apps", "Deployment", "ns", "keep")}
+    ours = [{"manager": "ai4ec", "operation": "Apply"}]
     assert prunable(
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "gone", "namespace": "ns"},
+            "metadata": {"name": "gone", "namespace": "ns", "managedFields": ours},
         },
         desired,
     )
+    for fields in ([], [{"manager": "helm", "operation": "Update"}], [{"manager": "ai4ec"}]):
+        assert not prunable(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "gone", "namespace": "ns", "managedFields": fields},
+            },
+            desired,
+        )
     assert not prunable(
         {
             "apiVersion": "apps/v1",
