@@ -508,6 +508,9 @@ class FakeAzure(FakeServer):
         self.kube: FakeKube | None = None
         self.tls = tls
         self.fail_resource: tuple[str, str] | None = None
+        #: More (type, name) pairs whose deployment fails, and the operations page size.
+        self.fail_resources: set[tuple[str, str]] = set()
+        self.operations_page = 2
         self._kudu_left = 0
         self.blobs: dict[str, bytes] = {}
         #: Put a Key Vault secret's value into what-if results, as ARM may.
@@ -818,7 +821,10 @@ class FakeAzure(FakeServer):
                     continue
             if r["type"] == "Microsoft.Authorization/roleAssignments" and self.kube is not None:
                 self.kube.grant(str((body.get("properties") or {}).get("principalId")))
-            if self.fail_resource and (r["type"], r["name"]) == self.fail_resource:
+            if (r["type"], r["name"]) == self.fail_resource or (
+                r["type"],
+                r["name"],
+            ) in self.fail_resources:
                 failed.append(
                     {
                         "properties": {
@@ -943,12 +949,13 @@ class FakeAzure(FakeServer):
         )
 
     def _operations_page(self, name: str, req: Request) -> Response:
-        """One page of a deployment's operations (two per page, with nextLink)."""
+        """One page of a deployment's operations (``operations_page`` each, nextLink)."""
         ops = self.deployments.get(name, {}).get("operations", [])
         start = int(req.query.get("skip") or 0)
-        body: dict[str, Any] = {"value": ops[start : start + 2]}
-        if start + 2 < len(ops):
-            body["nextLink"] = f"{self.url}{req.path}?api-version={ARM_API}&skip={start + 2}"
+        end = start + self.operations_page
+        body: dict[str, Any] = {"value": ops[start:end]}
+        if end < len(ops):
+            body["nextLink"] = f"{self.url}{req.path}?api-version={ARM_API}&skip={end}"
         return Response(200, body)
 
     def _operation(self, req: Request) -> Response:
