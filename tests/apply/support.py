@@ -451,10 +451,8 @@ class FunctionsHost:
 
     def _tick(self) -> None:
         if self._left > 0:
-            self._left -= 1
-            if self._left == 0:
-                self.indexed = list(self._pending)
-        elif not self.indexed and self._pending:
+            self._left -= 1  # still restarting: this listing is empty
+        else:
             self.indexed = list(self._pending)
 
     def listing(self, app: str) -> list[dict[str, Any]]:
