@@ -84,6 +84,7 @@ def test_minimal_sample_on_a_real_cluster(tmp_path: Path, monkeypatch: pytest.Mo
         outputs_file=outputs,
         yes=True,
         wait=False,
+        check_contexts=False,  # a kind/minikube cluster, not the build's AKS
     )
     lines: list[str] = []
     console = Console(lambda t, _err: lines.append(t))
