@@ -1121,6 +1121,76 @@ def _status(code: int, reason: str, message: str) -> Response:
     )
 
 
+def _leaves(fields: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Paths of the leaves of a FieldsV1 set (``{"f:a": {"f:b": {}}}`` -> {(a, b)})."""
+    out: set[tuple[str, ...]] = set()
+    for k, v in (fields or {}).items():
+        path = (*prefix, k.removeprefix("f:"))
+        if v:
+            out |= _leaves(v, path)
+        else:
+            out.add(path)
+    return out
+
+
+def _get_path(obj: Any, path: tuple[str, ...]) -> Any:
+    for p in path:
+        if not isinstance(obj, dict) or p not in obj:
+            return _MISSING
+        obj = obj[p]
+    return obj
+
+
+def _set_path(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for p in path[:-1]:
+        obj = obj.setdefault(p, {})
+    obj[path[-1]] = copy.deepcopy(value)
+
+
+_MISSING = object()
+
+
+def _merge_by_manager(
+    live: dict[str, Any], body: dict[str, Any], new: dict[str, Any], force: bool
+) -> list[dict[str, Any]] | Response:
+    """Server-side apply's merge by field manager, at leaf granularity (lists atomic).
+
+    Fields other managers own and the applied object leaves out are kept (KEDA's
+    replica count); a field the applied object sets to a different value than another
+    manager's is a 409 conflict naming that manager, unless ``force`` moves it to
+    ai4ec. Fields only ai4ec owned and now left out are removed (``new`` starts from the
+    applied body). Returns the other managers' entries, ownership updated.
+    """
+    applied = _leaves(_fields({k: v for k, v in body.items() if k not in ("apiVersion", "kind")}))
+    foreign: list[dict[str, Any]] = []
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == "ai4ec":
+            continue
+        owned = _leaves(entry.get("fieldsV1"))
+        clash = {p for p in owned & applied if _get_path(live, p) != _get_path(body, p)}
+        if clash and not force:
+            field = "." + ".".join(sorted(clash)[0])
+            manager = entry.get("manager")
+            return _status(
+                409,
+                "Conflict",
+                f'Apply failed with 1 conflict: conflict with "{manager}": {field}',
+            )
+        for p in owned - applied:
+            value = _get_path(live, p)
+            if value is not _MISSING and p[0] not in ("status",):
+                _set_path(new, p, value)
+        kept = owned - clash
+        if kept:
+            fields: dict[str, Any] = {}
+            for p in kept:
+                node = fields
+                for part in p:
+                    node = node.setdefault(f"f:{part}", {})
+            foreign.append({**entry, "fieldsV1": fields})
+    return foreign
+
+
 def applied_by(
     obj: dict[str, Any], manager: str = "ai4ec", operation: str = "Apply"
 ) -> dict[str, Any]:
@@ -1399,6 +1469,12 @@ class FakeKube(FakeServer):
         if kind == "Deployment":
             new.setdefault("spec", {}).setdefault("revisionHistoryLimit", 10)  # server-side default
             new["spec"].setdefault("progressDeadlineSeconds", 600)
+        others: list[dict[str, Any]] = []
+        if live is not None:
+            merged = _merge_by_manager(live, body, new, force)
+            if isinstance(merged, Response):
+                return merged
+            others = merged
         if live is not None:
             lmd = live["metadata"]
             md["uid"], md["creationTimestamp"] = lmd["uid"], lmd.get("creationTimestamp")
@@ -1443,6 +1519,7 @@ class FakeKube(FakeServer):
             )
             md["resourceVersion"] = str(self.version + 1)
         md["managedFields"] = [
+            *others,
             {
                 "manager": "ai4ec",
                 "operation": "Apply",
@@ -1452,7 +1529,7 @@ class FakeKube(FakeServer):
                     {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
                 ),
                 "time": "2025-01-01T00:00:00Z" if dry else "2025-01-02T00:00:00Z",
-            }
+            },
         ]
         if kind in ("Deployment", "StatefulSet"):
             n = new["spec"].get("replicas", 1)

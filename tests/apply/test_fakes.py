@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .conftest import SUBSCRIPTION, Project, run
-from .support import TOKENS, FakeAzure, FakeKube, FunctionsHost, Tls
+from .support import TOKENS, FakeAzure, FakeKube, FunctionsHost, Tls, applied_by
 
 ARM = TOKENS["https://management.core.windows.net/.default"]
 RG = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/my-platform-rg"
@@ -25,13 +25,19 @@ SITE = f"{RG}/providers/Microsoft.Web/sites/myplat-tasks-e61b8"
 
 
 def _call(
-    fake: Any, tls: Tls, method: str, path: str, body: Any = None, token: str = ARM
+    fake: Any,
+    tls: Tls,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str = ARM,
+    content_type: str = "application/json",
 ) -> tuple[int, Any]:
     ctx = ssl.create_default_context(cafile=str(tls.ca_file))
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(fake.url + path, data=data, method=method)
     req.add_header("Authorization", f"Bearer {token}")
-    req.add_header("Content-Type", "application/json")
+    req.add_header("Content-Type", content_type)
     try:
         with urllib.request.urlopen(req, context=ctx) as r:  # noqa: S310 - local fake
             raw = r.read()
@@ -141,3 +147,49 @@ def test_whatif_returns_deploy_noeffect_and_noise(
         for c in o["result"].get("properties", {}).get("changes", [])
     }
     assert {"Deploy", "NoEffect", "Modify"} <= kinds  # Modify: NoEffect-only noise
+
+
+def test_kube_merges_server_side_apply_by_field_manager(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls
+) -> None:
+    """Fields KEDA owns survive an apply that omits them; claiming one is a 409 naming
+    KEDA unless forced; a field ai4ec stops sending is removed."""
+    _azure, kube = fakes
+    kube.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}})
+    seeded = applied_by(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "ns1", "annotations": {"a": "1"}},
+            "spec": {"template": {"x": "1"}},
+        }
+    )
+    seeded["spec"]["replicas"] = 3
+    seeded["metadata"]["managedFields"].append(
+        {"manager": "keda", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    )
+    kube.seed(seeded)
+    path = "/apis/apps/v1/namespaces/ns1/deployments/d?fieldManager=ai4ec"
+    ssa = "application/apply-patch+yaml"
+
+    def apply(spec: dict[str, Any], force: bool = False) -> tuple[int, Any]:
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "ns1"},
+            "spec": spec,
+        }
+        kube.expect_force = force
+        q = path + ("&force=true" if force else "")
+        return _call(kube, tls, "PATCH", q, body, token=kube.token, content_type=ssa)
+
+    status, obj = apply({"template": {"x": "2"}})
+    assert status == 200
+    assert obj["spec"]["replicas"] == 3  # KEDA's field kept
+    assert "annotations" not in obj["metadata"]  # ai4ec's dropped field removed
+    status, obj = apply({"template": {"x": "2"}, "replicas": 1})
+    assert status == 409 and 'conflict with "keda"' in obj["message"]
+    status, obj = apply({"template": {"x": "2"}, "replicas": 1}, force=True)
+    assert status == 200 and obj["spec"]["replicas"] == 1
+    assert [m["manager"] for m in obj["metadata"]["managedFields"]] == ["ai4ec"]
+    assert kube.violations == []
