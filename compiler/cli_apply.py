@@ -195,6 +195,18 @@ def _interactive_confirm(question: str) -> bool:
     help="Do not check that a --context's server is the build's AKS cluster (non-AKS tests).",
 )
 @click.option(
+    "-o",
+    "--output",
+    "plan_output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --plan: save the plan (bound to this build and the live state) to FILE.",
+)
+@click.option(
+    "--from-plan",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Apply exactly the plan saved in FILE, or refuse it as stale.",
+)
+@click.option(
     "--break-lock",
     is_flag=True,
     help="Take the resource group's apply lock even if another run holds it.",
@@ -228,6 +240,8 @@ def apply(
     deployer_principal_id: str | None,
     ready_timeout: float,
     no_context_check: bool,
+    plan_output: Path | None,
+    from_plan: Path | None,
     break_lock: bool,
     fmt: str,
     detailed_exitcode: bool,
@@ -271,6 +285,8 @@ def apply(
         ready_timeout=ready_timeout,
         check_contexts=not no_context_check,
         break_lock=break_lock,
+        plan_output=plan_output,
+        from_plan=from_plan,
     )
     import logging
 

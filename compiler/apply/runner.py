@@ -116,6 +116,10 @@ class ApplyOptions:
     check_contexts: bool = True
     #: ``--break-lock``: take the resource group's apply lock even if another run holds it.
     break_lock: bool = False
+    #: ``--plan -o FILE``: save the plan, bound to the build and the live state it saw.
+    plan_output: Path | None = None
+    #: ``--from-plan FILE``: apply exactly that plan, or refuse it as stale.
+    from_plan: Path | None = None
     # Knobs for tests and unusual setups (not command-line options).
     retry: RetrySettings = field(default_factory=RetrySettings)
     poll_interval: float = 5.0
@@ -174,6 +178,10 @@ class Context:
         self._parts: dict[str, list[arm.Part]] | None = None
         self._discovered: dict[str, Any] | None = None
         self._lock: str | None = None
+        #: The saved plan of --from-plan (checked before each step writes).
+        self.saved_plan: dict[str, Any] | None = None
+        #: Steps already checked against it (a second pass of a step is not re-checked).
+        self.checked: set[str] = set()
         self.run_id = f"{os.getpid()}-{int(time.time())}"
 
     # ------------------------------------------------------------------------ Azure
@@ -579,7 +587,18 @@ def _show(ctx: Context, plan: StepPlan) -> None:
             ctx.console.say(f"    {line}")
 
 
+def _check_saved(ctx: Context, plan: StepPlan) -> None:
+    """With --from-plan: refuse the step unless its preview is the saved one."""
+    if ctx.saved_plan is None or plan.step in ctx.checked or ctx.options.from_plan is None:
+        return
+    from .planfile import check_step
+
+    check_step(ctx.saved_plan, plan, ctx.options.from_plan)
+    ctx.checked.add(plan.step)
+
+
 def _confirm(ctx: Context, plan: StepPlan, confirm: Confirm) -> None:
+    _check_saved(ctx, plan)
     gone = plan.destructive
     if not gone or ctx.options.yes:
         return
@@ -731,6 +750,7 @@ class FunctionsStep(Step):
         _show(ctx, plan)
         if ctx.options.plan:
             return plan
+        _check_saved(ctx, plan)
         az = ctx.azure()
         ctx.lock()
         started = time.monotonic()
@@ -1069,6 +1089,16 @@ def run_apply(options: ApplyOptions, console: Console, confirm: Confirm) -> Appl
     """
     with scrubbed_logging():
         build = load_build(options.build_dir)
+        saved = None
+        if options.from_plan is not None:
+            from . import planfile
+
+            if options.plan:
+                raise ApplyError("--from-plan applies a saved plan; it cannot go with --plan")
+            saved = planfile.load(options.from_plan, build)
+            # The plan's own scope: the same steps, the same prune decision.
+            options.targets = tuple(saved.get("targets") or ())
+            options.prune = bool(saved.get("prune"))
         steps = steps_for(build, options.targets)
         if not build.templates() and any(isinstance(s, ArmStep) for s in steps):
             console.warn(
@@ -1076,6 +1106,7 @@ def run_apply(options: ApplyOptions, console: Console, confirm: Confirm) -> Appl
                 "steps have nothing to deploy"
             )
         ctx = Context(options, build, console)
+        ctx.saved_plan = saved
         verb = "plan" if options.plan else "apply"
         console.say(
             f"{verb} {build.root} (platform {build.platform}, environment {build.environment})"
@@ -1091,6 +1122,11 @@ def run_apply(options: ApplyOptions, console: Console, confirm: Confirm) -> Appl
             finally:
                 ctx.close()
         result = ApplyResult(plans, build_root=Path(build.root), environment=build.environment)
+        if options.plan and options.plan_output is not None:
+            from . import planfile
+
+            planfile.save(options.plan_output, build, options.targets, options.prune, plans)
+            console.say(f"plan saved to {options.plan_output} (apply it with --from-plan)")
         pending = sum(len(p.pending) for p in plans)
         if options.plan:
             console.say(f"plan: {pending} change(s)" if pending else "plan: no changes")

@@ -357,3 +357,43 @@ def test_a_resource_group_of_another_environment_is_refused(
     assert isinstance(r.error, ApplyError)
     assert "tagged ai4ec-environment=prod, but this build is default" in str(r.error)
     assert azure.writes() == [] and kube.writes() == []
+
+
+def test_a_saved_plan_is_applied_exactly_or_refused_as_stale(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project, tmp_path: Path
+) -> None:
+    """--plan -o saves a plan bound to the build and live state; --from-plan applies it,
+    and refuses it once the live state or the build moved on."""
+    azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    project.edit("image: hello:1.0.0", "image: hello:2.0.0")
+    project.build()
+    saved = tmp_path / "plan.json"
+    plan = run(azure, tls, project.env_dir, plan=True, targets=("k8s",), plan_output=saved)
+    assert plan.error is None, plan.text
+    doc = json.loads(saved.read_text())
+    assert doc["targets"] == ["k8s"] and len(doc["build"]) == 64
+
+    # Someone changes the cluster after the review: the plan is stale.
+    live = kube.get_object("Deployment", "ai4ec", "hello-v1")
+    assert live is not None
+    before = json.loads(json.dumps(live))
+    live["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}]
+    kube.reset_log()
+    stale = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
+    assert isinstance(stale.error, ApplyError), stale.text
+    assert "stale: step k8s:main would now do something else" in str(stale.error)
+    assert kube.writes() == []
+
+    # Live state back as reviewed: exactly the plan is applied.
+    kube.objects[kube.key(before)] = before
+    ok = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
+    assert ok.error is None, ok.text
+    assert [w.rsplit("/", 1)[1] for w in kube.writes()] == ["hello-v1"]
+
+    # Another build: refused before anything is read.
+    project.edit("image: hello:2.0.0", "image: hello:3.0.0")
+    project.build()
+    other = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
+    assert isinstance(other.error, ApplyError)
+    assert "made from another build" in str(other.error)
