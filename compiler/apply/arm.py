@@ -29,14 +29,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ApplyError
-from .build import Template
-from .plan import Action, Change
+from .builddir import Template
+from .plan import ApplyAction, PlannedChange
 
 INFRA, DISPATCH, APIM = "infra", "dispatch", "apim"
 #: Parameter the template uses to hold the Event Grid subscription back.
 PARAM_EVENT_SUBSCRIPTION = "deployEventSubscription"
 PARAM_BACKEND_URL = "backendBaseUrl"
 PARAM_INGRESS_URLS = "ai4ecIngressUrls"
+#: Contract with the Azure template: the object id (and principal type) of whoever runs
+#: apply, granted an AKS RBAC role on each cluster the template creates.
+PARAM_DEPLOYER = "deployerPrincipalId"
+PARAM_DEPLOYER_TYPE = "deployerPrincipalType"
 #: Host suffix of an ingress address the template could not know at build time.
 UNKNOWN_INGRESS_SUFFIX = ".ingress.invalid"
 
@@ -284,12 +288,13 @@ def _type_and_name(resource_id: str) -> tuple[str, str]:
 
 
 _WHATIF_ACTIONS = {
-    "create": Action.CREATE,
-    "delete": Action.DELETE,
-    "modify": Action.UPDATE,
-    "deploy": Action.UNKNOWN,
-    "unsupported": Action.UNKNOWN,
-    "nochange": Action.NOOP,
+    "create": ApplyAction.CREATE,
+    "delete": ApplyAction.DELETE,
+    "modify": ApplyAction.UPDATE,
+    "deploy": ApplyAction.UNKNOWN,
+    "unsupported": ApplyAction.UNKNOWN,
+    "nochange": ApplyAction.NOOP,
+    "noeffect": ApplyAction.NOOP,
     "ignore": None,
 }
 
@@ -297,6 +302,8 @@ _WHATIF_ACTIONS = {
 def _delta_paths(delta: list[dict[str, Any]], prefix: str = "") -> list[str]:
     out: list[str] = []
     for d in delta or []:
+        if str(d.get("propertyChangeType", "")).lower() == "noeffect":
+            continue  # what-if noise: read-only or server-set values, never deployed
         path = f"{prefix}.{d.get('path')}" if prefix else str(d.get("path"))
         children = d.get("children")
         if children and d.get("propertyChangeType") in ("Array", "Modify"):
@@ -307,27 +314,29 @@ def _delta_paths(delta: list[dict[str, Any]], prefix: str = "") -> list[str]:
     return out
 
 
-def whatif_changes(result: dict[str, Any]) -> list[Change]:
+def whatif_changes(result: dict[str, Any]) -> list[PlannedChange]:
     """Changes of an ARM what-if result; ``Ignore`` (not in the template) is left out."""
     props = result.get("properties") or result
-    out: list[Change] = []
+    out: list[PlannedChange] = []
     for c in props.get("changes") or []:
-        action = _WHATIF_ACTIONS.get(str(c.get("changeType", "")).lower(), Action.UNKNOWN)
+        action = _WHATIF_ACTIONS.get(str(c.get("changeType", "")).lower(), ApplyAction.UNKNOWN)
         if action is None:
             continue
         kind, name = _type_and_name(str(c.get("resourceId", "")))
-        paths = tuple(_delta_paths(c.get("delta") or [])) if action is Action.UPDATE else ()
-        note = "ARM cannot preview it; redeployed" if action is Action.UNKNOWN else ""
-        out.append(Change(action, kind, name, paths, note))
+        paths = tuple(_delta_paths(c.get("delta") or [])) if action is ApplyAction.UPDATE else ()
+        if action is ApplyAction.UPDATE and c.get("delta") and not paths:
+            action = ApplyAction.NOOP  # only NoEffect properties: nothing would change
+        note = "ARM cannot preview it; redeployed" if action is ApplyAction.UNKNOWN else ""
+        out.append(PlannedChange(action, kind, name, paths, note))
     return out
 
 
-def template_changes(part: Part) -> list[Change]:
+def template_changes(part: Part) -> list[PlannedChange]:
     """Every resource of ``part`` as a creation (what a missing resource group means)."""
     out = []
     for r in part.template["resources"]:
         name = str(r.get("name", ""))
         if _unbracket(name) is not None:
             name = name if len(name) <= 60 else name[:57] + "...]"
-        out.append(Change(Action.CREATE, str(r.get("type", "")), name))
+        out.append(PlannedChange(ApplyAction.CREATE, str(r.get("type", "")), name))
     return out

@@ -43,6 +43,11 @@ STORAGE_API = "2023-05-01"
 AKS_AAD_SERVER = "6dae42f8-4368-4678-94ff-3960e28e3630"
 #: Seconds between "still running" lines while a deployment runs.
 HEARTBEAT = 60.0
+#: ARM actions of a Function App that apply uses (anything else is not an ARM action).
+SITE_ACTIONS = ("restart", "syncfunctiontriggers", "host/default/sync")
+#: Deployment states in which ARM refuses a PUT of the same name (409 DeploymentActive).
+ACTIVE_STATES = frozenset({"accepted", "running", "creating", "deploying", "validating", "waiting"})
+CONTAINER_API = "2025-02-01"
 #: x-ms-version of Blob requests (2017-11-09 or later accepts Entra ID tokens).
 BLOB_API = "2023-11-03"
 
@@ -178,6 +183,28 @@ def _error_text(exc: Exception) -> str:
     if not parts:
         parts.append(str(getattr(exc, "message", None) or exc).splitlines()[0])
     return scrub("; ".join(parts))
+
+
+class DeploymentFailed(ApplyError):
+    """An ARM deployment that failed; ``codes`` are ARM's error codes (nested ones too)."""
+
+    def __init__(self, message: str, codes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.codes = codes
+
+
+def _error_codes(exc: Exception) -> list[str]:
+    """Every error code of an azure-core error, nested details included."""
+    err = getattr(exc, "error", None)
+    out: list[str] = []
+    stack = [err] if err is not None else []
+    while stack:
+        e = stack.pop()
+        code = getattr(e, "code", None)
+        if code:
+            out.append(str(code))
+        stack.extend(getattr(e, "details", None) or [])
+    return out
 
 
 def _body(response: Any) -> Any:
@@ -404,20 +431,54 @@ class Azure:
             return scrub(f"{e.get('code')}: {e.get('message')}")
         return scrub(str(getattr(response, "text", lambda: "")())[:300])
 
+    def wait_until_idle(self, rg: str, name: str, timeout: float) -> None:
+        """Wait while deployment ``name`` still runs (a Ctrl-C'd or concurrent run).
+
+        ARM answers 409 ``DeploymentActive`` to a PUT of a deployment that is running,
+        and cancelling it could leave AKS or APIM half-updated; waiting is the safe move.
+        """
+        what = f"deployment {name} in {rg}"
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            response = self._send(what, "GET", "/" + self._deployment_id(rg, name))
+            if response.status_code == 404:
+                return
+            if response.status_code != 200:
+                raise ApplyError(
+                    f"{what}: HTTP {response.status_code}: {self._response_error(response)}"
+                )
+            props = (_body(response) or {}).get("properties") or {}
+            state = str(props.get("provisioningState", "")).lower()
+            if state not in ACTIVE_STATES:
+                return
+            if not told:
+                self._notify(f"deployment {name} is still running ({state}): waiting for it")
+                told = True
+            if time.monotonic() > deadline:
+                raise ApplyError(
+                    f"{what} is still {state} after {timeout:.0f}s (another apply, or one that "
+                    "was interrupted); wait for it or cancel it in the portal, then rerun"
+                )
+            self._sleep(response.headers.get("Retry-After"))
+
     def deploy(self, rg: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Run deployment ``name`` to completion; returns its outputs (ARM form).
 
         Raises:
-            ApplyError: the deployment failed; the message names each failed resource
-                with ARM's reason.
+            DeploymentFailed: the deployment failed; the message names each failed
+                resource with ARM's reason, and ``codes`` holds every error code (so the
+                caller can tell a transient failure from a permanent one).
         """
         from azure.core.exceptions import AzureError
 
         rid = self._deployment_id(rg, name)
+        accepted = False
         try:
             poller = self.resources.resources.begin_create_or_update_by_id(
                 rid, {"properties": payload}, api_version=DEPLOYMENTS_API
             )
+            accepted = True
             started = time.monotonic()
             while not poller.done():  # AKS takes minutes: show that it is alive
                 poller.wait(HEARTBEAT)
@@ -426,18 +487,25 @@ class Azure:
                     self._notify(f"deployment {name}: still running ({minutes:.0f} min)")
             result = poller.result()
         except AzureError as exc:
-            failed = self.failed_operations(rg, name)
+            # Operations belong to the deployment's last accepted run: after a preflight
+            # rejection (400 before anything ran) they are the previous run's, not ours.
+            failed = self.failed_operations(rg, name) if accepted else []
             error = self._fail(f"deployment {name} in {rg}", exc)
+            codes = {c for c, _t in failed} or set(_error_codes(exc)) - {"DeploymentFailed"}
+            text = error.message
             if failed:
-                error = ApplyError(f"{error.message}\n" + "\n".join(f"  {f}" for f in failed))
-            raise error from None
+                text += "\n" + "\n".join(f"  {t}" for _c, t in failed)
+            raise DeploymentFailed(text, codes=tuple(sorted(codes))) from None
         props = result.get("properties") if hasattr(result, "get") else result.properties
         props = dict(props or {})
         state = str(props.get("provisioningState", "Succeeded"))
         if state.lower() != "succeeded":
             failed = self.failed_operations(rg, name)
-            detail = "\n".join(f"  {f}" for f in failed)
-            raise ApplyError(f"deployment {name} in {rg} ended {state}\n{detail}".rstrip())
+            detail = "\n".join(f"  {t}" for _c, t in failed)
+            raise DeploymentFailed(
+                f"deployment {name} in {rg} ended {state}\n{detail}".rstrip(),
+                codes=tuple(sorted({c for c, _t in failed})),
+            )
         return dict(props.get("outputs") or {})
 
     def deployment_outputs(self, rg: str, name: str) -> dict[str, Any] | None:
@@ -457,37 +525,51 @@ class Azure:
             return None
         return dict(props.get("outputs") or {})
 
-    def failed_operations(self, rg: str, name: str) -> list[str]:
-        """``<type> <name>: <code>: <message>`` for each failed operation of a deployment."""
+    def failed_operations(self, rg: str, name: str) -> list[tuple[str, str]]:
+        """``(code, "<type> <name>: <code>: <message>")`` per failed operation.
+
+        Every page is read (``nextLink``): a large APIM deployment has hundreds of
+        operations and the failed one is rarely on the first page.
+        """
         from azure.core.exceptions import AzureError
         from azure.core.rest import HttpRequest
 
         path = "/" + self._deployment_id(rg, name) + "/operations"
-        try:
-            response = self.resources.send_request(
-                HttpRequest("GET", path, params={"api-version": DEPLOYMENTS_API})
-            )
-        except AzureError:
-            return []
-        if response.status_code != 200:
-            return []
-        out = []
-        for op in (_body(response) or {}).get("value") or []:
-            p = op.get("properties") or {}
-            if str(p.get("provisioningState", "")).lower() != "failed":
-                continue
-            target = p.get("targetResource") or {}
-            msg = p.get("statusMessage") or {}
-            err = msg.get("error") or msg if isinstance(msg, dict) else {"message": msg}
-            details = "; ".join(
-                f"{d.get('code')}: {d.get('message')}" for d in err.get("details") or []
-            )
-            text = f"{err.get('code')}: {err.get('message')}" + (f" ({details})" if details else "")
-            out.append(
-                scrub(
-                    f"{target.get('resourceType', '?')} {target.get('resourceName', '?')}: {text}"
+        req = HttpRequest("GET", path, params={"api-version": DEPLOYMENTS_API})
+        out: list[tuple[str, str]] = []
+        for _page in range(100):
+            try:
+                response = self.resources.send_request(req)
+            except AzureError:
+                return out
+            if response.status_code != 200:
+                return out
+            body = _body(response) or {}
+            for op in body.get("value") or []:
+                p = op.get("properties") or {}
+                if str(p.get("provisioningState", "")).lower() != "failed":
+                    continue
+                target = p.get("targetResource") or {}
+                msg = p.get("statusMessage") or {}
+                err = msg.get("error") or msg if isinstance(msg, dict) else {"message": msg}
+                details = "; ".join(
+                    f"{d.get('code')}: {d.get('message')}" for d in err.get("details") or []
                 )
-            )
+                code = str(err.get("code") or "")
+                text = f"{code}: {err.get('message')}" + (f" ({details})" if details else "")
+                out.append(
+                    (
+                        code,
+                        scrub(
+                            f"{target.get('resourceType', '?')} "
+                            f"{target.get('resourceName', '?')}: {text}"
+                        ),
+                    )
+                )
+            link = body.get("nextLink")
+            if not link:
+                break
+            req = HttpRequest("GET", str(link))
         return out
 
     # ------------------------------------------------------------------------- reads
@@ -522,13 +604,45 @@ class Azure:
         return f"{app}.{self.cloud.scm_suffix}"
 
     def site_action(self, rg: str, app: str, action: str) -> None:
-        """POST ``syncfunctions``/``restart`` on a Function App."""
+        """POST an ARM action of a Function App: ``restart``, ``syncfunctiontriggers``.
+
+        Only real ARM actions belong here (WebApps_Restart, WebApps_SyncFunctionTriggers,
+        ``host/default/sync`` = WebApps_SyncFunctions); ARM answers 404 to any other.
+        """
+        if action not in SITE_ACTIONS:
+            raise ApplyError(f"{action} is not an ARM action of a Function App")
         what = f"{action} of Function App {app}"
         response = self._send(what, "POST", "/" + self.site_id(rg, app) + f"/{action}", {}, WEB_API)
         if response.status_code >= 300:
             raise ApplyError(
                 f"{what}: HTTP {response.status_code}: {self._response_error(response)}"
             )
+
+    def list_functions(self, rg: str, app: str) -> set[str]:
+        """Names of the functions the app's host has indexed (WebApps_ListFunctions).
+
+        The host lists a function only once it has loaded the code and indexed it, so
+        this is what tells that a published bundle is really running.
+        """
+        what = f"functions of Function App {app}"
+        path = "/" + self.site_id(rg, app) + "/functions"
+        response = self._send(what, "GET", path, api=WEB_API)
+        names: set[str] = set()
+        for _page in range(100):
+            if response.status_code == 404:
+                return names
+            if response.status_code != 200:
+                raise ApplyError(
+                    f"{what}: HTTP {response.status_code}: {self._response_error(response)}"
+                )
+            body = _body(response) or {}
+            for f in body.get("value") or []:
+                names.add(str(f.get("name", "")).rpartition("/")[2])
+            link = body.get("nextLink")
+            if not link:
+                break
+            response = self._get_absolute(what, str(link))
+        return names
 
     def blob_endpoint(self, rg: str, account: str) -> str:
         """``https://<account>.blob.<suffix>/`` of a storage account."""
@@ -636,6 +750,54 @@ class Azure:
             raise ApplyError(
                 scrub(f"upload to {url}: HTTP {response.status_code}: {response.text()[:300]}")
             )
+
+    def delete_tags(self, rg: str, tags: dict[str, str]) -> None:
+        """Remove ``tags`` (name and value must match) from the resource group."""
+        scope = self._rg_path(rg).lstrip("/")
+        self._call(
+            f"tags of resource group {rg}",
+            lambda: self.resources.tags.begin_update_at_scope(
+                scope, {"operation": "Delete", "properties": {"tags": tags}}
+            ).result(),
+        )
+
+    def principal(self) -> tuple[str, str] | None:
+        """``(object id, "User" | "ServicePrincipal")`` of whoever is signed in, if known.
+
+        Read from the claims of the Resource Manager token (``oid``, ``idtyp``): the
+        identity ARM sees is exactly the one the template must grant access to.
+        """
+        token = str(self.credential.get_token(self.cloud.scope).token)
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+            claims = json.loads(raw)
+        except ValueError:
+            return None
+        oid = claims.get("oid") if isinstance(claims, dict) else None
+        if not oid:
+            return None
+        idtyp = str(claims.get("idtyp") or "")
+        user = idtyp == "user" or (not idtyp and ("upn" in claims or "unique_name" in claims))
+        return str(oid), "User" if user else "ServicePrincipal"
+
+    def aks_hosts(self, rg: str, cluster: str) -> set[str] | None:
+        """API server host names of an AKS cluster (public, private), None if no cluster."""
+        rid = (
+            f"subscriptions/{self.subscription_id}/resourceGroups/{rg}"
+            f"/providers/Microsoft.ContainerService/managedClusters/{cluster}"
+        )
+        res = self.get_resource(rid, CONTAINER_API)
+        if res is None:
+            return None
+        props = res.get("properties") or {}
+        return {
+            str(props[k]).lower()
+            for k in ("fqdn", "privateFQDN", "azurePortalFQDN")
+            if props.get(k)
+        }
 
     # ----------------------------------------------------------------------------- AKS
 

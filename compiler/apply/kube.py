@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import ApplyError
 from .placeholders import object_label
-from .plan import Action, changed_paths
+from .plan import ApplyAction, changed_paths
 from .retry import (
     TRANSIENT_STATUS,
     RetriesExhausted,
@@ -133,6 +133,14 @@ def identity(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     )
 
 
+class ListRefused(ApplyError):
+    """The API server would not list a kind (403/404/405): prune cannot see its objects."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def _status_message(body: Any, status: int) -> str:
     if isinstance(body, dict) and body.get("message"):
         return scrub(str(body["message"]))
@@ -149,12 +157,21 @@ class Kube:
         retry: RetrySettings,
         notify: Callable[[str], None] | None = None,
         request_timeout: tuple[float, float] = (10.0, 60.0),
+        access_timeout: float = 0.0,
+        poll_interval: float = 5.0,
     ) -> None:
         self.api = api_client
         self.cluster = cluster
         self._retry = retry
         self._notify = notify
         self._timeout = request_timeout
+        # A role assignment made by this run's deployment takes minutes to reach the
+        # API server: 403 is waited out until the first answer that is not 403, or the
+        # deadline. After that, 403 means what it says.
+        self._access_deadline = time.monotonic() + access_timeout
+        self._access_timeout = access_timeout
+        self._access_ok = False
+        self._poll = poll_interval
         self._discovery: dict[str, dict[str, ApiResource] | None] = {}
 
     # ------------------------------------------------------------------ construction
@@ -176,6 +193,7 @@ class Kube:
         kubeconfig: str | None,
         retry: RetrySettings,
         notify: Callable[[str], None] | None = None,
+        **kwargs: Any,
     ) -> Kube:
         """A cluster from a kubeconfig context (``--context``)."""
         require_sdk()
@@ -190,7 +208,7 @@ class Kube:
                 scrub(f"cluster {cluster}: cannot load kubeconfig context {context!r}: {exc}")
             ) from None
         _guard_secrets(cfg)
-        return cls(client.ApiClient(cfg), cluster, retry, notify)
+        return cls(client.ApiClient(cfg), cluster, retry, notify, **kwargs)
 
     @classmethod
     def from_kubeconfig(
@@ -200,6 +218,7 @@ class Kube:
         token: Callable[[str], tuple[str, float]],
         retry: RetrySettings,
         notify: Callable[[str], None] | None = None,
+        **kwargs: Any,
     ) -> Kube:
         """A cluster from a kubeconfig fetched from AKS.
 
@@ -249,7 +268,12 @@ class Kube:
                     scrub(f"cluster {cluster}: unusable AKS kubeconfig: {exc}")
                 ) from None
             _guard_secrets(cfg)
-        return cls(client.ApiClient(cfg), cluster, retry, notify)
+        return cls(client.ApiClient(cfg), cluster, retry, notify, **kwargs)
+
+    @property
+    def server(self) -> str:
+        """The API server URL this client talks to."""
+        return str(self.api.configuration.host)
 
     def close(self) -> None:
         """Release connections."""
@@ -296,6 +320,8 @@ class Kube:
             except urllib3.exceptions.HTTPError as exc:
                 raise TransientError(scrub(f"{type(exc).__name__}: {exc}")) from None
             except ApiException as exc:
+                if exc.status == 403:
+                    return 403, None
                 if exc.status in TRANSIENT_STATUS:
                     raise TransientError(f"HTTP {exc.status}") from None
                 raise ApplyError(scrub(f"cluster {self.cluster}: {what}: {exc.reason}")) from None
@@ -309,12 +335,33 @@ class Kube:
                 parsed = None
             return status, parsed
 
-        try:
-            return call_with_retry(
-                f"cluster {self.cluster}: {what}", once, self._retry, self._notify
-            )
-        except RetriesExhausted as exc:
-            raise ApplyError(str(exc)) from None
+        told = False
+        while True:
+            try:
+                status, parsed = call_with_retry(
+                    f"cluster {self.cluster}: {what}", once, self._retry, self._notify
+                )
+            except RetriesExhausted as exc:
+                raise ApplyError(str(exc)) from None
+            if status != 403 or self._access_ok:
+                if status not in (401, 403):
+                    self._access_ok = True
+                return status, parsed
+            if time.monotonic() >= self._access_deadline:
+                waited = f" for {self._access_timeout:.0f}s" if self._access_timeout else ""
+                raise ApplyError(
+                    f"cluster {self.cluster}: {what}: forbidden (HTTP 403){waited}: "
+                    f"{_status_message(parsed, status)}. The deploying principal needs an "
+                    "AKS RBAC role on the cluster (the template grants one to "
+                    "deployerPrincipalId; a new assignment can take minutes to apply)"
+                )
+            if not told and self._notify is not None:
+                self._notify(
+                    f"cluster {self.cluster}: {what}: forbidden (HTTP 403); waiting for the "
+                    "role assignment to reach the API server"
+                )
+                told = True
+            self._retry.sleep(self._poll)
 
     # --------------------------------------------------------------------- discovery
 
@@ -423,7 +470,11 @@ class Kube:
                 query.append(("continue", cont))
             status, body = self.request("GET", res.path(), f"list {res.kind}", query=query)
             if status in (403, 404, 405):
-                return items
+                raise ListRefused(
+                    f"cluster {self.cluster}: cannot list {res.kind} ({res.group_version}): "
+                    f"HTTP {status}: {_status_message(body, status)}",
+                    status,
+                )
             if status != 200 or not isinstance(body, dict):
                 raise ApplyError(
                     f"cluster {self.cluster}: list {res.kind}: {_status_message(body, status)}"
@@ -516,25 +567,40 @@ def _ownership(obj: dict[str, Any]) -> Any:
     ]
 
 
-def compare(live: dict[str, Any] | None, dry: dict[str, Any]) -> tuple[Action, tuple[str, ...]]:
+def compare(
+    live: dict[str, Any] | None, dry: dict[str, Any]
+) -> tuple[ApplyAction, tuple[str, ...]]:
     """What applying would do, from the live object and the dry-run result."""
     if live is None:
-        return Action.CREATE, ()
+        return ApplyAction.CREATE, ()
     paths = changed_paths(_comparable(live), _comparable(dry))
     if not paths and _ownership(live) != _ownership(dry):
         paths = ["metadata.managedFields (ai4ec takes ownership)"]
-    return (Action.UPDATE, tuple(paths)) if paths else (Action.NOOP, ())
+    return (ApplyAction.UPDATE, tuple(paths)) if paths else (ApplyAction.NOOP, ())
+
+
+def applied_by_ai4ec(obj: dict[str, Any]) -> bool:
+    """Whether ai4ec's field manager applied (server-side apply) ``obj``."""
+    return any(
+        m.get("manager") == FIELD_MANAGER and m.get("operation") == "Apply"
+        for m in (obj.get("metadata") or {}).get("managedFields") or []
+    )
 
 
 def prunable(obj: dict[str, Any], desired: set[tuple[str, str, str, str]]) -> bool:
     """Whether a labelled live object may be deleted by ``--prune``.
 
-    Never: objects the build still has; objects a controller owns (KEDA copies the
-    ScaledObject's labels onto the HorizontalPodAutoscaler it creates and owns);
-    Secrets the Secrets Store CSI driver syncs; objects already being deleted.
+    Only objects whose ``managedFields`` show that ai4ec applied them (field manager
+    ``ai4ec``, operation ``Apply``): labels alone prove nothing, since the shipped Helm
+    chart gives its objects the same labels. Never: objects the build still has;
+    objects a controller owns (KEDA copies the ScaledObject's labels onto the
+    HorizontalPodAutoscaler it creates and owns); Secrets the Secrets Store CSI driver
+    syncs; objects already being deleted.
     """
     md = obj.get("metadata") or {}
     if identity(obj) in desired or md.get("deletionTimestamp"):
+        return False
+    if not applied_by_ai4ec(obj):
         return False
     if any(ref.get("controller") for ref in md.get("ownerReferences") or []):
         return False

@@ -9,7 +9,7 @@ object, changed field paths after a colon, never values, since values can be sec
     - VirtualService camera-trap/old-v1 (prune)
     = 41 unchanged
 
-The same :class:`Change` records are available as JSON (``--format json``).
+The same :class:`PlannedChange` records are available as JSON (``--format json``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 MAX_PATHS = 6
 
 
-class Action(StrEnum):
+class ApplyAction(StrEnum):
     """What happens to one object."""
 
     CREATE = "+"
@@ -34,10 +34,10 @@ class Action(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
+class PlannedChange:
     """One object's planned change."""
 
-    action: Action
+    action: ApplyAction
     kind: str
     name: str
     paths: tuple[str, ...] = ()
@@ -46,7 +46,7 @@ class Change:
     @property
     def destructive(self) -> bool:
         """Deletions need confirmation."""
-        return self.action is Action.DELETE
+        return self.action is ApplyAction.DELETE
 
     def line(self) -> str:
         """The listing line (no values, only paths)."""
@@ -76,30 +76,30 @@ class StepPlan:
     """Everything one step would do."""
 
     step: str
-    changes: list[Change] = field(default_factory=list)
+    changes: list[PlannedChange] = field(default_factory=list)
     #: Remarks that are not object changes ("cluster does not exist yet").
     notes: list[str] = field(default_factory=list)
 
     @property
-    def pending(self) -> list[Change]:
+    def pending(self) -> list[PlannedChange]:
         """Changes that write something."""
-        return [c for c in self.changes if c.action is not Action.NOOP]
+        return [c for c in self.changes if c.action is not ApplyAction.NOOP]
 
     @property
-    def destructive(self) -> list[Change]:
+    def destructive(self) -> list[PlannedChange]:
         """Changes that delete something."""
         return [c for c in self.changes if c.destructive]
 
     def summary(self) -> str:
         """``2 to create, 1 to change, 1 to delete, 40 unchanged``."""
-        counts = {a: 0 for a in Action}
+        counts = {a: 0 for a in ApplyAction}
         for c in self.changes:
             counts[c.action] += 1
         parts = [
-            f"{counts[Action.CREATE]} to create",
-            f"{counts[Action.UPDATE] + counts[Action.UNKNOWN]} to change",
-            f"{counts[Action.DELETE]} to delete",
-            f"{counts[Action.NOOP]} unchanged",
+            f"{counts[ApplyAction.CREATE]} to create",
+            f"{counts[ApplyAction.UPDATE] + counts[ApplyAction.UNKNOWN]} to change",
+            f"{counts[ApplyAction.DELETE]} to delete",
+            f"{counts[ApplyAction.NOOP]} unchanged",
         ]
         return ", ".join(parts)
 

@@ -21,7 +21,7 @@ from ..diff.records import (
     Risk,
     Side,
 )
-from .plan import Action as PlanAction
+from .plan import ApplyAction as PlanAction
 from .plan import StepPlan
 
 _ACTIONS = {

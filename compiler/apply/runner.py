@@ -5,9 +5,9 @@ Steps, in the order the platform needs them:
 1. ``azure`` - the resource group (created when missing) and the ``infra`` deployment;
 2. ``functions`` - the Functions bundle (zip deploy, or a package blob on Consumption);
 3. ``dispatch`` - the Event Grid subscription, which needs the running bundle;
-4. ``apim`` - API Management's objects and policies;
-5. ``k8s:<cluster>`` - every object of the cluster by server-side apply, then rollouts,
-   then (``--prune``) deletions.
+4. ``k8s:<cluster>`` - every object of the cluster by server-side apply, then rollouts,
+   then (``--prune``) deletions;
+5. ``apim`` - API Management's objects and policies: the public door opens last.
 
 Each step first works out what it would change (ARM what-if, Kubernetes dry-run), prints
 it, and writes only what differs. Azure steps also keep a record: after a step succeeds,
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -31,18 +32,44 @@ from typing import Any, TypeVar
 
 from ..errors import ApplyError
 from . import arm
-from .build import BUNDLE, Build, load_build
+from .builddir import BUNDLE, Build, load_build
+from .bundle import function_names
 from .placeholders import normalize_outputs, object_label, placeholders_in, resolve
-from .plan import Action, Change, StepPlan
+from .plan import ApplyAction, PlannedChange, StepPlan
 from .retry import RetrySettings
 from .scrub import scrub, scrubbed_logging
 from .target import Target, load_target
 
 TARGETS = ("azure", "functions", "apim", "k8s")
 RECORD_PREFIX = "ai4ec-apply"
+#: Resource-group tag holding the lease of the apply that runs now.
+LOCK_TAG = "ai4ec-apply-lock"
+#: Seconds a lock stays valid when its run vanished without releasing it.
+LOCK_LEASE = 4 * 3600
+#: Tags naming the platform and environment a resource group belongs to.
+PLATFORM_TAG, ENVIRONMENT_TAG = "ai4ec-platform", "ai4ec-environment"
+#: ARM error codes that go away on their own: retried with backoff until the deadline.
+TRANSIENT_ARM = frozenset(
+    {
+        "AnotherOperationInProgress",
+        "DeploymentActive",
+        "PrincipalNotFound",
+        "RetryableError",
+        "ServiceUnavailable",
+        "InternalServerError",
+        "GatewayTimeout",
+        "TooManyRequests",
+        "ResourceNotReady",
+        # Event Grid could not complete the webhook handshake: the host is restarting.
+        "Url validation",
+    }
+)
+#: Failure texts that are transient whatever their code (``listKeys`` of a new site).
+TRANSIENT_TEXT = ("from host runtime", "validation handshake failed")
 #: Blob a Consumption (Y1) Function App runs from; the Azure template points
 #: WEBSITE_RUN_FROM_PACKAGE at it (ai4ec.render.azure_resources.PACKAGE_CONTAINER/BLOB).
 PACKAGE_PATH = "ai4ec-packages/functions.zip"
+INGRESS_SERVICE_HINT = "Service aks-istio-ingress/aks-istio-ingressgateway-*"
 
 
 @dataclass
@@ -72,6 +99,27 @@ class ApplyOptions:
     timeout: float = 600.0
     #: Kubernetes requests in flight at once (objects of one kind are independent).
     parallel: int = 8
+    #: ``--prune-skip-forbidden``: a kind the cluster will not list is skipped (named),
+    #: instead of stopping the run.
+    prune_skip_forbidden: bool = False
+    #: ``--prune-namespaces``: pruning may delete a Namespace (and everything in it).
+    prune_namespaces: bool = False
+    #: ``--deployer-principal-id``: object id for the template's ``deployerPrincipalId``
+    #: (default: the ``oid`` claim of the Resource Manager token).
+    deployer_principal_id: str | None = None
+    #: Seconds to wait for what Azure finishes on its own: the Functions host indexing a
+    #: new bundle, the Event Grid handshake, RBAC propagation, a deployment of the same
+    #: name still running, transient ARM errors (``--ready-timeout``).
+    ready_timeout: float = 900.0
+    #: ``--no-context-check``: use a ``--context`` without checking that its server is
+    #: the build's AKS cluster (a kind or minikube cluster in tests).
+    check_contexts: bool = True
+    #: ``--break-lock``: take the resource group's apply lock even if another run holds it.
+    break_lock: bool = False
+    #: ``--plan -o FILE``: save the plan, bound to the build and the live state it saw.
+    plan_output: Path | None = None
+    #: ``--from-plan FILE``: apply exactly that plan, or refuse it as stale.
+    from_plan: Path | None = None
     # Knobs for tests and unusual setups (not command-line options).
     retry: RetrySettings = field(default_factory=RetrySettings)
     poll_interval: float = 5.0
@@ -129,6 +177,12 @@ class Context:
         self._kubes: dict[str, Any] = {}
         self._parts: dict[str, list[arm.Part]] | None = None
         self._discovered: dict[str, Any] | None = None
+        self._lock: str | None = None
+        #: The saved plan of --from-plan (checked before each step writes).
+        self.saved_plan: dict[str, Any] | None = None
+        #: Steps already checked against it (a second pass of a step is not re-checked).
+        self.checked: set[str] = set()
+        self.run_id = f"{os.getpid()}-{int(time.time())}"
 
     # ------------------------------------------------------------------------ Azure
 
@@ -164,7 +218,91 @@ class Context:
         if not self._rg_read:
             self._rg = self.azure().resource_group(self.target().resource_group)
             self._rg_read = True
+            if self._rg is not None:
+                self._check_owner(self._rg)
         return self._rg
+
+    def _check_owner(self, rg: dict[str, Any]) -> None:
+        """Refuse a resource group tagged for another platform or environment."""
+        tags = {k.lower(): v for k, v in (rg.get("tags") or {}).items()}
+        name = self.target().resource_group
+        for tag, want in (
+            (PLATFORM_TAG, self.build.platform),
+            (ENVIRONMENT_TAG, self.build.environment),
+        ):
+            have = tags.get(tag)
+            if have is not None and have != want:
+                raise ApplyError(
+                    f"resource group {name} is tagged {tag}={have}, but this build is "
+                    f"{want}: refusing to deploy into another platform's or environment's "
+                    "resource group (check -g/--resource-group and platform.yaml)"
+                )
+
+    def lock(self) -> None:
+        """Take the resource group's apply lock before the first write (once per run).
+
+        The lock is a tag ``ai4ec-apply-lock = <run> <expiry>``, so it needs nothing but
+        the Contributor role apply already has. A lock another run holds and that has not
+        expired stops this run; ``--break-lock`` takes it anyway (a runner that vanished).
+        The resource group also gets its platform and environment tags if it lacks them.
+        """
+        if self._lock is not None or self.options.plan:
+            return
+        t = self.target()
+        az = self.azure()
+        live = az.resource_group(t.resource_group)
+        if live is None:
+            return
+        self._check_owner(live)
+        tags = {k.lower(): v for k, v in (live.get("tags") or {}).items()}
+        held = str(tags.get(LOCK_TAG) or "")
+        run_id, _, expiry = held.partition(" ")
+        now = time.time()
+        if held and run_id != self.run_id and not self.options.break_lock:
+            try:
+                alive = float(expiry) > now
+            except ValueError:
+                alive = True
+            if alive:
+                raise ApplyError(
+                    f"resource group {t.resource_group} is locked by another apply "
+                    f"(tag {LOCK_TAG}={held}); wait for it to finish, or, if no apply runs, "
+                    "rerun with --break-lock"
+                )
+        value = f"{self.run_id} {int(now + LOCK_LEASE)}"
+        new = {LOCK_TAG: value}
+        if PLATFORM_TAG not in tags:
+            new[PLATFORM_TAG] = self.build.platform
+        if ENVIRONMENT_TAG not in tags:
+            new[ENVIRONMENT_TAG] = self.build.environment
+        az.merge_tags(t.resource_group, new)
+        again = az.resource_group(t.resource_group) or {}
+        got = {k.lower(): v for k, v in (again.get("tags") or {}).items()}.get(LOCK_TAG)
+        if got != value:
+            raise ApplyError(
+                f"resource group {t.resource_group}: another apply took the lock at the same "
+                f"time ({LOCK_TAG}={got}); rerun when it has finished"
+            )
+        self._lock = value
+        if self._rg is not None:
+            self._rg.setdefault("tags", {}).update(new)
+
+    def lock_for_cluster(self) -> None:
+        """The lock before Kubernetes writes, unless this run never talks to Azure."""
+        o = self.options
+        if o.outputs_file is not None and (o.contexts or o.kubeconfig):
+            return  # offline: --context and --outputs, no resource group to lock
+        self.lock()
+
+    def unlock(self) -> None:
+        """Release the lock this run holds (on success, failure and Ctrl-C alike)."""
+        if self._lock is None:
+            return
+        value, self._lock = self._lock, None
+        try:
+            self.azure().delete_tags(self.target().resource_group, {LOCK_TAG: value})
+        except ApplyError as exc:
+            self.console.warn(f"could not release the apply lock ({exc}); --break-lock next time")
 
     def _record_tag(self, key: str) -> str:
         return f"{RECORD_PREFIX}.{self.build.environment}.{key}"
@@ -189,12 +327,14 @@ class Context:
     def ensure_resource_group(self) -> None:
         """Create the resource group when missing (tagged with platform and environment)."""
         if self.resource_group() is not None:
+            self.lock()
             return
         t = self.target()
-        tags = {"ai4ec-platform": self.build.platform, "ai4ec-environment": self.build.environment}
+        tags = {PLATFORM_TAG: self.build.platform, ENVIRONMENT_TAG: self.build.environment}
         self.console.say(f"  creating resource group {t.resource_group} in {t.location}")
         self.azure().create_resource_group(t.resource_group, t.location, tags)
         self._rg, self._rg_read = {"location": t.location, "tags": dict(tags)}, True
+        self.lock()
 
     def infra_deployment(self) -> str:
         """Name of the deployment that carries the outputs."""
@@ -231,10 +371,39 @@ class Context:
             templates = self.build.templates()
             if self._discovered is None:
                 self._discovered = self._discover_ingress() if self._wants_discovery() else {}
-            self._parts = arm.build_parts(
-                templates, arm.parse_overrides(self.options.parameters), self._discovered
-            )
+            overrides = arm.parse_overrides(self.options.parameters)
+            overrides.update(self._deployer(templates, overrides))
+            self._parts = arm.build_parts(templates, overrides, self._discovered)
         return self._parts
+
+    def _deployer(self, templates: list[Any], overrides: dict[str, Any]) -> dict[str, Any]:
+        """``deployerPrincipalId``/``Type`` for a template that grants the deployer access.
+
+        The template gives this principal an AKS RBAC role on the cluster it creates, so
+        the Kubernetes step of the same run is allowed in (docs/apply.md, Access).
+        """
+        main = templates[0]
+        declared = main.template.get("parameters") or {}
+        if arm.PARAM_DEPLOYER not in declared or arm.PARAM_DEPLOYER in overrides:
+            return {}
+        if main.parameters.get(arm.PARAM_DEPLOYER):
+            return {}
+        found: dict[str, Any] = {}
+        pid = self.options.deployer_principal_id
+        kind = "ServicePrincipal"
+        if not pid:
+            who = self.azure().principal()
+            if who is None:
+                raise ApplyError(
+                    "the template grants the deploying principal access to the cluster "
+                    f"({arm.PARAM_DEPLOYER}), but the Azure token does not say who that is; "
+                    "pass --deployer-principal-id OBJECT_ID"
+                )
+            pid, kind = who
+        found[arm.PARAM_DEPLOYER] = pid
+        if arm.PARAM_DEPLOYER_TYPE in declared and arm.PARAM_DEPLOYER_TYPE not in overrides:
+            found[arm.PARAM_DEPLOYER_TYPE] = kind
+        return found
 
     def _wants_discovery(self) -> bool:
         """Whether main.json's parameters hold stand-ins for ingress addresses."""
@@ -277,9 +446,13 @@ class Context:
             try:
                 kube = self.kube(name)
                 addr = kube.ingress_address(c.external) if kube is not None else None
-            except ApplyError as exc:  # best effort: the stand-in still deploys
-                self.console.warn(f"cluster {name}: cannot read the ingress address: {exc}")
-                continue
+            except ApplyError as exc:
+                # The Kubernetes step would fail the same way a minute later, after API
+                # Management and dispatch were deployed with a stand-in: stop now.
+                raise ApplyError(
+                    f"cluster {name}: cannot read the ingress address "
+                    f"({INGRESS_SERVICE_HINT}): {exc}"
+                ) from None
             if kube is None:
                 continue  # created by the azure step; looked up again after it
             if not addr:
@@ -314,11 +487,16 @@ class Context:
 
             o = self.options
             notify = lambda m: self.console.say(f"  {m}")  # noqa: E731
+            extra = {"access_timeout": o.ready_timeout, "poll_interval": o.poll_interval}
             if o.contexts or o.kubeconfig:
                 ctx = o.contexts.get(cluster, o.contexts.get(""))
-                self._kubes[cluster] = Kube.from_context(
-                    cluster, ctx, o.kubeconfig, o.retry, notify
-                )
+                kube = Kube.from_context(cluster, ctx, o.kubeconfig, o.retry, notify, **extra)
+                try:
+                    self._check_context(cluster, ctx, kube)
+                except ApplyError:
+                    kube.close()
+                    raise
+                self._kubes[cluster] = kube
             else:
                 t = self.target()
                 c = t.clusters.get(cluster)
@@ -328,9 +506,49 @@ class Context:
                 if config is None:
                     return None  # not remembered: the azure step may create it
                 self._kubes[cluster] = Kube.from_kubeconfig(
-                    cluster, config, self.azure().token, o.retry, notify
+                    cluster, config, self.azure().token, o.retry, notify, **extra
                 )
         return self._kubes[cluster]
+
+    def _check_context(self, cluster: str, context: str | None, kube: Any) -> None:
+        """Refuse a ``--context`` whose API server is not the build's AKS cluster.
+
+        A context is only a name in someone's kubeconfig; on a multi-cluster build a
+        wrong one would send another cluster's objects (and prunes) to it.
+        """
+        if not self.options.check_contexts:
+            return
+        from urllib.parse import urlparse
+
+        host = (urlparse(kube.server).hostname or "").lower()
+        label = f"--context {context or '(current)'} for cluster {cluster}"
+        if self.options.outputs_file is not None:
+            outputs = self.outputs() or {}
+            known = ((outputs.get("clusters") or {}).get(cluster) or {}).get("apiServerFqdn")
+            if not known:
+                raise ApplyError(
+                    f"{label}: cannot check that {host} is the build's AKS cluster: the "
+                    f"--outputs file has no clusters.{cluster}.apiServerFqdn (or pass "
+                    "--no-context-check for a cluster that is not AKS)"
+                )
+            hosts = {str(known).lower()}
+        else:
+            t = self.target()
+            c = t.clusters.get(cluster)
+            if c is None:
+                raise ApplyError(f"cluster {cluster} of the build is not in the platform file")
+            found = self.azure().aks_hosts(t.resource_group, c.aks_name)
+            if found is None:
+                raise ApplyError(
+                    f"{label}: AKS cluster {c.aks_name} does not exist in {t.resource_group} "
+                    "(apply --target azure first)"
+                )
+            hosts = found
+        if host not in hosts:
+            raise ApplyError(
+                f"{label}: its server {host} is not the AKS cluster of the build "
+                f"({', '.join(sorted(hosts)) or 'no address'}); refusing to apply there"
+            )
 
     def close(self) -> None:
         """Release every connection."""
@@ -369,7 +587,18 @@ def _show(ctx: Context, plan: StepPlan) -> None:
             ctx.console.say(f"    {line}")
 
 
+def _check_saved(ctx: Context, plan: StepPlan) -> None:
+    """With --from-plan: refuse the step unless its preview is the saved one."""
+    if ctx.saved_plan is None or plan.step in ctx.checked or ctx.options.from_plan is None:
+        return
+    from .planfile import check_step
+
+    check_step(ctx.saved_plan, plan, ctx.options.from_plan)
+    ctx.checked.add(plan.step)
+
+
 def _confirm(ctx: Context, plan: StepPlan, confirm: Confirm) -> None:
+    _check_saved(ctx, plan)
     gone = plan.destructive
     if not gone or ctx.options.yes:
         return
@@ -420,7 +649,7 @@ class ArmStep(Step):
                 changes = arm.whatif_changes(
                     ctx.azure().what_if(t.resource_group, name, part.payload())
                 )
-            if any(c.action is not Action.NOOP for c in changes):
+            if any(c.action is not ApplyAction.NOOP for c in changes):
                 todo.append(part)
             elif "outputs" in part.template and rg is not None and ctx.outputs() is None:
                 todo.append(part)  # unchanged, but its outputs are needed and not recorded
@@ -438,7 +667,7 @@ class ArmStep(Step):
             name = part.deployment_name(env)
             ctx.console.say(f"  deploying {name} ...")
             started = time.monotonic()
-            outputs = ctx.azure().deploy(t.resource_group, name, part.payload())
+            outputs = _deploy(ctx, t.resource_group, name, part.payload())
             ctx.console.say(f"  deployed {name} in {time.monotonic() - started:.0f}s")
             if "outputs" in part.template:
                 ctx.set_outputs(outputs)
@@ -446,6 +675,47 @@ class ArmStep(Step):
             ctx.console.say("  no changes")
         ctx.record(self.key, digest)
         return plan
+
+
+def _transient(exc: ApplyError) -> bool:
+    """Whether a failed deployment failed only for reasons that go away by themselves."""
+    codes = tuple(getattr(exc, "codes", ()) or ())
+    text = exc.message.lower()
+    if any(t in text for t in TRANSIENT_TEXT):
+        return True
+    return bool(codes) and all(c in TRANSIENT_ARM for c in codes)
+
+
+def _deploy(ctx: Context, rg: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Deploy, first waiting out a running deployment of the name, retrying transients.
+
+    ``AnotherOperationInProgress`` (AKS busy), ``PrincipalNotFound`` (a new identity not
+    yet replicated), a ``listKeys`` of a site whose host is starting, the Event Grid
+    handshake while the Functions host restarts: each fails a first real run and
+    succeeds minutes later. They are retried with backoff until ``--ready-timeout``;
+    anything else stops at once.
+    """
+    from .azure import DeploymentFailed
+
+    az = ctx.azure()
+    o = ctx.options
+    deadline = time.monotonic() + o.ready_timeout
+    attempt = 0
+    while True:
+        attempt += 1
+        az.wait_until_idle(rg, name, max(0.0, deadline - time.monotonic()))
+        try:
+            return dict(az.deploy(rg, name, payload))
+        except DeploymentFailed as exc:
+            if not _transient(exc) or time.monotonic() >= deadline:
+                raise
+            wait = o.retry.delay(attempt, None)
+            first = exc.message.splitlines()[0]
+            ctx.console.say(
+                f"  {name}: transient failure ({', '.join(exc.codes) or first}); "
+                f"deploying again in {wait:.1f}s"
+            )
+            o.retry.sleep(wait)
 
 
 class FunctionsStep(Step):
@@ -471,14 +741,18 @@ class FunctionsStep(Step):
             plan.notes.append(f"no changes since the last apply (bundle {sha})")
             _show(ctx, plan)
             return plan
-        action = Action.UPDATE if recorded else Action.CREATE
+        action = ApplyAction.UPDATE if recorded else ApplyAction.CREATE
         plan.changes.append(
-            Change(action, "Functions bundle", t.function_app, note=f"bundle.zip {sha}, {method}")
+            PlannedChange(
+                action, "Functions bundle", t.function_app, note=f"bundle.zip {sha}, {method}"
+            )
         )
         _show(ctx, plan)
         if ctx.options.plan:
             return plan
+        _check_saved(ctx, plan)
         az = ctx.azure()
+        ctx.lock()
         started = time.monotonic()
         if t.functions_consumption:
             url = (
@@ -489,7 +763,7 @@ class FunctionsStep(Step):
             ctx.console.say(f"  uploading bundle.zip ({len(data)} bytes) to {url}")
             az.upload_blob(url, data)
             az.site_action(t.resource_group, t.function_app, "restart")
-            az.site_action(t.resource_group, t.function_app, "syncfunctions")
+            az.site_action(t.resource_group, t.function_app, "syncfunctiontriggers")
         else:
             host = az.scm_host(t.resource_group, t.function_app)
             if host is None:
@@ -500,8 +774,39 @@ class FunctionsStep(Step):
             ctx.console.say(f"  zip deploy of bundle.zip ({len(data)} bytes) to {host}")
             az.zip_deploy(host, data)
         ctx.console.say(f"  published in {time.monotonic() - started:.0f}s")
+        self._wait_indexed(ctx, function_names(data))
         ctx.record(self.key, digest)
         return plan
+
+    @staticmethod
+    def _wait_indexed(ctx: Context, expected: list[str]) -> None:
+        """Wait until the host lists every function of the bundle (or fail clearly).
+
+        The host restarts after a publish and indexes the new code; until it lists
+        ``BackendWebhook``, Event Grid's validation handshake would fail, and a bundle
+        the host cannot import never lists anything.
+        """
+        if not expected:
+            return
+        t = ctx.target()
+        o = ctx.options
+        az = ctx.azure()
+        deadline = time.monotonic() + o.ready_timeout
+        ctx.console.say(f"  waiting for the Functions host to index {len(expected)} function(s)")
+        while True:
+            listed = az.list_functions(t.resource_group, t.function_app)
+            missing = [f for f in expected if f not in listed]
+            if not missing:
+                ctx.console.say(f"  Functions host lists all {len(expected)} function(s)")
+                return
+            if time.monotonic() >= deadline:
+                raise ApplyError(
+                    f"Function App {t.function_app}: after {o.ready_timeout:.0f}s the host lists "
+                    f"{len(listed)} of {len(expected)} functions (missing: {', '.join(missing)}); "
+                    "the host could not load the bundle (a missing dependency or an import "
+                    "error): see the app's logs (Application Insights, 'Diagnose and solve')"
+                )
+            o.retry.sleep(o.poll_interval)
 
 
 class ClusterStep(Step):
@@ -521,14 +826,16 @@ class ClusterStep(Step):
                     "values from Azure ($(azure:...)) are known only after the azure step; "
                     "objects are listed without comparison"
                 )
-                plan.changes.extend(Change(Action.UNKNOWN, o["kind"], _name(o)) for o in objs)
+                plan.changes.extend(
+                    PlannedChange(ApplyAction.UNKNOWN, o["kind"], _name(o)) for o in objs
+                )
                 return None
             return [resolve(o, outputs) for o in objs]
         return objs
 
     def run(self, ctx: Context, confirm: Confirm) -> StepPlan:
         """Dry-run every object, apply the changed ones, wait, prune."""
-        from .kube import PRUNE_KINDS, WORKLOADS, compare, identity, prunable
+        from .kube import PRUNE_KINDS, WORKLOADS, compare, identity
 
         plan = StepPlan(self.key)
         objs = self._objects(ctx, plan)
@@ -542,7 +849,9 @@ class ClusterStep(Step):
                     f"AKS cluster of {self.cluster} does not exist; apply --target azure first"
                 )
             plan.notes.append("the AKS cluster does not exist yet: every object will be created")
-            plan.changes.extend(Change(Action.CREATE, o["kind"], _name(o)) for o in objs)
+            plan.changes.extend(
+                PlannedChange(ApplyAction.CREATE, o["kind"], _name(o)) for o in objs
+            )
             _show(ctx, plan)
             return plan
         force = ctx.options.force_conflicts
@@ -554,38 +863,46 @@ class ClusterStep(Step):
                 if not ctx.options.plan:
                     raise
                 # The add-on serving it may come with the azure step: say so, plan on.
-                plan.changes.append(Change(Action.UNKNOWN, obj["kind"], _name(obj), note=str(exc)))
+                plan.changes.append(
+                    PlannedChange(ApplyAction.UNKNOWN, obj["kind"], _name(obj), note=str(exc))
+                )
         new_namespaces: set[str] = set()
-        todo: list[tuple[Any, dict[str, Any], Change]] = []
+        todo: list[tuple[Any, dict[str, Any], PlannedChange]] = []
 
-        def preview(item: tuple[Any, dict[str, Any]]) -> Change:
+        def preview(item: tuple[Any, dict[str, Any]]) -> PlannedChange:
             res, obj = item
             md = obj["metadata"]
             ns = md.get("namespace")
             live = kube.get(res, ns, md["name"])
             if live is None and ns in new_namespaces:
-                return Change(Action.CREATE, obj["kind"], _name(obj), note="in a new namespace")
+                return PlannedChange(
+                    ApplyAction.CREATE, obj["kind"], _name(obj), note="in a new namespace"
+                )
             dry = kube.apply(res, obj, dry_run=True, force=force)
             action, paths = compare(live, dry)
-            return Change(action, obj["kind"], _name(obj), paths)
+            return PlannedChange(action, obj["kind"], _name(obj), paths)
 
         for group in _kind_groups(served):
             for (res, obj), change in zip(group, self._parallel(ctx, preview, group), strict=True):
-                if change.action is Action.CREATE and obj["kind"] == "Namespace":
+                if change.action is ApplyAction.CREATE and obj["kind"] == "Namespace":
                     new_namespaces.add(obj["metadata"]["name"])
                 plan.changes.append(change)
-                if change.action is not Action.NOOP:
+                if change.action is not ApplyAction.NOOP:
                     todo.append((res, obj, change))
         doomed: list[tuple[Any, dict[str, Any]]] = []
         if ctx.options.prune:
-            doomed = self._prune_candidates(ctx, kube, objs, PRUNE_KINDS, identity, prunable)
+            doomed = self._prune_candidates(ctx, kube, objs, PRUNE_KINDS, identity, plan)
             for _res, o in doomed:
                 note = "prune; deletes everything in it" if o["kind"] == "Namespace" else "prune"
-                plan.changes.append(Change(Action.DELETE, o["kind"], _name(o), note=note))
+                plan.changes.append(
+                    PlannedChange(ApplyAction.DELETE, o["kind"], _name(o), note=note)
+                )
         _show(ctx, plan)
         if ctx.options.plan:
             return plan
         _confirm(ctx, plan, confirm)
+        if todo or doomed:
+            ctx.lock_for_cluster()
         done = 0
         for batch in _kind_groups(todo):
             self._parallel(ctx, lambda t: kube.apply(t[0], t[1], dry_run=False, force=force), batch)
@@ -593,7 +910,9 @@ class ClusterStep(Step):
                 done += 1
                 ctx.console.say(f"  [{done}/{len(todo)}] {change.action.value} {object_label(obj)}")
         if ctx.options.wait:
-            self._wait(ctx, kube, [(r, o) for r, o, c in todo if o["kind"] in WORKLOADS])
+            # Every workload of the build, not only those changed now: after a rollout
+            # timeout, the rerun has nothing to change but must keep waiting.
+            self._wait(ctx, kube, [(r, o) for r, o in served if o["kind"] in WORKLOADS])
         for res, o in doomed:
             kube.delete(res, o)
             ctx.console.say(f"  deleted {object_label(o)}")
@@ -625,9 +944,16 @@ class ClusterStep(Step):
         objs: list[dict[str, Any]],
         kinds: tuple[tuple[str, str], ...],
         identity: Callable[[dict[str, Any]], tuple[str, str, str, str]],
-        prunable: Callable[[dict[str, Any], set[tuple[str, str, str, str]]], bool],
+        plan: StepPlan,
     ) -> list[tuple[Any, dict[str, Any]]]:
-        """Labelled live objects the build no longer has, in reverse apply order."""
+        """Live objects ai4ec applied that the build no longer has, in reverse apply order.
+
+        A kind the API server will not list (403/404/405) stops the run: reading it as
+        empty would silently keep what should go. ``--prune-skip-forbidden`` turns that
+        into a named skip. Namespaces are deleted only with ``--prune-namespaces``.
+        """
+        from .kube import ListRefused, prunable
+
         b = ctx.build
         selector = (
             f"app.kubernetes.io/managed-by=ai4ec,ai4ec.io/platform={b.platform},"
@@ -646,7 +972,26 @@ class ClusterStep(Step):
             res = kube.resource(api_version, kind)
             if res is None:
                 continue
-            found.extend((res, o) for o in kube.list(res, selector) if prunable(o, desired))
+            try:
+                live = kube.list(res, selector)
+            except ListRefused as exc:
+                if not ctx.options.prune_skip_forbidden:
+                    raise ApplyError(
+                        f"{exc.message}; prune cannot tell what to delete. Grant list on it, "
+                        "or rerun with --prune-skip-forbidden to skip this kind"
+                    ) from None
+                plan.notes.append(f"prune skips {kind} ({api_version}): {exc.message}")
+                continue
+            for o in live:
+                if not prunable(o, desired):
+                    continue
+                if o.get("kind") == "Namespace" and not ctx.options.prune_namespaces:
+                    plan.notes.append(
+                        f"Namespace {_name(o)} is no longer in the build; kept (deleting it "
+                        "deletes everything in it: rerun with --prune-namespaces)"
+                    )
+                    continue
+                found.append((res, o))
         found.reverse()
         return found
 
@@ -726,10 +1071,12 @@ def steps_for(build: Build, targets: tuple[str, ...]) -> list[Step]:
     if "functions" in wanted:
         steps.append(FunctionsStep())
         steps.append(ArmStep("dispatch", "Event Grid subscription to the Functions", "dispatch"))
-    if "apim" in wanted:
-        steps.append(ArmStep("apim", "API Management objects and policies", "apim"))
     if "k8s" in wanted:
         steps.extend(ClusterStep(c) for c in build.clusters)
+    # API Management is the public door: it opens last, once the clusters it routes to
+    # run the build's workloads.
+    if "apim" in wanted:
+        steps.append(ArmStep("apim", "API Management objects and policies", "apim"))
     return steps
 
 
@@ -742,6 +1089,16 @@ def run_apply(options: ApplyOptions, console: Console, confirm: Confirm) -> Appl
     """
     with scrubbed_logging():
         build = load_build(options.build_dir)
+        saved = None
+        if options.from_plan is not None:
+            from . import planfile
+
+            if options.plan:
+                raise ApplyError("--from-plan applies a saved plan; it cannot go with --plan")
+            saved = planfile.load(options.from_plan, build)
+            # The plan's own scope: the same steps, the same prune decision.
+            options.targets = tuple(saved.get("targets") or ())
+            options.prune = bool(saved.get("prune"))
         steps = steps_for(build, options.targets)
         if not build.templates() and any(isinstance(s, ArmStep) for s in steps):
             console.warn(
@@ -749,6 +1106,7 @@ def run_apply(options: ApplyOptions, console: Console, confirm: Confirm) -> Appl
                 "steps have nothing to deploy"
             )
         ctx = Context(options, build, console)
+        ctx.saved_plan = saved
         verb = "plan" if options.plan else "apply"
         console.say(
             f"{verb} {build.root} (platform {build.platform}, environment {build.environment})"
@@ -759,8 +1117,16 @@ def run_apply(options: ApplyOptions, console: Console, confirm: Confirm) -> Appl
                 console.say(f"[{i}/{len(steps)}] {step.key}: {step.title}")
                 plans.append(step.run(ctx, confirm))
         finally:
-            ctx.close()
+            try:
+                ctx.unlock()
+            finally:
+                ctx.close()
         result = ApplyResult(plans, build_root=Path(build.root), environment=build.environment)
+        if options.plan and options.plan_output is not None:
+            from . import planfile
+
+            planfile.save(options.plan_output, build, options.targets, options.prune, plans)
+            console.say(f"plan saved to {options.plan_output} (apply it with --from-plan)")
         pending = sum(len(p.pending) for p in plans)
         if options.plan:
             console.say(f"plan: {pending} change(s)" if pending else "plan: no changes")

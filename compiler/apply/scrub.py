@@ -96,6 +96,9 @@ def scrub_any(value: Any) -> str:
     return scrub(str(value))
 
 
+_FORMATTER = logging.Formatter()
+
+
 @contextmanager
 def scrubbed_logging() -> Iterator[None]:
     """Scrub every log record created while the block runs, whichever logger made it.
@@ -108,6 +111,13 @@ def scrubbed_logging() -> Iterator[None]:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
+        # A traceback is text too: an exception's message or a local in a frame line
+        # can hold a token. Handlers format ``exc_text`` when it is set, so it is
+        # formatted (and scrubbed) here, once, before any handler sees the record.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub(_FORMATTER.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is not ours to fix

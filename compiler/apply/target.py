@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ApplyError
-from .build import Build
+from .builddir import Build
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,6 +166,51 @@ def _interactive_confirm(question: str) -> bool:
     show_default=True,
     help="Seconds to wait for the rollouts of one cluster.",
 )
+@click.option(
+    "--prune-skip-forbidden",
+    is_flag=True,
+    help="With --prune: skip (and name) a kind the cluster will not list, instead of stopping.",
+)
+@click.option(
+    "--prune-namespaces",
+    is_flag=True,
+    help="With --prune: also delete Namespaces the build dropped (and everything in them).",
+)
+@click.option(
+    "--deployer-principal-id",
+    metavar="OBJECT_ID",
+    help="Principal granted AKS access by the template (default: the signed-in identity).",
+)
+@click.option(
+    "--ready-timeout",
+    type=click.FloatRange(min=1),
+    default=900.0,
+    show_default=True,
+    help="Seconds to wait for the Functions host, RBAC propagation, running deployments "
+    "and transient ARM errors.",
+)
+@click.option(
+    "--no-context-check",
+    is_flag=True,
+    help="Do not check that a --context's server is the build's AKS cluster (non-AKS tests).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "plan_output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --plan: save the plan (bound to this build and the live state) to FILE.",
+)
+@click.option(
+    "--from-plan",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Apply exactly the plan saved in FILE, or refuse it as stale.",
+)
+@click.option(
+    "--break-lock",
+    is_flag=True,
+    help="Take the resource group's apply lock even if another run holds it.",
+)
 @report_format_option("With --plan: the report in `ai4ec diff`'s formats (text, markdown, json).")
 @click.option(
     "--detailed-exitcode", is_flag=True, help="With --plan: exit 2 when there are changes."
@@ -190,6 +235,14 @@ def apply(
     refresh: bool,
     no_wait: bool,
     timeout: float,
+    prune_skip_forbidden: bool,
+    prune_namespaces: bool,
+    deployer_principal_id: str | None,
+    ready_timeout: float,
+    no_context_check: bool,
+    plan_output: Path | None,
+    from_plan: Path | None,
+    break_lock: bool,
     fmt: str,
     detailed_exitcode: bool,
 ) -> None:
@@ -226,6 +279,14 @@ def apply(
         refresh=refresh,
         wait=not no_wait,
         timeout=timeout,
+        prune_skip_forbidden=prune_skip_forbidden,
+        prune_namespaces=prune_namespaces,
+        deployer_principal_id=deployer_principal_id,
+        ready_timeout=ready_timeout,
+        check_contexts=not no_context_check,
+        break_lock=break_lock,
+        plan_output=plan_output,
+        from_plan=from_plan,
     )
     import logging
 

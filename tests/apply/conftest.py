@@ -298,6 +298,7 @@ def options(fake: FakeAzure, tls: Tls, env_dir: Path, **kw: Any) -> ApplyOptions
         "retry": FAST,
         "poll_interval": 0.01,
         "timeout": 5.0,
+        "ready_timeout": 5.0,
     }
     base.update(kw)
     return ApplyOptions(**base)

@@ -367,6 +367,126 @@ def _paths(before: Any, after: Any, prefix: str = "") -> list[str]:
     return [] if before == after else [prefix]
 
 
+def _failed_op(r: dict[str, Any], code: str, message: str) -> dict[str, Any]:
+    return {
+        "properties": {
+            "provisioningState": "Failed",
+            "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+            "targetResource": {"resourceType": r["type"], "resourceName": r["name"]},
+            "statusMessage": {"error": {"code": code, "message": message}},
+        }
+    }
+
+
+_IMPORT_SCRIPT = """
+import json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/.python_packages/lib/site-packages"]
+import function_app
+import azure.functions as func
+apps = [v for v in vars(function_app).values() if isinstance(v, func.FunctionApp)]
+print(json.dumps(sorted(f.get_function_name() for a in apps for f in a.get_functions())))
+"""
+
+
+class FunctionsHost:
+    """The Functions host behind a Function App, as strict as the real one on two points.
+
+    * It imports ``function_app.py`` of the bundle (in a subprocess, like the Python
+      worker) and lists only the functions that import declared: a bundle it cannot
+      import lists nothing, as on Azure. ``dependencies`` says where imports may come
+      from: ``"bundle"`` (only the bundle and its ``.python_packages``, as on Azure
+      without a remote build) or ``"environment"`` (the test's own packages too, while
+      the bundle does not carry its dependencies yet).
+    * After a publish it restarts: the first ``index_delay`` listings are empty.
+
+    Its ``BackendWebhook`` answers Event Grid's validation handshake by echoing the
+    validation code, once it is indexed.
+    """
+
+    _cache: dict[tuple[str, str], tuple[list[str], str]] = {}
+
+    def __init__(self) -> None:
+        self.dependencies = "environment"
+        self.index_delay = 2
+        self.indexed: list[str] = []
+        self.error = ""
+        self._pending: list[str] = []
+        self._left = 0
+        self.publishes = 0
+
+    def load(self, bundle: bytes) -> tuple[list[str], str]:
+        """(function names, import error) of a bundle, as the worker would find them."""
+        import subprocess
+        import sys
+        import tempfile
+
+        key = (hashlib.sha256(bundle).hexdigest(), self.dependencies)
+        if key in self._cache:
+            return self._cache[key]
+        with tempfile.TemporaryDirectory() as d:
+            try:
+                zipfile.ZipFile(io.BytesIO(bundle)).extractall(d)
+            except zipfile.BadZipFile:
+                return [], "not a zip"
+            flags = ["-I", "-S"] if self.dependencies == "bundle" else ["-I"]
+            proc = subprocess.run(  # noqa: S603 - the test's own interpreter
+                [sys.executable, *flags, "-c", _IMPORT_SCRIPT, d],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        if proc.returncode != 0:
+            result: tuple[list[str], str] = ([], (proc.stderr.strip().splitlines() or ["?"])[-1])
+        else:
+            result = (list(json.loads(proc.stdout)), "")
+        self._cache[key] = result
+        return result
+
+    def publish(self, bundle: bytes) -> None:
+        self.publishes += 1
+        self._pending, self.error = self.load(bundle)
+        self.indexed = []
+        self._left = self.index_delay
+
+    def _tick(self) -> None:
+        if self._left > 0:
+            self._left -= 1  # still restarting: this listing is empty
+        else:
+            self.indexed = list(self._pending)
+
+    def listing(self, app: str) -> list[dict[str, Any]]:
+        """WebApps_ListFunctions: ``{name: "<app>/<function>"}`` per indexed function."""
+        self._tick()
+        return [
+            {"name": f"{app}/{n}", "properties": {"name": n, "isDisabled": False}}
+            for n in self.indexed
+        ]
+
+    def webhook(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """BackendWebhook's answer to a SubscriptionValidationEvent (None: not served)."""
+        if "BackendWebhook" not in self.indexed:
+            return None
+        return {"validationResponse": (event.get("data") or {}).get("validationCode")}
+
+    def handshake(self) -> str:
+        """Event Grid's validation handshake; "" when it passed, else ARM's message."""
+        code = str(uuid.uuid4())
+        event = {
+            "id": str(uuid.uuid4()),
+            "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+            "data": {"validationCode": code},
+        }
+        answer = self.webhook(event)
+        if answer is not None and answer.get("validationResponse") == code:
+            return ""
+        return (
+            "Webhook validation handshake failed for https://app/api/BackendWebhook. Http POST "
+            "request failed with response code Unknown. For troubleshooting, visit "
+            "https://aka.ms/esvalidation."
+        )
+
+
 class FakeAzure(FakeServer):
     """Resource Manager (groups, tags, deployments, what-if, sites, AKS) plus Kudu."""
 
@@ -386,10 +506,29 @@ class FakeAzure(FakeServer):
         self.kube: FakeKube | None = None
         self.tls = tls
         self.fail_resource: tuple[str, str] | None = None
+        #: More (type, name) pairs whose deployment fails, and the operations page size.
+        self.fail_resources: set[tuple[str, str]] = set()
+        self.operations_page = 2
         self._kudu_left = 0
         self.blobs: dict[str, bytes] = {}
         #: Put a Key Vault secret's value into what-if results, as ARM may.
         self.whatif_secret = REDIS_KEY
+        #: The Functions host: after a publish it restarts and lists nothing for
+        #: ``index_delay`` reads of ``/functions``, then the functions it could import.
+        self.functions_host = FunctionsHost()
+        #: The AKS cluster's API server host name (default: the kube fake's address).
+        self.aks_fqdn: str | None = None
+        #: Deployment name -> GETs for which a deployment left running (a Ctrl-C'd run)
+        #: still reports Running; a PUT meanwhile is 409 DeploymentActive, as in ARM.
+        self.active: dict[str, int] = {}
+        #: Resource type -> what-if changeType forced for it ("Deploy", "NoEffect"), and
+        #: whether unchanged resources come back as a Modify of NoEffect properties only
+        #: (what-if "noise": server-side defaults, read-only values).
+        self.whatif_forced: dict[str, str] = {}
+        self.whatif_noise = False
+        #: Deployment name -> error code its next ``times`` PUTs fail with (in a resource
+        #: operation, as ARM reports AnotherOperationInProgress or PrincipalNotFound).
+        self.transient: dict[str, tuple[str, int]] = {}
 
     # -- helpers
 
@@ -504,35 +643,24 @@ class FakeAzure(FakeServer):
         if rest == "/providers/Microsoft.Resources/tags/default":
             self._api(req, ARM_API)
             body = req.json()
-            if body.get("operation") != "Merge":
+            tags = self.groups[rg.lower()]["tags"]
+            if body.get("operation") == "Delete":  # removes the tags whose values match
+                for k, v in body["properties"]["tags"].items():
+                    if tags.get(k) == v:
+                        del tags[k]
+            elif body.get("operation") != "Merge":
                 self.violate(f"tags PATCH operation {body.get('operation')} (must merge)")
-            self.groups[rg.lower()]["tags"].update(body["properties"]["tags"])
+            else:
+                tags.update(body["properties"]["tags"])
             return Response(200, {"properties": {"tags": self.groups[rg.lower()]["tags"]}})
         d = re.match(
             r"^/providers/Microsoft\.Resources/deployments/([^/]+)(/whatIf|/operations)?$", rest
         )
         if d:
             return self._deployment(req, rg, d.group(1), d.group(2) or "")
-        s = re.match(r"^/providers/Microsoft\.Web/sites/([^/]+)(/restart|/syncfunctions)?$", rest)
+        s = re.match(r"^/providers/Microsoft\.Web/sites/([^/]+)(/.+)?$", rest)
         if s:
-            self._api(req, "2024-04-01")
-            rid = self._rid(rg, "Microsoft.Web/sites", s.group(1)).lower()
-            if rid not in self.resources:
-                return Response(404, {"error": {"code": "ResourceNotFound", "message": "no site"}})
-            if s.group(2):
-                return Response(200, {})
-            return Response(
-                200,
-                {
-                    "name": s.group(1),
-                    "properties": {
-                        "hostNameSslStates": [
-                            {"name": f"{s.group(1)}.azurewebsites.net", "hostType": "Standard"},
-                            {"name": f"127.0.0.1:{self.port}", "hostType": "Repository"},
-                        ]
-                    },
-                },
-            )
+            return self._site(req, rg, s.group(1), s.group(2) or "")
         st = re.match(r"^/providers/Microsoft\.Storage/storageAccounts/([^/]+)$", rest)
         if st:
             if (
@@ -552,8 +680,57 @@ class FakeAzure(FakeServer):
         )
         if a:
             return self._aks(req, rg, a.group(1), a.group(2))
+        mc = re.match(r"^/providers/Microsoft\.ContainerService/managedClusters/([^/]+)$", rest)
+        if mc and req.method == "GET":
+            rid = self._rid(rg, "Microsoft.ContainerService/managedClusters", mc.group(1)).lower()
+            if rid not in self.resources:
+                return Response(404, {"error": {"code": "ResourceNotFound", "message": "none"}})
+            fqdn = self.aks_fqdn or urlparse(self.kube.url if self.kube else "").hostname
+            return Response(200, {"name": mc.group(1), "properties": {"fqdn": fqdn}})
         self.violate(f"unexpected {req.method} {p}")
         return Response(404, {"error": {"code": "NotFound", "message": p}})
+
+    def _site(self, req: Request, rg: str, app: str, action_path: str) -> Response:
+        p = req.path
+        self._api(req, "2024-04-01")
+        rid = self._rid(rg, "Microsoft.Web/sites", app).lower()
+        if rid not in self.resources:
+            return Response(404, {"error": {"code": "ResourceNotFound", "message": "no site"}})
+        action = action_path
+        if action == "/functions" and req.method == "GET":
+            return Response(200, {"value": self.functions_host.listing(app)})
+        if action in ("/restart", "/syncfunctiontriggers", "/host/default/sync"):
+            if req.method != "POST":
+                self.violate(f"{action} with {req.method}")
+            if action == "/restart":
+                bundle = self.blobs.get("/ai4ec-packages/functions.zip")
+                if bundle is not None:
+                    self.functions_host.publish(bundle)
+            return Response(200, {})
+        if action:
+            # ARM has no such action (e.g. /syncfunctions): 404, as the real API answers.
+            self.violate(f"{req.method} {p}: not an ARM action of a site")
+            return Response(
+                404,
+                {
+                    "error": {
+                        "code": "NotFound",
+                        "message": f"No route registered for '{action}'",
+                    }
+                },
+            )
+        return Response(
+            200,
+            {
+                "name": app,
+                "properties": {
+                    "hostNameSslStates": [
+                        {"name": f"{app}.azurewebsites.net", "hostType": "Standard"},
+                        {"name": f"127.0.0.1:{self.port}", "hostType": "Repository"},
+                    ]
+                },
+            },
+        )
 
     def _group(self, req: Request, rg: str) -> Response:
         self._api(req, ARM_API)
@@ -598,58 +775,13 @@ class FakeAzure(FakeServer):
                 },
             )
         if action == "/operations":
-            dep = self.deployments.get(name, {})
-            return Response(200, {"value": dep.get("operations", [])})
+            return self._operations_page(name, req)
         if action == "/whatIf":
-            if req.method != "POST":
-                self.violate(f"{where}/whatIf with {req.method}")
-            props = (req.json() or {}).get("properties") or {}
-            template = self._check_template(props, where)
-            params = self._params(template, props, where)
-            changes = []
-            for r, body in self._expand(template, params):
-                rid = self._rid(rg, r["type"], str(r["name"]))
-                old = self.resources.get(rid.lower())
-                if r["type"] == "Microsoft.KeyVault/vaults/secrets" and self.whatif_secret:
-                    body = copy.deepcopy(body)
-                    body.setdefault("properties", {})["value"] = (
-                        f"rediss://:{self.whatif_secret}@r:6380/0"
-                    )
-                    old = None if old is None else body
-                if old is None:
-                    changes.append({"resourceId": rid, "changeType": "Create", "after": body})
-                elif old != body:
-                    delta = [
-                        {"path": p, "propertyChangeType": "Modify", "before": "x", "after": "y"}
-                        for p in _paths(old, body)
-                    ]
-                    changes.append(
-                        {
-                            "resourceId": rid,
-                            "changeType": "Modify",
-                            "before": old,
-                            "after": body,
-                            "delta": delta,
-                        }
-                    )
-                else:
-                    changes.append(
-                        {"resourceId": rid, "changeType": "NoChange", "before": old, "after": body}
-                    )
-            op = str(uuid.uuid4())
-            self.operations[op] = {
-                "polls": 1,
-                "result": {"status": "Succeeded", "properties": {"changes": changes}},
-            }
-            return Response(
-                202,
-                None,
-                {
-                    "Location": f"{self.url}/operations/{op}?api-version={ARM_API}",
-                    "Retry-After": "0",
-                },
-            )
+            return self._whatif(req, rg, where)
         if req.method == "GET":
+            if self.active.get(name, 0) > 0:
+                self.active[name] -= 1
+                return Response(200, {"name": name, "properties": {"provisioningState": "Running"}})
             dep = self.deployments.get(name)
             if dep is None:
                 return Response(404, {"error": {"code": "DeploymentNotFound", "message": name}})
@@ -657,12 +789,40 @@ class FakeAzure(FakeServer):
         if req.method != "PUT":
             self.violate(f"{where}: {req.method}")
             return Response(405)
+        if self.active.get(name, 0) > 0:
+            return Response(
+                409,
+                {
+                    "error": {
+                        "code": "DeploymentActive",
+                        "message": f"Unable to edit or replace deployment '{name}': previous "
+                        "deployment is still active (state: Running).",
+                    }
+                },
+            )
         props = (req.json() or {}).get("properties") or {}
         template = self._check_template(props, where)
         params = self._params(template, props, where)
         failed = []
+        code, times = self.transient.get(name, ("", 0))
+        if times > 0:
+            self.transient[name] = (code, times - 1)
         for r, body in self._expand(template, params):
-            if self.fail_resource and (r["type"], r["name"]) == self.fail_resource:
+            if times > 0:
+                failed.append(_failed_op(r, code, f"{code}: injected transient failure"))
+                times = 0
+                continue
+            if r["type"] == "Microsoft.EventGrid/topics/eventSubscriptions":
+                refused = self.functions_host.handshake()
+                if refused:
+                    failed.append(_failed_op(r, "Url validation", refused))
+                    continue
+            if r["type"] == "Microsoft.Authorization/roleAssignments" and self.kube is not None:
+                self.kube.grant(str((body.get("properties") or {}).get("principalId")))
+            if (r["type"], r["name"]) == self.fail_resource or (
+                r["type"],
+                r["name"],
+            ) in self.fail_resources:
                 failed.append(
                     {
                         "properties": {
@@ -721,6 +881,80 @@ class FakeAzure(FakeServer):
                 "Retry-After": "0",
             },
         )
+
+    def _whatif(self, req: Request, rg: str, where: str) -> Response:
+        if req.method != "POST":
+            self.violate(f"{where}/whatIf with {req.method}")
+        props = (req.json() or {}).get("properties") or {}
+        template = self._check_template(props, where)
+        params = self._params(template, props, where)
+        changes = []
+        for r, body in self._expand(template, params):
+            rid = self._rid(rg, r["type"], str(r["name"]))
+            old = self.resources.get(rid.lower())
+            if r["type"] == "Microsoft.KeyVault/vaults/secrets" and self.whatif_secret:
+                body = copy.deepcopy(body)
+                body.setdefault("properties", {})["value"] = (
+                    f"rediss://:{self.whatif_secret}@r:6380/0"
+                )
+                old = None if old is None else body
+            forced = self.whatif_forced.get(r["type"])
+            if forced:
+                changes.append({"resourceId": rid, "changeType": forced, "after": body})
+            elif old is None:
+                changes.append({"resourceId": rid, "changeType": "Create", "after": body})
+            elif old != body:
+                delta = [
+                    {"path": p, "propertyChangeType": "Modify", "before": "x", "after": "y"}
+                    for p in _paths(old, body)
+                ]
+                changes.append(
+                    {
+                        "resourceId": rid,
+                        "changeType": "Modify",
+                        "before": old,
+                        "after": body,
+                        "delta": delta,
+                    }
+                )
+            elif self.whatif_noise:
+                noise = [{"path": "properties.provisioningState", "propertyChangeType": "NoEffect"}]
+                changes.append(
+                    {
+                        "resourceId": rid,
+                        "changeType": "Modify",
+                        "before": old,
+                        "after": body,
+                        "delta": noise,
+                    }
+                )
+            else:
+                changes.append(
+                    {"resourceId": rid, "changeType": "NoChange", "before": old, "after": body}
+                )
+        op = str(uuid.uuid4())
+        self.operations[op] = {
+            "polls": 1,
+            "result": {"status": "Succeeded", "properties": {"changes": changes}},
+        }
+        return Response(
+            202,
+            None,
+            {
+                "Location": f"{self.url}/operations/{op}?api-version={ARM_API}",
+                "Retry-After": "0",
+            },
+        )
+
+    def _operations_page(self, name: str, req: Request) -> Response:
+        """One page of a deployment's operations (``operations_page`` each, nextLink)."""
+        ops = self.deployments.get(name, {}).get("operations", [])
+        start = int(req.query.get("skip") or 0)
+        end = start + self.operations_page
+        body: dict[str, Any] = {"value": ops[start:end]}
+        if end < len(ops):
+            body["nextLink"] = f"{self.url}{req.path}?api-version={ARM_API}&skip={end}"
+        return Response(200, body)
 
     def _operation(self, req: Request) -> Response:
         op = self.operations.get(req.path.rsplit("/", 1)[-1])
@@ -803,6 +1037,7 @@ class FakeAzure(FakeServer):
                 self.violate("zipdeploy body is not a zip")
             self.kudu.append(req.body)
             self._kudu_left = self.kudu_polls
+            self.functions_host.publish(req.body)
             return Response(
                 202, None, {"Location": f"{self.url}/api/deployments/latest", "Retry-After": "0"}
             )
@@ -886,6 +1121,94 @@ def _status(code: int, reason: str, message: str) -> Response:
     )
 
 
+def _leaves(fields: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Paths of the leaves of a FieldsV1 set (``{"f:a": {"f:b": {}}}`` -> {(a, b)})."""
+    out: set[tuple[str, ...]] = set()
+    for k, v in (fields or {}).items():
+        path = (*prefix, k.removeprefix("f:"))
+        if v:
+            out |= _leaves(v, path)
+        else:
+            out.add(path)
+    return out
+
+
+def _get_path(obj: Any, path: tuple[str, ...]) -> Any:
+    for p in path:
+        if not isinstance(obj, dict) or p not in obj:
+            return _MISSING
+        obj = obj[p]
+    return obj
+
+
+def _set_path(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for p in path[:-1]:
+        obj = obj.setdefault(p, {})
+    obj[path[-1]] = copy.deepcopy(value)
+
+
+_MISSING = object()
+
+
+def _merge_by_manager(
+    live: dict[str, Any], body: dict[str, Any], new: dict[str, Any], force: bool
+) -> list[dict[str, Any]] | Response:
+    """Server-side apply's merge by field manager, at leaf granularity (lists atomic).
+
+    Fields other managers own and the applied object leaves out are kept (KEDA's
+    replica count); a field the applied object sets to a different value than another
+    manager's is a 409 conflict naming that manager, unless ``force`` moves it to
+    ai4ec. Fields only ai4ec owned and now left out are removed (``new`` starts from the
+    applied body). Returns the other managers' entries, ownership updated.
+    """
+    applied = _leaves(_fields({k: v for k, v in body.items() if k not in ("apiVersion", "kind")}))
+    foreign: list[dict[str, Any]] = []
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == "ai4ec":
+            continue
+        owned = _leaves(entry.get("fieldsV1"))
+        clash = {p for p in owned & applied if _get_path(live, p) != _get_path(body, p)}
+        if clash and not force:
+            field = "." + ".".join(sorted(clash)[0])
+            manager = entry.get("manager")
+            return _status(
+                409,
+                "Conflict",
+                f'Apply failed with 1 conflict: conflict with "{manager}": {field}',
+            )
+        for p in owned - applied:
+            value = _get_path(live, p)
+            if value is not _MISSING and p[0] not in ("status",):
+                _set_path(new, p, value)
+        kept = owned - clash
+        if kept:
+            fields: dict[str, Any] = {}
+            for p in kept:
+                node = fields
+                for part in p:
+                    node = node.setdefault(f"f:{part}", {})
+            foreign.append({**entry, "fieldsV1": fields})
+    return foreign
+
+
+def applied_by(
+    obj: dict[str, Any], manager: str = "ai4ec", operation: str = "Apply"
+) -> dict[str, Any]:
+    """``obj`` with the managedFields entry the API server records for its writer."""
+    obj = copy.deepcopy(obj)
+    fields = _fields({k: v for k, v in obj.items() if k not in ("apiVersion", "kind")})
+    obj["metadata"]["managedFields"] = [
+        {
+            "manager": manager,
+            "operation": operation,
+            "apiVersion": obj["apiVersion"],
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields,
+        }
+    ]
+    return obj
+
+
 def _fields(value: Any) -> Any:
     if isinstance(value, dict):
         return {f"f:{k}": _fields(v) for k, v in value.items()}
@@ -909,6 +1232,14 @@ class FakeKube(FakeServer):
         self.conflicts: set[tuple[str, str]] = set()  # (kind, name) owned by another manager
         self.expect_force = False
         self.slow: dict[str, int] = {}  # workload name -> GETs before it is ready
+        #: Entra ID clusters with Azure RBAC: the caller (this principal) gets 403 on
+        #: every request until an AKS role is assigned to it, and for ``propagation``
+        #: more requests after that (role assignments take minutes to arrive).
+        self.caller: str | None = None
+        self.granted: set[str] = set()
+        self.propagation = 0
+        #: Plurals the caller may not list (403), as RBAC without "list" answers.
+        self.unlistable: set[str] = set()
         self.version = 100
         self.seed(
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "aks-istio-ingress"}}
@@ -926,6 +1257,10 @@ class FakeKube(FakeServer):
                 "status": {"loadBalancer": {"ingress": [{"ip": "20.1.2.3"}]}},
             }
         )
+
+    def grant(self, principal: str) -> None:
+        """An AKS RBAC role assignment for ``principal`` was deployed."""
+        self.granted.add(principal)
 
     @staticmethod
     def key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -959,6 +1294,14 @@ class FakeKube(FakeServer):
         if req.headers.get("authorization") != f"Bearer {self.token}":
             self.violate(f"{req.method} {req.path}: wrong or missing bearer token")
             return _status(401, "Unauthorized", "Unauthorized")
+        if self.caller is not None and (self.caller not in self.granted or self.propagation > 0):
+            if self.caller in self.granted:
+                self.propagation -= 1
+            return _status(
+                403,
+                "Forbidden",
+                f'User "{self.caller}" cannot {req.method.lower()} resource at the cluster scope',
+            )
         p = req.path.rstrip("/")
         if p == "/version":
             return Response(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-fake"})
@@ -1022,6 +1365,8 @@ class FakeKube(FakeServer):
         if not name:
             if req.method != "GET":
                 self.violate(f"{req.method} on a collection")
+            if plural in self.unlistable:
+                return _status(403, "Forbidden", f'cannot list resource "{plural}"')
             return self._list(req, group, kind, namespace)
         key = (group, kind, namespace, name)
         if req.method == "GET":
@@ -1124,6 +1469,12 @@ class FakeKube(FakeServer):
         if kind == "Deployment":
             new.setdefault("spec", {}).setdefault("revisionHistoryLimit", 10)  # server-side default
             new["spec"].setdefault("progressDeadlineSeconds", 600)
+        others: list[dict[str, Any]] = []
+        if live is not None:
+            merged = _merge_by_manager(live, body, new, force)
+            if isinstance(merged, Response):
+                return merged
+            others = merged
         if live is not None:
             lmd = live["metadata"]
             md["uid"], md["creationTimestamp"] = lmd["uid"], lmd.get("creationTimestamp")
@@ -1168,6 +1519,7 @@ class FakeKube(FakeServer):
             )
             md["resourceVersion"] = str(self.version + 1)
         md["managedFields"] = [
+            *others,
             {
                 "manager": "ai4ec",
                 "operation": "Apply",
@@ -1177,7 +1529,7 @@ class FakeKube(FakeServer):
                     {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
                 ),
                 "time": "2025-01-01T00:00:00Z" if dry else "2025-01-02T00:00:00Z",
-            }
+            },
         ]
         if kind in ("Deployment", "StatefulSet"):
             n = new["spec"].get("replicas", 1)

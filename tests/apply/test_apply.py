@@ -20,7 +20,16 @@ import pytest
 from ai4ec.errors import ApplyError
 
 from .conftest import CLIENT_ID, Project, options, run
-from .support import ADMIN_TOKEN, FUNCTION_KEY, REDIS_KEY, TOKENS, FakeAzure, FakeKube, Tls
+from .support import (
+    ADMIN_TOKEN,
+    FUNCTION_KEY,
+    REDIS_KEY,
+    TOKENS,
+    FakeAzure,
+    FakeKube,
+    Tls,
+    applied_by,
+)
 
 ARM_TOKEN = TOKENS["https://management.core.windows.net/.default"]
 SECRETS = [*TOKENS.values(), ADMIN_TOKEN, FUNCTION_KEY, REDIS_KEY]
@@ -137,8 +146,10 @@ def test_refresh_compares_live_and_writes_only_the_bundle(
     assert r.error is None, r.text
     assert azure.count("POST", "/whatIf$") == 3
     assert [w for w in azure.writes() if "/deployments/" in w] == []
-    # The bundle cannot be compared with what runs, so --refresh publishes it again.
-    assert [w.rsplit("/", 1)[1] for w in azure.writes()] == ["zipdeploy"]
+    # The bundle cannot be compared with what runs, so --refresh publishes it again,
+    # under the resource group's lock (a tag taken before and removed after).
+    assert [w.rsplit("/", 1)[1] for w in azure.writes()] == ["default", "zipdeploy", "default"]
+    assert "ai4ec-apply-lock" not in azure.groups["my-platform-rg"]["tags"]
     assert kube.writes() == []
     _no_violations(azure, kube)
 
@@ -196,12 +207,30 @@ def _labels(env: str = "default") -> dict[str, str]:
 
 
 def _seed_prune_candidates(kube: FakeKube) -> None:
+    """Labelled leftovers; only ``old-v1`` was applied by ai4ec (see its managedFields).
+
+    ``helm-installed`` carries the same labels (the shipped chart sets them) but Helm's
+    field manager wrote it: prune must keep it.
+    """
     kube.seed(
-        {
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "VirtualService",
-            "metadata": {"name": "old-v1", "namespace": "ai4ec", "labels": _labels()},
-        }
+        applied_by(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "helm-installed", "namespace": "ai4ec", "labels": _labels()},
+            },
+            manager="helm",
+            operation="Update",
+        )
+    )
+    kube.seed(
+        applied_by(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "VirtualService",
+                "metadata": {"name": "old-v1", "namespace": "ai4ec", "labels": _labels()},
+            }
+        )
     )
     kube.seed(
         {
@@ -279,6 +308,7 @@ def test_prune_lists_asks_and_deletes_only_labelled_leftovers(
     assert kube.get_object("Secret", "ai4ec", "hello-v1-secrets") is not None
     assert kube.get_object("VirtualService", "ai4ec", "other-env") is not None
     assert kube.get_object("Deployment", "ai4ec", "not-ours") is not None
+    assert kube.get_object("Deployment", "ai4ec", "helm-installed") is not None
     assert "deleted VirtualService ai4ec/old-v1" in accepted.text
 
     again = run(azure, tls, project.env_dir, prune=True)  # nothing left: no question
@@ -326,7 +356,10 @@ def test_interrupted_kubernetes_apply_resumes(
     kube.reset_log()
     second = run(azure, tls, project.env_dir, yes=True)
     assert second.error is None, second.text
-    assert azure.writes() == []  # azure, functions, dispatch, apim: recorded, skipped
+    # azure, functions, dispatch: recorded, skipped. APIM opens only after the clusters,
+    # so the failed run never reached it: the rerun deploys it now.
+    deployments = [w.rsplit("/", 1)[1] for w in azure.writes() if "/deployments/" in w]
+    assert deployments == ["ai4ec-default-apim"]
     resumed = [w.split("/")[-2:] for w in kube.writes()]
     # Only what the failed run had not applied yet, kinds in manifest order (objects of
     # one kind go out together, in any order).
@@ -361,7 +394,8 @@ def test_interrupted_azure_apply_resumes_and_names_the_resource(
     assert "deployment ai4ec-default-apim" in message
     assert "Microsoft.ApiManagement/service/apis myplat-apim-e61b8/hello-v1: BadRequest" in message
     assert FUNCTION_KEY not in first.text and "code=***" in message
-    assert kube.writes() == []  # clusters come after APIM
+    # Clusters come before APIM: the public door opens last, after its backends.
+    assert kube.get_object("Deployment", "ai4ec", "hello-v1") is not None
 
     azure.fail_resource = None
     azure.reset_log()
@@ -398,24 +432,23 @@ def test_transient_faults_are_retried(
 def test_permanent_azure_error_stops_with_the_cause(
     fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
 ) -> None:
-    """A 409 from ARM (local HTTPS fakes) is not retried; the message says what and why."""
+    """A preflight 400 from ARM (local HTTPS fakes) is not retried; says what and why."""
     azure, kube = fakes
     azure.fail(
         "PUT",
         r"/deployments/ai4ec-default-infra$",
-        409,
+        400,
         body={
             "error": {
-                "code": "DeploymentActive",
-                "message": "Unable to edit or replace deployment 'ai4ec-default-infra': "
-                "previous deployment is still active",
+                "code": "InvalidTemplateDeployment",
+                "message": "The template deployment 'ai4ec-default-infra' is not valid",
             }
         },
     )
     r = run(azure, tls, project.env_dir, yes=True)
     assert isinstance(r.error, ApplyError)
-    assert "deployment ai4ec-default-infra in my-platform-rg: HTTP 409" in str(r.error)
-    assert "DeploymentActive" in str(r.error)
+    assert "deployment ai4ec-default-infra in my-platform-rg: HTTP 400" in str(r.error)
+    assert "InvalidTemplateDeployment" in str(r.error)
     assert azure.count("PUT", r"/deployments/ai4ec-default-infra$") == 1
 
 
@@ -554,7 +587,9 @@ def test_kubernetes_only_with_context_and_outputs(
                 "tenantId": {"type": "String", "value": "t-1"},
                 "clusters": {
                     "type": "Object",
-                    "value": {"main": {"keyVaultProviderClientId": "c-1"}},
+                    "value": {
+                        "main": {"keyVaultProviderClientId": "c-1", "apiServerFqdn": "127.0.0.1"}
+                    },
                 },
             }
         )
@@ -589,7 +624,7 @@ def test_consumption_plan_publishes_a_package_blob(
     assert list(azure.blobs) == ["/ai4ec-packages/functions.zip"]
     assert azure.kudu == []
     actions = [w.rsplit("/", 1)[1] for w in azure.writes() if "/sites/" in w]
-    assert actions == ["restart", "syncfunctions"]
+    assert actions == ["restart", "syncfunctiontriggers"]
     _no_violations(azure, kube)
 
 
@@ -658,22 +693,29 @@ def test_long_deployment_shows_it_is_alive(
     assert "deployment ai4ec-default-infra: still running (0 min)" in r.text
 
 
-def test_ingress_lookup_failure_only_warns(
+def test_ingress_lookup_failure_is_an_error(
     fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
 ) -> None:
-    """Cluster credentials refused once (local HTTPS fakes): a warning, and apply goes on."""
+    """Cluster credentials refused (local HTTPS fakes): a clear error before any deployment.
+
+    Before, a warning let API Management and dispatch deploy with the stand-in address,
+    and the Kubernetes step then failed the same way.
+    """
     azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True, targets=("azure",)).error is None
+    azure.reset_log()
     azure.fail(
         "POST",
         r"/listClusterUserCredential$",
         403,
+        times=99,
         body={"error": {"code": "AuthorizationFailed", "message": "no"}},
     )
-    r = run(azure, tls, project.env_dir, yes=True)
-    assert r.error is None, r.text
-    assert any(
-        "cannot read the ingress address" in line and "AuthorizationFailed" in line
-        for line in r.lines
-    )
-    infra = _deploy_bodies(azure, "ai4ec-default-infra")
-    assert infra[-1]["parameters"]["backendBaseUrl"]["value"] == "http://20.1.2.3"
+    project.edit("image: hello:1.0.0", "image: hello:2.0.0")
+    project.build()
+    r = run(azure, tls, project.env_dir, yes=True, refresh=True)
+    assert isinstance(r.error, ApplyError)
+    assert "cluster main: cannot read the ingress address" in str(r.error)
+    assert "AuthorizationFailed" in str(r.error)
+    assert not any("warning" in line for line in r.lines)
+    assert [w for w in azure.writes() if "/deployments/" in w] == []

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ai4ec.apply import ApplyOptions, Console, run_apply
-from ai4ec.apply.build import load_build
+from ai4ec.apply.builddir import load_build
 from ai4ec.apply.kube import Kube
 from ai4ec.apply.retry import RetrySettings
 from ai4ec.pipeline import build_platform
@@ -84,6 +84,7 @@ def test_minimal_sample_on_a_real_cluster(tmp_path: Path, monkeypatch: pytest.Mo
         outputs_file=outputs,
         yes=True,
         wait=False,
+        check_contexts=False,  # a kind/minikube cluster, not the build's AKS
     )
     lines: list[str] = []
     console = Console(lambda t, _err: lines.append(t))

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ai4ec.apply import arm
-from ai4ec.apply.build import Template
+from ai4ec.apply.builddir import Template
 from ai4ec.pipeline import build_platform, check_platform, require_ok
 from ai4ec.render import render_targets
 from ai4ec.render.artifact import RenderContext

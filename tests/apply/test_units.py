@@ -5,18 +5,22 @@ No server is involved in this file; everything is computed in memory.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ai4ec.apply import arm, scrub
-from ai4ec.apply.build import Template, load_build, resolve_build_dir
+from ai4ec.apply.builddir import Template, load_build, resolve_build_dir
+from ai4ec.apply.bundle import function_names
 from ai4ec.apply.kube import compare, prunable, rollout_status
 from ai4ec.apply.placeholders import lookup, normalize_outputs, placeholders_in, resolve
-from ai4ec.apply.plan import Action, Change, StepPlan, changed_paths
+from ai4ec.apply.plan import ApplyAction, PlannedChange, StepPlan, changed_paths
 from ai4ec.apply.retry import (
     RetriesExhausted,
     RetrySettings,
@@ -198,9 +202,9 @@ def test_step_plan_summary_and_listing() -> None:
     plan = StepPlan(
         "k8s:main",
         [
-            Change(Action.NOOP, "A", "a"),
-            Change(Action.DELETE, "B", "ns/b", note="prune"),
-            Change(Action.UPDATE, "C", "c", tuple(f"p{i}" for i in range(8))),
+            PlannedChange(ApplyAction.NOOP, "A", "a"),
+            PlannedChange(ApplyAction.DELETE, "B", "ns/b", note="prune"),
+            PlannedChange(ApplyAction.UPDATE, "C", "c", tuple(f"p{i}" for i in range(8))),
         ],
     )
     assert plan.summary() == "0 to create, 1 to change, 1 to delete, 1 unchanged"
@@ -285,29 +289,40 @@ def test_compare_ignores_bookkeeping_but_not_ownership() -> None:
             {"manager": "ai4ec", "operation": "Apply", "fieldsV1": {"f:spec": {}}, "time": "t2"}
         ],
     }
-    assert compare(live, dry) == (Action.NOOP, ())
-    assert compare(None, dry) == (Action.CREATE, ())
-    assert compare(live, _obj(spec={"replicas": 2})) == (Action.UPDATE, ("spec.replicas",))
+    assert compare(live, dry) == (ApplyAction.NOOP, ())
+    assert compare(None, dry) == (ApplyAction.CREATE, ())
+    assert compare(live, _obj(spec={"replicas": 2})) == (ApplyAction.UPDATE, ("spec.replicas",))
     adopted = _obj()
     adopted["metadata"] = {
         **adopted["metadata"],
         "managedFields": [{"manager": "kubectl", "operation": "Update"}],
     }
     action, paths = compare(adopted, live)
-    assert action is Action.UPDATE and "ownership" in paths[0]
+    assert action is ApplyAction.UPDATE and "ownership" in paths[0]
 
 
 def test_prunable_rules() -> None:
-    """Prune never touches desired, controller-owned, CSI-synced or terminating objects."""
+    """Prune never touches desired, controller-owned, CSI-synced or terminating objects,
+    nor any object ai4ec's field manager did not apply (labels alone prove nothing)."""
     desired = {("apps", "Deployment", "ns", "keep")}
+    ours = [{"manager": "ai4ec", "operation": "Apply"}]
     assert prunable(
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "gone", "namespace": "ns"},
+            "metadata": {"name": "gone", "namespace": "ns", "managedFields": ours},
         },
         desired,
     )
+    for fields in ([], [{"manager": "helm", "operation": "Update"}], [{"manager": "ai4ec"}]):
+        assert not prunable(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "gone", "namespace": "ns", "managedFields": fields},
+            },
+            desired,
+        )
     assert not prunable(
         {
             "apiVersion": "apps/v1",
@@ -502,3 +517,126 @@ def test_build_dir_resolution(tmp_path: Path) -> None:
         load_build(tmp_path / "out" / "prod")
     with pytest.raises(ApplyError, match="no manifest.json"):
         resolve_build_dir(tmp_path / "nowhere")
+
+
+def test_tracebacks_in_log_records_are_scrubbed() -> None:
+    """A logged exception's traceback is masked too (it is formatted before any handler)."""
+    scrub.register("traceback-secret-0123456789")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    log = logging.getLogger("ai4ec.test.traceback")
+    log.addHandler(handler)
+    try:
+        with scrub.scrubbed_logging():
+            try:
+                raise RuntimeError("token traceback-secret-0123456789 refused")
+            except RuntimeError:
+                log.exception("call failed")
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    assert "RuntimeError: token *** refused" in text
+    assert "traceback-secret-0123456789" not in text
+
+
+# ------------------------------------------------------------------------ bundle, what-if
+
+
+def _zip(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return buf.getvalue()
+
+
+def test_bundle_function_names_are_read_without_importing() -> None:
+    """Apply waits for exactly the functions the bundle declares (v2 decorators)."""
+    bundle = _zip(
+        {
+            "function_app.py": "from pkg.app import app\n",
+            "pkg/app.py": (
+                "import not_installed_anywhere\n"
+                "@app.function_name('B')\n@app.route(route='b')\ndef b(req): ...\n"
+                "@app.function_name(name='A')\nasync def a(req): ...\n"
+            ),
+            ".python_packages/lib/site-packages/x.py": (
+                "@app.function_name('Vendored')\ndef v(): ...\n"
+            ),
+        }
+    )
+    assert function_names(bundle) == ["A", "B"]
+    with pytest.raises(ApplyError, match=r"pkg/app.py, line 1"):
+        function_names(_zip({"pkg/app.py": "def (:\n"}))
+    with pytest.raises(ApplyError, match="not a zip"):
+        function_names(b"nope")
+
+
+def test_bundle_function_names_of_the_real_runtime(built_sample: Path) -> None:
+    """The shipped runtime declares BackendWebhook, which Event Grid validates."""
+    data = (built_sample / "out" / "default" / "functions" / "bundle.zip").read_bytes()
+    names = function_names(data)
+    assert "BackendWebhook" in names and len(names) >= 5
+
+
+def test_whatif_noeffect_and_noise_are_not_changes() -> None:
+    """NoEffect, and a Modify whose every property is NoEffect, deploy nothing."""
+    result = {
+        "changes": [
+            {"resourceId": "/x/providers/A.B/c/one", "changeType": "NoEffect"},
+            {
+                "resourceId": "/x/providers/A.B/c/two",
+                "changeType": "Modify",
+                "delta": [
+                    {"path": "properties.provisioningState", "propertyChangeType": "NoEffect"}
+                ],
+            },
+            {
+                "resourceId": "/x/providers/A.B/c/three",
+                "changeType": "Modify",
+                "delta": [
+                    {"path": "properties.state", "propertyChangeType": "NoEffect"},
+                    {"path": "properties.size", "propertyChangeType": "Modify"},
+                ],
+            },
+            {"resourceId": "/x/providers/A.B/c/four", "changeType": "Deploy"},
+        ]
+    }
+    got = {c.name: (c.action, c.paths) for c in arm.whatif_changes(result)}
+    assert got == {
+        "one": (ApplyAction.NOOP, ()),
+        "two": (ApplyAction.NOOP, ()),
+        "three": (ApplyAction.UPDATE, ("properties.size",)),
+        "four": (ApplyAction.UNKNOWN, ()),
+    }
+
+
+def test_deployer_principal_comes_from_the_token_claims() -> None:
+    """The template's deployerPrincipalId is whoever ARM sees: the token's oid claim."""
+    from azure.core.credentials import AccessToken
+
+    from ai4ec.apply.azure import Azure
+
+    def jwt(claims: dict[str, Any]) -> str:
+        def part(d: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")
+
+        return f"{part({'alg': 'none'})}.{part(claims)}.sig"
+
+    class Cred:
+        token = ""
+
+        def get_token(self, *scopes: str, **kw: Any) -> AccessToken:
+            return AccessToken(self.token, 2**31)
+
+    cred = Cred()
+    az = Azure("sub", credential=cred, arm_endpoint=None)
+    try:
+        cred.token = jwt({"oid": "11111111-aaaa", "idtyp": "app"})
+        assert az.principal() == ("11111111-aaaa", "ServicePrincipal")
+        cred.token = jwt({"oid": "22222222-bbbb", "upn": "dev@example.org"})
+        assert az.principal() == ("22222222-bbbb", "User")
+        cred.token = "opaque-token-without-claims"
+        assert az.principal() is None
+    finally:
+        az.close()

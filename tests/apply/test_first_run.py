@@ -1,0 +1,399 @@
+"""Issue 17: what a first real run meets, one test per finding (local HTTPS fakes).
+
+Every test drives the real Azure and Kubernetes SDK clients against the fakes of
+``support.py``, which refuse what the real services refuse: ARM 404s actions that do not
+exist and 409s a PUT of a running deployment, the Functions host lists functions only
+after its restart and only those it could import, Event Grid performs the webhook
+validation handshake, the kube-apiserver answers 403 until the caller has a role.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ai4ec.errors import ApplyError
+
+from .conftest import Project, run, synthetic_template, write_template
+from .support import FakeAzure, FakeKube, Tls, applied_by
+
+DEPLOYER = "5e1f0c2a-0000-4000-8000-00000000d3p1"
+
+
+def _clean(azure: FakeAzure, kube: FakeKube) -> None:
+    assert azure.violations == [], azure.violations
+    assert kube.violations == [], kube.violations
+
+
+def _puts(azure: FakeAzure) -> list[str]:
+    return [w.rsplit("/", 1)[1] for w in azure.writes() if "/deployments/" in w]
+
+
+# ------------------------------------------------------------------------ readiness
+
+
+def test_event_grid_waits_for_the_functions_host_to_index(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """The subscription is created only once the host lists every function.
+
+    The fake host lists nothing for 4 reads after the publish; Event Grid's handshake
+    fails while BackendWebhook is not indexed, so deploying dispatch at once (as before)
+    failed with 'Url validation'.
+    """
+    azure, kube = fakes
+    azure.functions_host.index_delay = 4
+    r = run(azure, tls, project.env_dir, yes=True)
+    assert r.error is None, r.text
+    assert "waiting for the Functions host to index 10 function(s)" in r.text
+    assert "Functions host lists all 10 function(s)" in r.text
+    assert _puts(azure).count("ai4ec-default-dispatch") == 1  # the handshake passed at once
+    listings = [
+        i
+        for i, q in enumerate(azure.requests)
+        if q.method == "GET" and q.path.endswith("/functions")
+    ]
+    dispatch = next(
+        i
+        for i, q in enumerate(azure.requests)
+        if q.method == "PUT" and q.path.endswith("/ai4ec-default-dispatch")
+    )
+    assert len(listings) >= 4 and max(listings) < dispatch
+    _clean(azure, kube)
+
+
+def test_a_bundle_the_host_cannot_import_fails_clearly(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """The host imports only what the bundle carries: nothing indexed is a clear error."""
+    azure, kube = fakes
+    azure.functions_host.dependencies = "bundle"  # the bundle lacks azure-functions & co.
+    r = run(azure, tls, project.env_dir, yes=True, ready_timeout=0.3)
+    assert isinstance(r.error, ApplyError), r.text
+    message = str(r.error)
+    assert "the host lists 0 of 10 functions" in message
+    assert "BackendWebhook" in message and "could not load the bundle" in message
+    assert "ai4ec-default-dispatch" not in _puts(azure)  # no handshake against a dead host
+    _clean(azure, kube)
+
+
+def test_rerun_after_a_rollout_timeout_keeps_waiting(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """A rerun with nothing to change still waits for workloads not rolled out."""
+    azure, kube = fakes
+    kube.slow["hello-v1"] = 10**6
+    stuck = run(azure, tls, project.env_dir, yes=True, timeout=0.2)
+    assert isinstance(stuck.error, ApplyError)
+    assert "rerun apply to keep waiting" in str(stuck.error)
+
+    kube.slow["hello-v1"] = 2
+    again = run(azure, tls, project.env_dir, yes=True)
+    assert again.error is None, again.text
+    assert "Deployment ai4ec/hello-v1: 0/1 updated, 0 available" in again.text
+    assert "Deployment ai4ec/hello-v1 ready" in again.text
+    _clean(azure, kube)
+
+
+# --------------------------------------------------------------------------- access
+
+
+def _with_deployer_role(project: Project) -> None:
+    """The template change the render side makes: an AKS RBAC role for the deployer."""
+    template = synthetic_template(project.platform_file)
+    template["parameters"]["deployerPrincipalId"] = {"type": "string", "defaultValue": ""}
+    template["parameters"]["deployerPrincipalType"] = {
+        "type": "string",
+        "defaultValue": "ServicePrincipal",
+    }
+    template["resources"].append(
+        {
+            "type": "Microsoft.Authorization/roleAssignments",
+            "apiVersion": "2022-04-01",
+            "name": "deployer-aks-rbac-admin",
+            "properties": {
+                "principalId": "[parameters('deployerPrincipalId')]",
+                "principalType": "[parameters('deployerPrincipalType')]",
+                "roleDefinitionId": "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b",
+            },
+        }
+    )
+    write_template(project.env_dir, template)
+
+
+def test_kubernetes_403_is_waited_out_while_the_role_propagates(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """The deployer gets an AKS role from the template; 403 until it arrives is waited."""
+    azure, kube = fakes
+    _with_deployer_role(project)
+    kube.caller, kube.propagation = DEPLOYER, 3
+    r = run(azure, tls, project.env_dir, yes=True, deployer_principal_id=DEPLOYER)
+    assert r.error is None, r.text
+    infra = [
+        q.json()["properties"]["parameters"]
+        for q in azure.requests
+        if q.method == "PUT" and q.path.endswith("/ai4ec-default-infra")
+    ]
+    assert infra[0]["deployerPrincipalId"] == {"value": DEPLOYER}
+    assert "forbidden (HTTP 403); waiting for the role assignment" in r.text
+    assert kube.get_object("Deployment", "ai4ec", "hello-v1") is not None
+    _clean(azure, kube)
+
+
+def test_kubernetes_403_without_a_role_fails_after_the_deadline(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """No role ever arrives: a clear error naming the contract, after --ready-timeout."""
+    azure, kube = fakes
+    kube.caller = DEPLOYER
+    r = run(azure, tls, project.env_dir, yes=True, ready_timeout=0.3)
+    assert isinstance(r.error, ApplyError)
+    assert "forbidden (HTTP 403)" in str(r.error)
+    assert "deployerPrincipalId" in str(r.error)
+
+
+# ----------------------------------------------------------------- transient failures
+
+
+def test_a_running_deployment_of_the_same_name_is_waited_for(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """A deployment left running (Ctrl-C) is waited for instead of a 409 DeploymentActive."""
+    azure, kube = fakes
+    azure.active["ai4ec-default-infra"] = 3
+    r = run(azure, tls, project.env_dir, yes=True, targets=("azure",))
+    assert r.error is None, r.text
+    assert "deployment ai4ec-default-infra is still running (running): waiting" in r.text
+    assert not any(
+        q.method == "PUT" and q.path.endswith("/ai4ec-default-infra") for q in azure.requests[:3]
+    )
+    _clean(azure, kube)
+
+
+def test_transient_arm_codes_are_retried_with_backoff(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """AnotherOperationInProgress, PrincipalNotFound, a failed handshake: deployed again."""
+    azure, kube = fakes
+    azure.transient = {
+        "ai4ec-default-infra": ("AnotherOperationInProgress", 1),
+        "ai4ec-default-dispatch": ("Url validation", 1),
+        "ai4ec-default-apim": ("PrincipalNotFound", 2),
+    }
+    r = run(azure, tls, project.env_dir, yes=True)
+    assert r.error is None, r.text
+    assert "transient failure (AnotherOperationInProgress)" in r.text
+    assert "transient failure (Url validation)" in r.text
+    assert _puts(azure).count("ai4ec-default-apim") == 3
+    _clean(azure, kube)
+
+
+def test_permanent_codes_are_not_retried_and_errors_are_this_runs(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """Every failed operation is reported (nextLink followed); a later preflight 400
+    does not show the previous run's failures."""
+    azure, kube = fakes
+    apim = "myplat-apim-e61b8"
+    azure.operations_page = 1
+    azure.fail_resources = {
+        ("Microsoft.ApiManagement/service/apis", f"{apim}/hello-v1"),
+        ("Microsoft.ApiManagement/service/apis/policies", f"{apim}/hello-v1/policy"),
+        ("Microsoft.ApiManagement/service/namedValues", f"{apim}/ai4ec-ingress-main"),
+    }
+    first = run(azure, tls, project.env_dir, yes=True)
+    assert isinstance(first.error, ApplyError)
+    message = str(first.error)
+    for _kind, name in azure.fail_resources:
+        assert name in message
+    assert _puts(azure).count("ai4ec-default-apim") == 1  # BadRequest is permanent
+
+    azure.fail_resources = set()
+    azure.fail(
+        "PUT",
+        r"/deployments/ai4ec-default-apim$",
+        400,
+        body={"error": {"code": "InvalidTemplate", "message": "preflight says no"}},
+    )
+    second = run(azure, tls, project.env_dir, yes=True)
+    assert isinstance(second.error, ApplyError)
+    assert "preflight says no" in str(second.error)
+    assert "hello-v1" not in str(second.error)  # the previous run's failures are not ours
+
+
+def test_whatif_noise_deploys_nothing(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """What-if NoEffect and Modify-of-NoEffect-only noise are not changes."""
+    azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    azure.reset_log()
+    azure.whatif_noise = True
+    azure.whatif_forced = {"Microsoft.EventGrid/topics": "NoEffect"}
+    r = run(azure, tls, project.env_dir, yes=True, refresh=True)
+    assert r.error is None, r.text
+    assert _puts(azure) == []
+    _clean(azure, kube)
+
+
+# ---------------------------------------------------------------------- safety rails
+
+
+def test_prune_refuses_a_kind_it_cannot_list_unless_told_to_skip(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """403 on a list is an error (it read as 'nothing to prune'); or a named skip."""
+    azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    kube.unlistable.add("configmaps")
+    refused = run(azure, tls, project.env_dir, yes=True, prune=True)
+    assert isinstance(refused.error, ApplyError)
+    assert "cannot list ConfigMap (v1): HTTP 403" in str(refused.error)
+    assert "--prune-skip-forbidden" in str(refused.error)
+    skipped = run(azure, tls, project.env_dir, yes=True, prune=True, prune_skip_forbidden=True)
+    assert skipped.error is None, skipped.text
+    assert "prune skips ConfigMap (v1)" in skipped.text
+
+
+def test_pruning_a_namespace_needs_its_own_flag(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """--prune --yes keeps a Namespace ai4ec applied; --prune-namespaces deletes it."""
+    azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    labels = {
+        "app.kubernetes.io/managed-by": "ai4ec",
+        "ai4ec.io/platform": "my-platform",
+        "ai4ec.io/environment": "default",
+    }
+    kube.seed(
+        applied_by(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "old", "labels": labels}}
+        )
+    )
+    kept = run(azure, tls, project.env_dir, yes=True, prune=True)
+    assert kept.error is None, kept.text
+    assert "Namespace old is no longer in the build; kept" in kept.text
+    assert kube.get_object("Namespace", "", "old") is not None
+    gone = run(azure, tls, project.env_dir, yes=True, prune=True, prune_namespaces=True)
+    assert gone.error is None, gone.text
+    assert "- Namespace old (prune; deletes everything in it)" in gone.text
+    assert kube.get_object("Namespace", "", "old") is None
+
+
+def _kubeconfig(tmp_path: Path, kube: FakeKube, tls: Tls) -> str:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": kube.url, "certificate-authority": str(tls.ca_file)},
+                    }
+                ],
+                "users": [{"name": "u", "user": {"token": kube.token}}],
+                "contexts": [{"name": "ci", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "ci",
+            }
+        )
+    )
+    return str(path)
+
+
+def test_a_context_that_is_not_the_builds_cluster_is_refused(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project, tmp_path: Path
+) -> None:
+    """--context main=ci is checked against the AKS cluster's fqdn before any write."""
+    azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True, targets=("azure",)).error is None
+    config = _kubeconfig(tmp_path, kube, tls)
+    azure.aks_fqdn = "myplat-main-aks-dns-1a2b.hcp.westeurope.azmk8s.io"
+    kw: dict[str, Any] = {"targets": ("k8s",), "contexts": {"main": "ci"}, "kubeconfig": config}
+    wrong = run(azure, tls, project.env_dir, yes=True, **kw)
+    assert isinstance(wrong.error, ApplyError)
+    assert "is not the AKS cluster of the build" in str(wrong.error)
+    assert kube.writes() == []
+    azure.aks_fqdn = None  # now the fqdn is the fake's own address
+    right = run(azure, tls, project.env_dir, yes=True, **kw)
+    assert right.error is None, right.text
+    _clean(azure, kube)
+
+
+def test_a_second_concurrent_apply_is_refused(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """The resource group's lock tag held by another run stops this one before writing."""
+    azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True, targets=("azure",)).error is None
+    tags = azure.groups["my-platform-rg"]["tags"]
+    tags["ai4ec-apply-lock"] = "other-run 99999999999"
+    project.edit("image: hello:1.0.0", "image: hello:2.0.0")
+    project.build()
+    azure.reset_log()
+    refused = run(azure, tls, project.env_dir, yes=True)
+    assert isinstance(refused.error, ApplyError)
+    assert "is locked by another apply" in str(refused.error)
+    assert _puts(azure) == [] and azure.kudu == []
+    broken = run(azure, tls, project.env_dir, yes=True, break_lock=True)
+    assert broken.error is None, broken.text
+    assert "ai4ec-apply-lock" not in tags  # released at the end
+
+
+def test_a_resource_group_of_another_environment_is_refused(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """Tags naming another platform or environment stop the run before any write."""
+    azure, kube = fakes
+    azure.groups["my-platform-rg"] = {
+        "location": "westeurope",
+        "tags": {"ai4ec-platform": "my-platform", "ai4ec-environment": "prod"},
+    }
+    r = run(azure, tls, project.env_dir, yes=True)
+    assert isinstance(r.error, ApplyError)
+    assert "tagged ai4ec-environment=prod, but this build is default" in str(r.error)
+    assert azure.writes() == [] and kube.writes() == []
+
+
+def test_a_saved_plan_is_applied_exactly_or_refused_as_stale(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project, tmp_path: Path
+) -> None:
+    """--plan -o saves a plan bound to the build and live state; --from-plan applies it,
+    and refuses it once the live state or the build moved on."""
+    azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    project.edit("image: hello:1.0.0", "image: hello:2.0.0")
+    project.build()
+    saved = tmp_path / "plan.json"
+    plan = run(azure, tls, project.env_dir, plan=True, targets=("k8s",), plan_output=saved)
+    assert plan.error is None, plan.text
+    doc = json.loads(saved.read_text())
+    assert doc["targets"] == ["k8s"] and len(doc["build"]) == 64
+
+    # Someone changes the cluster after the review: the plan is stale.
+    live = kube.get_object("Deployment", "ai4ec", "hello-v1")
+    assert live is not None
+    before = json.loads(json.dumps(live))
+    live["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}]
+    kube.reset_log()
+    stale = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
+    assert isinstance(stale.error, ApplyError), stale.text
+    assert "stale: step k8s:main would now do something else" in str(stale.error)
+    assert kube.writes() == []
+
+    # Live state back as reviewed: exactly the plan is applied.
+    kube.objects[kube.key(before)] = before
+    ok = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
+    assert ok.error is None, ok.text
+    assert [w.rsplit("/", 1)[1] for w in kube.writes()] == ["hello-v1"]
+
+    # Another build: refused before anything is read.
+    project.edit("image: hello:2.0.0", "image: hello:3.0.0")
+    project.build()
+    other = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
+    assert isinstance(other.error, ApplyError)
+    assert "made from another build" in str(other.error)
