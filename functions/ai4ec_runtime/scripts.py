@@ -449,8 +449,13 @@ end
 local fn = M[mode]
 if not fn then return redis.error_reply('ai4ec: unknown script mode ' .. tostring(mode)) end
 local opkey = nil
-if opid ~= '' then
+if opid ~= '' and mode == 'current' then
+  -- The counter key is in no shard: keep the record in the counter's own slot.
+  if not string.find(KEYS[1], '[{}]') then opkey = '$OP' .. opid .. '{' .. KEYS[1] .. '}' end
+elseif opid ~= '' then
   opkey = P .. '$OP' .. opid
+end
+if opkey then
   local prev = redis.call('GET', opkey)
   if prev then return cjson.decode(prev) end
 end

@@ -291,10 +291,7 @@ class TaskStore:
             # cluster resharded. Either way the call did nothing: fix and run it again
             # (same packed bytes, so the same operation id).
             if missing:
-                if self.cluster:
-                    self.redis.script_load(TASK_SCRIPT, target_nodes=self.redis.ALL_NODES)
-                else:
-                    self.redis.script_load(TASK_SCRIPT)
+                self.redis.script_load(TASK_SCRIPT)  # a cluster client loads it on every primary
             if moved:
                 self.redis.nodes_manager.initialize()
             again = missing + moved
