@@ -231,6 +231,8 @@ function M.update()
     -- FailTask after CompleteTask (a service whose handler raised after completing):
     -- the task stays completed, and the late writer is told so without an error.
     if m.st == 'completed' and want == 'failed' then return {'fenced', snapshot(id)} end
+    -- A finished declarative pipeline: any late terminal write is from an earlier step.
+    if m.pl ~= '' and terminal(want) then return {'fenced', snapshot(id)} end
     return {'conflict', m.st, want, snapshot(id)}
   end
   local publish = a[13] == '1'
