@@ -97,8 +97,8 @@ def report(name: str, count: int, elapsed: float, lat: list[float] | None = None
 
 
 class RedisProc:
-    def __init__(self, aof: bool, *extra: str) -> None:
-        self.port = free_port()
+    def __init__(self, aof: bool, *extra: str, port: int = 0) -> None:
+        self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="ai4ec-bench-redis-")
         persist = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else []
         self.proc = subprocess.Popen(
@@ -131,12 +131,10 @@ class ClusterProc:
     def __init__(self, aof: bool) -> None:
         self.nodes: list[RedisProc] = []
         for _ in range(3):
-            while True:  # the cluster bus listens on port + 10000
-                node = RedisProc(aof, "--cluster-enabled", "yes")
-                if node.proc.poll() is None and node.port < 55000:
-                    break
-                node.stop()
-            self.nodes.append(node)
+            port = free_port()
+            while port >= 55000:  # the cluster bus listens on port + 10000
+                port = free_port()
+            self.nodes.append(RedisProc(aof, "--cluster-enabled", "yes", port=port))
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
         subprocess.run(["redis-cli", "--cluster", "create", *addrs, "--cluster-yes"],
                        check=True, stdout=subprocess.DEVNULL, timeout=60)  # fmt: skip
