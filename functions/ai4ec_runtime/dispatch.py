@@ -16,19 +16,17 @@ Two halves:
 
 from __future__ import annotations
 
-import heapq
 import http.client
 import json
 import logging
+import select
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from .store import Dispatch, TaskStore
+from .store import Dispatch, Queued, TaskStore
 
 log = logging.getLogger("ai4ec_runtime.dispatch")
 
@@ -136,6 +134,16 @@ class BackendClient:
     a TCP handshake per task. The pool is shared by all threads: a connection is taken
     for one request and put back afterwards, so any number of caller threads use at
     most as many sockets as run concurrently.
+
+    Exactly one request reaches the backend per call: a model run is not idempotent, so
+    a request is only sent again when sending it on a *reused* socket failed (the
+    backend had closed the idle connection, so nothing was delivered). A read timeout
+    or a connection dropped after the request went out is an error for the caller's
+    attempt, never a silent second POST.
+
+    Args:
+        timeout: seconds for connecting and for each socket read; keep it below Event
+            Grid's 30 s webhook limit.
     """
 
     def __init__(self, timeout: float) -> None:
@@ -148,7 +156,7 @@ class BackendClient:
         """POST ``body`` to ``url`` with the ``taskId`` header; returns the status code.
 
         Raises:
-            OSError: connection failed or timed out (after one reconnect attempt).
+            OSError: connecting, sending or reading the answer failed or timed out.
         """
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc)
@@ -161,30 +169,37 @@ class BackendClient:
             "Content-Type": "application/json",
             "Content-Length": str(len(payload)),
         }
-        for attempt in (1, 2):
-            conn = self._take(key)
+        while True:
+            conn, reused = self._take(key)
             try:
                 conn.request("POST", target, body=payload, headers=headers)
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if reused:
+                    continue  # the backend closed this idle socket: nothing was sent
+                raise OSError(f"POST {url} failed: {exc}") from exc
+            try:
                 resp = conn.getresponse()
                 resp.read()
             except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                # A kept-alive connection the backend closed fails on first use: retry
-                # once on a new connection; a second failure is real.
-                if attempt == 2:
-                    raise OSError(f"POST {url} failed: {exc}") from exc
-                continue
+                conn.close()  # the request went out: the backend may be running it
+                raise OSError(f"POST {url}: no answer: {exc}") from exc
             self._give(key, conn, reusable=not resp.will_close)
             return int(resp.status)
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _take(self, key: tuple[str, str]) -> http.client.HTTPConnection:
-        with self._lock:
-            free = self._free.get(key)
-            if free:
-                return free.pop()
+    def _take(self, key: tuple[str, str]) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection and whether it was used before (idle ones found closed are dropped)."""
+        while True:
+            with self._lock:
+                free = self._free.get(key)
+                conn = free.pop() if free else None
+            if conn is None:
+                break
+            if conn.sock is not None and not _dropped(conn.sock):
+                return conn, True
+            conn.close()
         cls = http.client.HTTPSConnection if key[0] == "https" else http.client.HTTPConnection
-        return cls(key[1], timeout=self.timeout)
+        return cls(key[1], timeout=self.timeout), False
 
     def _give(self, key: tuple[str, str], conn: http.client.HTTPConnection, reusable: bool) -> None:
         with self._lock:
@@ -203,17 +218,30 @@ class BackendClient:
             conn.close()
 
 
+def _dropped(sock: Any) -> bool:
+    """Whether an idle kept-alive socket was closed by its peer (readable = EOF or junk)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class Outcome(StrEnum):
     """What happened to one delivery attempt."""
 
     #: The backend accepted the task (2xx).
     DELIVERED = "delivered"
-    #: Nothing to do: the task moved on, vanished, or another delivery holds it.
+    #: Nothing to do: the task moved on or vanished.
     STALE = "stale"
-    #: 429/503: the backend is busy; try again later.
+    #: Another delivery of the same dispatch holds the lease; its queue entry waits.
+    LEASED = "leased"
+    #: 429/503: the backend is busy; the transport retries (Event Grid, old style).
     BUSY = "busy"
-    #: Network error or other 5xx: try again later.
+    #: Network error or other 5xx: the transport retries.
     ERROR = "error"
+    #: Busy, cold or down: parked in the API's durable delivery queue for a retry.
+    QUEUED = "queued"
     #: A 4xx other than 408/429: retrying cannot help; the task is failed.
     REJECTED = "rejected"
     #: Retries are exhausted; the task was failed.
@@ -223,6 +251,8 @@ class Outcome(StrEnum):
 BUSY_CODES = frozenset({429, 503})
 #: 4xx answers that mean "try again" rather than "your request is wrong".
 RETRYABLE_4XX = frozenset({408, 425, 429})
+#: Seconds a busy or cold backend's task waits in its queue before the first retry.
+DEFAULT_REQUEUE_SECONDS = 1.0
 
 
 def deliver(
@@ -233,18 +263,31 @@ def deliver(
     body_from_store: bool,
     lease_seconds: float,
     final_attempt: bool,
+    requeue_after: float | None = DEFAULT_REQUEUE_SECONDS,
 ) -> Outcome:
     """Deliver one dispatch to its backend and record the result in the task.
 
+    A busy (429/503), cold (connection refused) or failing backend does not hand the
+    task back to the transport: it is parked in the API's durable delivery queue
+    (``requeue_after`` seconds) and delivered from there as soon as the backend
+    answers, by the local dispatcher's lane for that API or by :func:`pump`. So a
+    GPU API scaled to zero never waits on Event Grid's backoff, and its backlog never
+    holds up another API's deliveries.
+
     Args:
         store: task store.
-        backend: HTTP client for the backend POST.
+        backend: HTTP client for the backend POST (one POST per call).
         item: the dispatch (its body is ignored when ``body_from_store``).
         body_from_store: load the body from ``<TaskId>_ORIG`` (reference events).
         lease_seconds: how long this delivery blocks duplicates.
-        final_attempt: the transport will not retry again; fail the task if this fails.
+        final_attempt: no retry follows; fail the task if this attempt fails.
+        requeue_after: park a busy/failed delivery for this many seconds; ``None``
+            leaves the retry to the transport (answers BUSY/ERROR).
     """
     claim = store.claim(item.task_id, item.endpoint, lease_seconds, want_body=body_from_store)
+    if claim.state == "leased":
+        log.info("task %s: skip delivery (leased by another delivery)", item.task_id)
+        return Outcome.LEASED
     if claim.state != "ok":
         log.info("task %s: skip delivery (%s)", item.task_id, claim.state)
         return Outcome.STALE
@@ -273,41 +316,159 @@ def deliver(
             endpoint=item.endpoint,
         )
         return Outcome.GAVE_UP
-    store.note_waiting(item.task_id, item.endpoint, "busy" if busy else "error", detail)
-    log.info(
-        "task %s: backend %s (%s); will retry", item.task_id, "busy" if busy else "error", detail
-    )
+    kind = "busy" if busy else "error"
+    store.note_waiting(item.task_id, item.endpoint, kind, detail, requeue_after=requeue_after)
+    log.info("task %s: backend %s (%s); will retry", item.task_id, kind, detail)
+    if requeue_after is not None:
+        return Outcome.QUEUED
     return Outcome.BUSY if busy else Outcome.ERROR
 
 
-@dataclass(order=True, slots=True)
-class _Job:
-    due: float
-    seq: int
-    item: Dispatch
-    attempt: int
+def retry_delay(busy_count: int, base: float, cap: float) -> float:
+    """Backoff before the next delivery after ``busy_count`` busy/failed ones."""
+    return float(min(cap, base * 2 ** max(0, busy_count)))
+
+
+def deliver_queued(
+    store: TaskStore,
+    backend: BackendClient,
+    queued: Queued,
+    *,
+    lease_seconds: float,
+    max_attempts: int,
+    base_delay: float,
+    max_delay: float,
+) -> Outcome:
+    """Deliver one entry taken from a durable delivery queue and settle the entry.
+
+    Whatever goes wrong, the entry is never dropped: when the claim or the store
+    raises, it is requeued, and if even that fails its lease (set by the take) makes
+    it due again.
+    """
+    item = queued.item
+    try:
+        outcome = deliver(
+            store,
+            backend,
+            item,
+            body_from_store=False,
+            lease_seconds=lease_seconds,
+            final_attempt=queued.busy_count + 1 >= max_attempts,
+            requeue_after=retry_delay(queued.busy_count, base_delay, max_delay),
+        )
+    except Exception:
+        log.warning("task %s: delivery failed in the store; requeued", item.task_id, exc_info=True)
+        try:
+            store.enqueue(item.task_id, retry_delay(queued.busy_count, base_delay, max_delay))
+        except Exception:  # Redis is down: the take's lease brings the entry back
+            log.warning("task %s: requeue failed; due again after its lease", item.task_id)
+        return Outcome.ERROR
+    if outcome in (Outcome.DELIVERED, Outcome.STALE, Outcome.REJECTED, Outcome.GAVE_UP):
+        store.delivered(item.task_id, queued.api)
+    return outcome
+
+
+def pump(
+    store: TaskStore,
+    backend: BackendClient,
+    apis: Sequence[str],
+    *,
+    lease_seconds: float,
+    max_attempts: int,
+    base_delay: float,
+    max_delay: float,
+    batch: int = 50,
+) -> dict[str, int]:
+    """Deliver the due entries of every API's delivery queue once (the Azure timer).
+
+    Returns:
+        Outcome counts.
+    """
+    counts: dict[str, int] = {}
+    for api in apis:
+        for queued in store.take(api, batch, lease_seconds):
+            outcome = deliver_queued(
+                store,
+                backend,
+                queued,
+                lease_seconds=lease_seconds,
+                max_attempts=max_attempts,
+                base_delay=base_delay,
+                max_delay=max_delay,
+            )
+            counts[outcome.value] = counts.get(outcome.value, 0) + 1
+    return counts
+
+
+class _Lane:
+    """The delivery threads of one API: a slow or cold API only ever blocks its own."""
+
+    def __init__(self, owner: LocalDispatcher, api: str, workers: int) -> None:
+        self.owner = owner
+        self.api = api
+        self.cond = threading.Condition()
+        self.wakeups = 0
+        self.threads = [
+            threading.Thread(target=self._work, name=f"ai4ec-dq-{api or '_'}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def wake(self) -> None:
+        with self.cond:
+            self.wakeups += 1
+            self.cond.notify()
+
+    def _wait(self, seconds: float) -> None:
+        with self.cond:
+            if self.wakeups == 0 and not self.owner.closed:
+                self.cond.wait(seconds)
+            self.wakeups = max(0, self.wakeups - 1)
+
+    def _work(self) -> None:
+        o = self.owner
+        while not o.closed:
+            try:
+                jobs = o.store.take(self.api, 1, o.lease_seconds)
+                if not jobs:
+                    due = o.store.next_due(self.api)
+                    self._wait(o.poll_interval if due is None else min(o.poll_interval, due))
+                    continue
+            except Exception:  # Redis hiccup: wait, then look again
+                log.warning("delivery queue %s: take failed", self.api or "_", exc_info=True)
+                self._wait(o.poll_interval)
+                continue
+            for queued in jobs:
+                o.run(queued)
 
 
 class LocalDispatcher:
-    """Delivers dispatches itself, in background threads, with backoff on busy/errors.
+    """Delivers dispatches itself, from durable per-API queues in Redis.
 
     This replaces Event Grid on the local host: no topic, no webhook, the same
-    :func:`deliver` step. A busy (429/503) or failing backend is retried after
-    ``base * 2**(attempt-1)`` seconds (capped at ``max_delay``), up to ``max_attempts``
-    deliveries; then the task is failed, as a dead-lettered event would be in Azure.
-    A sweeper thread also runs the store's deadline sweep and re-dispatches timed-out
-    tasks whose backoff has passed (the job of the timer functions in Azure).
+    :func:`deliver` step. :meth:`dispatch` puts the task into its API's delivery queue
+    (a sorted set in Redis), and each API has its own *lane* of ``workers`` threads that
+    takes due entries, so one API's backlog never delays another's. A busy (429/503),
+    cold or failing backend parks the entry for ``base * 2**n`` seconds (capped at
+    ``max_delay``), up to ``max_attempts`` deliveries; then the task is failed, as a
+    dead-lettered event would be in Azure. The queue survives SIGTERM and kill -9: a
+    restarted host finds the queued entries (and the ones that were in flight, once
+    their lease ends) and delivers them. A sweeper thread also runs the store's
+    deadline sweep and re-dispatches timed-out tasks (the timer functions' job in Azure).
 
     Args:
         store: task store.
         backend: HTTP client.
-        workers: delivery threads (a slow backend holds one while it answers).
+        workers: delivery threads per API (a slow backend holds one while it answers).
         base_delay: first retry delay in seconds.
         max_delay: cap of the retry delay.
         max_attempts: deliveries before giving up.
-        lease_seconds: delivery lease (see :meth:`TaskStore.claim`).
+        lease_seconds: delivery lease: an entry taken by a host that died is due again
+            after this long (see :meth:`TaskStore.claim`).
         sweep_interval: seconds between deadline sweeps (0 disables the sweeper).
         sweep_batch: deadlines handled per sweep call.
+        poll_interval: longest a lane sleeps before looking at its queue again.
     """
 
     def __init__(
@@ -315,113 +476,120 @@ class LocalDispatcher:
         store: TaskStore,
         backend: BackendClient,
         *,
-        workers: int = 8,
+        workers: int = 4,
         base_delay: float = 0.5,
         max_delay: float = 30.0,
         max_attempts: int = 20,
         lease_seconds: float = 600.0,
         sweep_interval: float = 1.0,
         sweep_batch: int = 500,
+        poll_interval: float = 1.0,
     ) -> None:
         self.store = store
         self.backend = backend
+        self.workers = workers
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.max_attempts = max_attempts
         self.lease_seconds = lease_seconds
         self.sweep_interval = sweep_interval
         self.sweep_batch = sweep_batch
-        self._heap: list[_Job] = []
-        self._cond = threading.Condition()
-        self._seq = 0
+        self.poll_interval = poll_interval
+        self.closed = False
+        self._lanes: dict[str, _Lane] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._busy = 0
-        self._closed = False
         self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
-        self._threads = [
-            threading.Thread(target=self._work, name=f"ai4ec-dispatch-{i}", daemon=True)
-            for i in range(workers)
-        ]
+        self._sweeper: threading.Thread | None = None
         if sweep_interval > 0:
-            self._threads.append(
-                threading.Thread(target=self._sweep_loop, name="ai4ec-sweeper", daemon=True)
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop, name="ai4ec-sweeper", daemon=True
             )
-        for thread in self._threads:
-            thread.start()
+            self._sweeper.start()
+
+    def apis(self) -> list[str]:
+        """Every delivery queue this host serves: each routed API, and '' (unrouted)."""
+        return ["", *sorted(self.store.routing.apis)]
+
+    def _lane(self, api: str) -> _Lane:
+        with self._lock:
+            lane = self._lanes.get(api)
+            if lane is None:
+                lane = self._lanes[api] = _Lane(self, api, self.workers)
+            return lane
 
     def dispatch(self, item: Dispatch) -> None:
-        """Queue ``item`` for immediate delivery."""
-        self._push(item, 1, time.monotonic())
+        """Queue ``item`` durably for delivery by its API's lane.
 
-    def _push(self, item: Dispatch, attempt: int, due: float) -> None:
-        with self._cond:
-            if self._closed:
-                raise DispatchError("local dispatcher is closed")
-            self._seq += 1
-            heapq.heappush(self._heap, _Job(due, self._seq, item, attempt))
-            self._cond.notify()
+        Raises:
+            DispatchError: the dispatcher is closed or Redis refused the entry.
+        """
+        if self.closed:
+            raise DispatchError("local dispatcher is closed")
+        try:
+            api = self.store.enqueue(item.task_id)
+        except Exception as exc:
+            raise DispatchError(f"could not queue the delivery: {exc}") from exc
+        if api is not None:
+            self._lane(api).wake()
+
+    def run(self, queued: Queued) -> None:
+        """Deliver one taken entry (lane threads)."""
+        with self._lock:
+            self._busy += 1
+        try:
+            outcome = deliver_queued(
+                self.store,
+                self.backend,
+                queued,
+                lease_seconds=self.lease_seconds,
+                max_attempts=self.max_attempts,
+                base_delay=self.base_delay,
+                max_delay=self.max_delay,
+            )
+            with self._lock:
+                self.outcomes[outcome] += 1
+        finally:
+            with self._lock:
+                self._busy -= 1
 
     def idle(self) -> bool:
-        """No delivery queued or in flight (tests wait on this)."""
-        with self._cond:
-            return not self._heap and self._busy == 0
+        """No delivery queued, parked or in flight (tests wait on this)."""
+        with self._lock:
+            if self._busy:
+                return False
+        return not any(self.store.backlog(self.apis()).values())
 
-    def _next(self) -> _Job | None:
-        with self._cond:
-            while not self._closed:
-                if self._heap:
-                    wait = self._heap[0].due - time.monotonic()
-                    if wait <= 0:
-                        self._busy += 1
-                        return heapq.heappop(self._heap)
-                    self._cond.wait(wait)
-                else:
-                    self._cond.wait()
-            return None
-
-    def _work(self) -> None:
-        while (job := self._next()) is not None:
-            try:
-                self._run(job)
-            except Exception:  # a worker must survive any single failure
-                log.exception("task %s: delivery crashed", job.item.task_id)
-            finally:
-                with self._cond:
-                    self._busy -= 1
-
-    def _run(self, job: _Job) -> None:
-        final = job.attempt >= self.max_attempts
-        outcome = deliver(
-            self.store,
-            self.backend,
-            job.item,
-            body_from_store=False,
-            lease_seconds=self.lease_seconds,
-            final_attempt=final,
-        )
-        self.outcomes[outcome] += 1
-        if outcome in (Outcome.BUSY, Outcome.ERROR):
-            delay = min(self.max_delay, self.base_delay * 2 ** (job.attempt - 1))
-            self._push(job.item, job.attempt + 1, time.monotonic() + delay)
+    def recover(self) -> None:
+        """Start a lane for every API whose durable queue holds entries (after a restart)."""
+        for api, count in self.store.backlog(self.apis()).items():
+            if count:
+                self._lane(api).wake()
 
     def _sweep_loop(self) -> None:
-        while True:
-            with self._cond:
-                if not self._closed:
-                    self._cond.wait(self.sweep_interval)
-                closed = self._closed
-            if closed:
-                return
+        first = True
+        while first or not self._stop.wait(self.sweep_interval):
+            first = False
             try:
+                self.recover()
                 run_timers(self.store, self, self.sweep_batch)
             except Exception:  # Redis hiccups must not kill the sweeper
-                log.exception("sweep failed")
+                log.warning("sweep failed", exc_info=True)
 
     def close(self) -> None:
-        """Stop the threads; queued deliveries are dropped (their tasks time out)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        for thread in self._threads:
+        """Stop the threads; queued deliveries stay in Redis for the next host."""
+        self.closed = True
+        self._stop.set()
+        with self._lock:
+            lanes = list(self._lanes.values())
+        for lane in lanes:
+            with lane.cond:
+                lane.cond.notify_all()
+        threads = [t for lane in lanes for t in lane.threads]
+        if self._sweeper is not None:
+            threads.append(self._sweeper)
+        for thread in threads:
             thread.join(timeout=5)
 
 
@@ -492,7 +660,10 @@ __all__ = [
     "Outcome",
     "RecordingDispatcher",
     "deliver",
+    "deliver_queued",
     "event_data",
     "publish",
+    "pump",
+    "retry_delay",
     "run_timers",
 ]

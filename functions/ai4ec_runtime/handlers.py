@@ -30,12 +30,13 @@ from .dispatch import (
     Outcome,
     deliver,
     publish,
+    pump,
     run_timers,
 )
 from .models import BadRequest, ConfigurationError, TaskError, UpsertRequest
 from .routing import Defaults, Routing
 from .settings import Settings
-from .store import Dispatch, TaskStore
+from .store import Dispatch, TaskStore, connect_redis
 
 log = logging.getLogger("ai4ec_runtime")
 
@@ -131,10 +132,14 @@ class Runtime:
         else:
             self.routing = Routing.load(settings.routing_path, defaults)
         if redis_client is None:
-            redis_client = connect(settings.require_redis_url())
+            redis_client = connect_redis(settings.require_redis_url(), settings.redis_mode)
         self.redis = redis_client
         self.store = TaskStore(
-            redis_client, self.routing, backend_base_url=settings.backend_base_url
+            redis_client,
+            self.routing,
+            backend_base_url=settings.backend_base_url,
+            shards=settings.redis_shards,
+            op_ttl_seconds=settings.op_ttl_seconds,
         )
         self.backend = BackendClient(settings.backend_timeout_seconds)
         self._dispatcher = dispatcher
@@ -159,6 +164,8 @@ class Runtime:
                         max_attempts=s.local_max_attempts,
                         lease_seconds=s.delivery_lease_seconds,
                         sweep_batch=s.sweep_batch,
+                        workers=s.local_workers,
+                        poll_interval=s.local_poll_seconds,
                     )
                 else:
                     self._dispatcher = EventGridDispatcher(
@@ -440,6 +447,18 @@ def task_process_logger(rt: Runtime) -> dict[str, int]:
 def task_timeout_sweeper(rt: Runtime) -> dict[str, int]:
     """Every 30 s: fail or retry tasks past their run/queue timeout, re-dispatch retries."""
     counts = run_timers(rt.store, rt.dispatcher, rt.settings.sweep_batch)
+    s = rt.settings
+    # Deliver what busy or cold backends left in the durable per-API queues.
+    delivered = pump(
+        rt.store,
+        rt.backend,
+        ["", *sorted(rt.routing.apis)],
+        lease_seconds=s.delivery_lease_seconds,
+        max_attempts=s.local_max_attempts,
+        base_delay=s.local_retry_base_seconds,
+        max_delay=s.local_retry_max_seconds,
+    )
+    counts.update({f"queue_{k}": v for k, v in delivered.items()})
     if any(counts.values()):
         log.info("timeout sweep: %s", counts)
     return counts

@@ -6,9 +6,20 @@ expiries consistent exist exactly once. Redis runs a script atomically, so two
 concurrent updates of one task can never interleave: the loser sees the winner's state
 and is checked against it (a late ``running`` finds ``completed`` and gets a conflict).
 
-Call convention: ``EVALSHA sha 0 mode now now_iso ...`` (keys are derived inside the
-script from the TaskId and the stored EndpointPath, which only the script knows; the
-deployment is a single-shard Redis, as upstream's key layout already requires).
+Call convention: ``EVALSHA sha 1 <slot key> mode now prefix op_id ttl_op ...``:
+
+* ``<slot key>`` is ``<prefix>ai4ec:slot`` (never written): declared so a Redis Cluster
+  client routes the call to the node owning the task's slot; every key the script
+  touches starts with ``prefix``, so on a cluster they all hash to that one slot.
+* ``now`` is ``''`` in production: timestamps come from Redis ``TIME`` inside the
+  script, so they are monotonic per task whatever the clocks of the callers say (tests
+  may pin a time).
+* ``prefix`` is ``''`` on a single Redis (upstream's key names, byte for byte) and a
+  hash tag ``{ai4ec:<shard>}`` on a cluster (see :mod:`ai4ec_runtime.keys`).
+* ``op_id`` makes the call replay-safe: the reply of the first run is stored under
+  ``<prefix>ai4ec:op:<op_id>`` for ``ttl_op`` seconds and a second run with the same id
+  returns it and changes nothing. A caller whose reply was lost (a dropped connection)
+  can therefore send the call again without running the transition twice.
 
 Per-task metadata lives in the hash ``ai4ec:task:<TaskId>``:
 
@@ -19,7 +30,7 @@ st       BackendStatus
 ep       Endpoint (backend URL of the current step)
 path     EndpointPath
 text     Status (free text shown to the caller)
-ts       Timestamp of the last change (ISO-8601 UTC)
+ts       Timestamp of the last change (ISO-8601 UTC, from Redis TIME)
 ptg      PublishToGrid of the last upsert ('1'/'0')
 api      API id of ``path`` in routing.json ('' when unknown)
 ttl      seconds a finished task is kept (API's, or the pipeline's)
@@ -32,6 +43,9 @@ pl       pipeline id ('' when not a declarative pipeline task)
 step     0-based index of the current pipeline step
 steps    JSON ``[[endpoint, path, api, tmo, qto, maxatt, boff], ...]``
 dlv      unix time until which a delivery of this dispatch is leased
+cl       '1' once the current dispatch was claimed for delivery to its backend
+hop      '1' when the current step was reached by a pipeline hop
+datt     deliveries of the current dispatch that found the backend busy or down
 =======  ===============================================================
 
 The ``<TaskId>`` JSON string is rebuilt from these fields on every change, so
@@ -45,12 +59,41 @@ from string import Template
 from . import keys
 
 _LUA = Template(r"""
-local META, PENDING, PATHS = '$META', '$PENDING', '$PATHS'
-local DEADLINES, RETRY = '$DEADLINES', '$RETRY'
-local mode, now, now_iso = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local mode, P, opid = ARGV[1], ARGV[3], ARGV[4]
+local now = tonumber(ARGV[2])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local a = {}
+for i = 6, #ARGV do a[i - 5] = ARGV[i] end
+local META, PENDING, PATHS = P .. '$META', P .. '$PENDING', P .. '$PATHS'
+local DEADLINES, RETRY, DQ = P .. '$DEADLINES', P .. '$RETRY', P .. '$DQ'
 local STATUSES = {'created', 'running', 'completed', 'failed'}
 local F = {'st', 'ep', 'path', 'text', 'ts', 'ptg', 'api', 'ttl', 'tmo', 'qto', 'maxatt',
-           'boff', 'att', 'pl', 'step', 'steps', 'dlv'}
+           'boff', 'att', 'pl', 'step', 'steps', 'dlv', 'cl', 'hop', 'datt'}
+
+local function iso(t)
+  -- ISO-8601 UTC with milliseconds; days -> civil date (proleptic Gregorian).
+  local s = math.floor(t)
+  local ms = math.min(999, math.floor((t - s) * 1000))
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                          - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local mo = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if mo <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, mo, d,
+    math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, ms)
+end
+local now_iso = iso(now)
 
 local function enc(s)
   -- cjson escapes '/' as '\/'; undo it (a '/' is never otherwise preceded by an
@@ -59,6 +102,7 @@ local function enc(s)
 end
 local function terminal(st) return st == 'completed' or st == 'failed' end
 local function pending(st) return st == 'created' or st == 'running' end
+local function dq(api) return DQ .. (api ~= '' and api or '_') end
 
 local function load(id)
   local v = redis.call('HMGET', META .. id, unpack(F))
@@ -79,11 +123,11 @@ local function commit(id, m, dirty)
     (m.ptg == '1' and 'true' or 'false') .. ',"EndpointPath":' .. enc(m.path) .. '}'
   local ttl = terminal(m.st) and tonumber(m.ttl) or 0
   if ttl and ttl > 0 then
-    redis.call('SET', id, rec, 'EX', ttl)
-    redis.call('EXPIRE', id .. '_ORIG', ttl)
+    redis.call('SET', P .. id, rec, 'EX', ttl)
+    redis.call('EXPIRE', P .. id .. '_ORIG', ttl)
     redis.call('EXPIRE', META .. id, ttl)
   else
-    redis.call('SET', id, rec)
+    redis.call('SET', P .. id, rec)
   end
   return rec
 end
@@ -96,22 +140,26 @@ local function move(id, old, m)
     if not same_path then paths[2] = old.path end
     for _, p in ipairs(paths) do
       for _, s in ipairs(STATUSES) do
-        if not (p == m.path and s == m.st) then redis.call('ZREM', p .. '_' .. s, id) end
+        if not (p == m.path and s == m.st) then redis.call('ZREM', P .. p .. '_' .. s, id) end
       end
     end
   end
   local score = math.floor(now)
   if same_path and old.st == m.st then
-    redis.call('ZADD', m.path .. '_' .. m.st, 'NX', score, id)
+    redis.call('ZADD', P .. m.path .. '_' .. m.st, 'NX', score, id)
   else
-    redis.call('ZADD', m.path .. '_' .. m.st, score, id)
+    redis.call('ZADD', P .. m.path .. '_' .. m.st, score, id)
   end
-  if not same_path then redis.call('SADD', PATHS, m.path) end
+  -- Only routed paths are indexed: a caller-chosen Endpoint must not grow the set.
+  if not same_path and m.api ~= '' then redis.call('SADD', PATHS, m.path) end
   local was = old.api ~= '' and pending(old.st)
   local is = m.api ~= '' and pending(m.st)
   if was and (not is or old.api ~= m.api) then redis.call('ZREM', PENDING .. old.api, id) end
   if is and not (was and old.api == m.api) then
     redis.call('ZADD', PENDING .. m.api, 'NX', score, id)
+  end
+  if old.st == 'created' and (m.st ~= 'created' or old.api ~= m.api) then
+    redis.call('ZREM', dq(old.api), id)
   end
   if terminal(m.st) then
     redis.call('ZREM', DEADLINES, id)
@@ -132,64 +180,80 @@ local function arm(id, m)
   else redis.call('ZREM', DEADLINES, id) end
 end
 
-local function snapshot(id) return redis.call('GET', id) or '' end
+local function snapshot(id) return redis.call('GET', P .. id) or '' end
+local function body_of(id) return redis.call('GET', P .. id .. '_ORIG') or '' end
 
-if mode == 'create' then
-  -- 4 id 5 text 6 ep 7 path 8 api 9 ttl 10 tmo 11 qto 12 maxatt 13 boff 14 ptg
-  -- 15 body 16 pl 17 step 18 steps 19 idem_key 20 fingerprint
-  local id, idem = ARGV[4], ARGV[19]
+local M = {}
+
+function M.create()
+  -- 1 id 2 text 3 ep 4 path 5 api 6 ttl 7 tmo 8 qto 9 maxatt 10 boff 11 ptg
+  -- 12 body 13 pl 14 step 15 steps 16 idem_key 17 fingerprint
+  local id, idem = a[1], a[16]
   if idem ~= '' then
-    local ex = redis.call('GET', idem)
+    local ex = redis.call('GET', P .. idem)
     if ex then
       local sep = string.find(ex, '|', 1, true)
       local eid = string.sub(ex, 1, sep - 1)
-      if string.sub(ex, sep + 1) ~= ARGV[20] then return {'idem_mismatch', eid} end
+      if string.sub(ex, sep + 1) ~= a[17] then return {'idem_mismatch', eid} end
       return {'replay', snapshot(eid), eid}
     end
   end
   if redis.call('EXISTS', META .. id) == 1 then return {'exists', snapshot(id)} end
-  local m = {st = 'created', ep = ARGV[6], path = ARGV[7], text = ARGV[5], ts = now_iso,
-             ptg = ARGV[14], api = ARGV[8], ttl = ARGV[9], tmo = ARGV[10], qto = ARGV[11],
-             maxatt = ARGV[12], boff = ARGV[13], att = '1', pl = ARGV[16], step = ARGV[17],
-             steps = ARGV[18], dlv = '0'}
+  local m = {st = 'created', ep = a[3], path = a[4], text = a[2], ts = now_iso,
+             ptg = a[11], api = a[5], ttl = a[6], tmo = a[7], qto = a[8],
+             maxatt = a[9], boff = a[10], att = '1', pl = a[13], step = a[14],
+             steps = a[15], dlv = '0', cl = '0', hop = '0', datt = '0'}
   move(id, {path = '', api = '', st = ''}, m)
   if m.ptg == '1' then
-    redis.call('SET', id .. '_ORIG', ARGV[15])
+    redis.call('SET', P .. id .. '_ORIG', a[12])
     arm(id, m)
   end
   local rec = commit(id, m)
   if idem ~= '' then
-    local ttl = tonumber(ARGV[9]) or 0
-    if ttl > 0 then redis.call('SET', idem, id .. '|' .. ARGV[20], 'EX', ttl)
-    else redis.call('SET', idem, id .. '|' .. ARGV[20]) end
+    local ttl = tonumber(a[6]) or 0
+    if ttl > 0 then redis.call('SET', P .. idem, id .. '|' .. a[17], 'EX', ttl)
+    else redis.call('SET', P .. idem, id .. '|' .. a[17]) end
   end
   return {'ok', rec}
+end
 
-elseif mode == 'update' then
-  -- 4 id 5 has_text 6 text 7 bs 8 ep 9 path 10 api 11 ttl 12 tmo 13 qto 14 maxatt
-  -- 15 boff 16 ptg 17 body 18 text_is_json
-  local id, has_text, text, ep = ARGV[4], ARGV[5] == '1', ARGV[6], ARGV[8]
+function M.update()
+  -- 1 id 2 has_text 3 text 4 bs 5 ep 6 path 7 api 8 ttl 9 tmo 10 qto 11 maxatt
+  -- 12 boff 13 ptg 14 body 15 text_is_json
+  local id, has_text, text, ep = a[1], a[2] == '1', a[3], a[5]
   local m = load(id)
   if not m then return {'notfound'} end
-  local want = ARGV[7] ~= '' and ARGV[7] or m.st
+  local want = a[4] ~= '' and a[4] or m.st
   if terminal(m.st) then
     if want == m.st and (not has_text or text == m.text) and (ep == '' or ep == m.ep) then
       return {'noop', snapshot(id)}
     end
+    -- FailTask after CompleteTask (a service whose handler raised after completing):
+    -- the task stays completed, and the late writer is told so without an error.
+    if m.st == 'completed' and want == 'failed' then return {'fenced', snapshot(id)} end
+    -- A finished declarative pipeline: any late terminal write is from an earlier step.
+    if m.pl ~= '' and terminal(want) then return {'fenced', snapshot(id)} end
     return {'conflict', m.st, want, snapshot(id)}
   end
-  local publish = ARGV[16] == '1'
+  local publish = a[13] == '1'
   if want == 'created' and m.st == 'running' and not publish then
     return {'conflict', m.st, want, snapshot(id)}
   end
+  -- Fence: a declarative pipeline step reached by a hop and not yet claimed for delivery
+  -- cannot have been run by anyone, so a write for it is a late duplicate of the previous
+  -- step (the upstream client echoes the *current* Endpoint, so it names this step).
+  if m.pl ~= '' and m.hop == '1' and m.st == 'created' and m.cl ~= '1' and want ~= 'created'
+     and (ep == '' or ep == m.ep) then
+    return {'fenced', snapshot(id)}
+  end
   if m.pl ~= '' and ep ~= '' and ep ~= m.ep and want ~= 'created' then
-    return {'stale', m.ep, snapshot(id)}
+    return {'fenced', snapshot(id)}  -- names an earlier step: that step is over
   end
   local old = {st = m.st, path = m.path, api = m.api}
   if ep ~= '' and ep ~= m.ep then
-    m.ep, m.path, m.api = ep, ARGV[9], ARGV[10]
-    if m.pl == '' then m.ttl = ARGV[11] end
-    m.tmo, m.qto, m.maxatt, m.boff = ARGV[12], ARGV[13], ARGV[14], ARGV[15]
+    m.ep, m.path, m.api = ep, a[6], a[7]
+    if m.pl == '' then m.ttl = a[8] end
+    m.tmo, m.qto, m.maxatt, m.boff = a[9], a[10], a[11], a[12]
     if m.pl ~= '' then
       for i, s in ipairs(cjson.decode(m.steps)) do
         if s[2] == m.path then m.step = tostring(i - 1); break end
@@ -197,7 +261,7 @@ elseif mode == 'update' then
     end
   end
   if has_text then m.text = text elseif want ~= m.st then m.text = want end
-  if ARGV[16] ~= '' then m.ptg = ARGV[16] end
+  if a[13] ~= '' then m.ptg = a[13] end
   m.ts, m.st = now_iso, want
   local dispatch = false
   if want == 'completed' and m.pl ~= '' then
@@ -208,77 +272,86 @@ elseif mode == 'update' then
       m.st, m.ep, m.path, m.api = 'created', nx[1], nx[2], nx[3]
       m.tmo, m.qto = tostring(nx[4]), tostring(nx[5])
       m.maxatt, m.boff = tostring(nx[6]), tostring(nx[7])
-      m.step, m.text, m.ptg = tostring(k + 1), 'created', '1'
-      local b = ARGV[17]
-      if b == '' and ARGV[18] == '1' then b = text end
-      if b ~= '' then redis.call('SET', id .. '_ORIG', b) end
+      m.step, m.text, m.ptg, m.hop = tostring(k + 1), 'created', '1', '1'
+      local b = a[14]
+      if b == '' and a[15] == '1' then b = text end
+      if b ~= '' then redis.call('SET', P .. id .. '_ORIG', b) end
       dispatch = true
     end
   elseif want == 'created' and publish then
-    if ARGV[17] ~= '' then redis.call('SET', id .. '_ORIG', ARGV[17]) end
+    if a[14] ~= '' then redis.call('SET', P .. id .. '_ORIG', a[14]) end
     dispatch = true
   end
+  if want == 'running' then m.cl = '1' end
   local retrying = m.att ~= '1'  -- a timed-out attempt may sit in the retry queue
-  if dispatch then m.att, m.dlv = '1', '0' end
+  if dispatch then m.att, m.dlv, m.cl, m.datt = '1', '0', '0', '0' end
   move(id, old, m)
   if dispatch then
     arm(id, m)
     if retrying then redis.call('ZREM', RETRY, id) end
   end
-  local dirty = nil
-  if not dispatch and old.path == m.path then dirty = {'st', 'text', 'ts', 'ptg'} end
-  local rec = commit(id, m, dirty)
-  if dispatch then
-    return {'ok', rec, '1', m.ep, redis.call('GET', id .. '_ORIG') or ''}
+  local rec
+  if not dispatch and old.path == m.path then
+    rec = commit(id, m, {'st', 'text', 'ts', 'ptg', 'cl'})
+  else
+    rec = commit(id, m)
   end
+  if dispatch then return {'ok', rec, '1', m.ep, body_of(id)} end
   return {'ok', rec, '0'}
+end
 
-elseif mode == 'busy' then
-  -- 4 id 5 ep 6 kind ('busy'|'error') 7 detail
-  local id = ARGV[4]
+function M.busy()
+  -- 1 id 2 ep 3 kind ('busy'|'error') 4 detail 5 requeue delay ('' = the transport retries)
+  local id = a[1]
   local m = load(id)
-  if not m or m.st ~= 'created' or m.ep ~= ARGV[5] then return {'stale'} end
-  local since = redis.call('ZSCORE', m.path .. '_created', id)
+  if not m or m.st ~= 'created' or m.ep ~= a[2] then return {'stale'} end
+  local since = redis.call('ZSCORE', P .. m.path .. '_created', id)
   local n = 0
   if since then n = math.max(0, math.floor(now - tonumber(since))) end
-  if ARGV[6] == 'busy' then
+  if a[3] == 'busy' then
     m.text = 'Awaiting service availability. Queued for ' .. n .. ' seconds.'
   else
-    m.text = 'Awaiting backend (' .. ARGV[7] .. '); retrying. Queued for ' .. n .. ' seconds.'
+    m.text = 'Awaiting backend (' .. a[4] .. '); retrying. Queued for ' .. n .. ' seconds.'
   end
-  m.ts, m.dlv = now_iso, '0'
-  return {'ok', commit(id, m, {'text', 'ts', 'dlv'})}
+  m.ts, m.dlv, m.cl = now_iso, '0', '0'
+  m.datt = tostring((tonumber(m.datt) or 0) + 1)
+  local delay = tonumber(a[5])
+  if delay then redis.call('ZADD', dq(m.api), now + delay, id) end
+  return {'ok', commit(id, m, {'text', 'ts', 'dlv', 'cl', 'datt'}), m.datt}
+end
 
-elseif mode == 'claim' then
-  -- 4 id 5 ep ('' = any) 6 lease 7 want_body
-  local id = ARGV[4]
+function M.claim()
+  -- 1 id 2 ep ('' = any) 3 lease 4 want_body
+  local id = a[1]
   local m = load(id)
   if not m then return {'gone'} end
-  if m.st ~= 'created' or (ARGV[5] ~= '' and m.ep ~= ARGV[5]) then return {'stale', m.st} end
+  if m.st ~= 'created' or (a[2] ~= '' and m.ep ~= a[2]) then return {'stale', m.st} end
   local lease = tonumber(m.dlv) or 0
-  if lease > now then return {'leased'} end
-  redis.call('HSET', META .. id, 'dlv', tostring(now + tonumber(ARGV[6])))
+  if lease > now then return {'leased', tostring(lease - now)} end
+  redis.call('HSET', META .. id, 'dlv', tostring(now + tonumber(a[3])), 'cl', '1')
   local body = ''
-  if ARGV[7] == '1' then body = redis.call('GET', id .. '_ORIG') or '' end
+  if a[4] == '1' then body = body_of(id) end
   return {'ok', m.ep, body}
+end
 
-elseif mode == 'fail' then
-  -- 4 id 5 ep ('' = any) 6 text 7 only_if_created
-  local id = ARGV[4]
+function M.fail()
+  -- 1 id 2 ep ('' = any) 3 text 4 only_if_created
+  local id = a[1]
   local m = load(id)
   if not m then return {'gone'} end
-  if terminal(m.st) or (ARGV[5] ~= '' and m.ep ~= ARGV[5]) or
-     (ARGV[7] == '1' and m.st ~= 'created') then
+  if terminal(m.st) or (a[2] ~= '' and m.ep ~= a[2]) or
+     (a[4] == '1' and m.st ~= 'created') then
     return {'stale', snapshot(id)}
   end
   local old = {st = m.st, path = m.path, api = m.api}
-  m.st, m.text, m.ts, m.dlv = 'failed', ARGV[6], now_iso, '0'
+  m.st, m.text, m.ts, m.dlv = 'failed', a[3], now_iso, '0'
   move(id, old, m)
   return {'ok', commit(id, m, {'st', 'text', 'ts', 'dlv'})}
+end
 
-elseif mode == 'sweep' then
-  -- 4 limit. Tasks past their deadline are retried (per policy) or failed.
-  local ids = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+function M.sweep()
+  -- 1 limit. Tasks past their deadline are retried (per policy) or failed.
+  local ids = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', now, 'LIMIT', 0, tonumber(a[1]))
   local out = {}
   for _, id in ipairs(ids) do
     redis.call('ZREM', DEADLINES, id)
@@ -289,28 +362,30 @@ elseif mode == 'sweep' then
       if m.st == 'running' then reason = 'running longer than ' .. m.tmo .. ' seconds'
       else reason = 'not picked up by the backend within ' .. m.qto .. ' seconds' end
       local old = {st = m.st, path = m.path, api = m.api}
-      m.ts, m.dlv = now_iso, '0'
+      m.ts, m.dlv, m.cl, m.datt = now_iso, '0', '0', '0'
       if att < maxatt then
         m.att, m.st = tostring(att + 1), 'created'
         m.text = 'Retrying: ' .. reason .. ' (attempt ' .. (att + 1) .. ' of ' .. maxatt .. ').'
         move(id, old, m)
+        redis.call('ZREM', dq(m.api), id)  -- the retry is dispatched afresh by 'due'
         redis.call('ZADD', RETRY, now + (tonumber(m.boff) or 0) * (2 ^ (att - 1)), id)
-        commit(id, m, {'st', 'text', 'ts', 'dlv', 'att'})
+        commit(id, m, {'st', 'text', 'ts', 'dlv', 'att', 'cl', 'datt'})
         out[#out + 1] = id; out[#out + 1] = 'retry'
       else
         m.st = 'failed'
         m.text = 'Failed - ' .. reason .. ' (attempt ' .. att .. ' of ' .. maxatt .. ').'
         move(id, old, m)
-        commit(id, m, {'st', 'text', 'ts', 'dlv'})
+        commit(id, m, {'st', 'text', 'ts', 'dlv', 'cl', 'datt'})
         out[#out + 1] = id; out[#out + 1] = 'failed'
       end
     end
   end
   return out
+end
 
-elseif mode == 'due' then
-  -- 4 limit. Claim retries whose backoff has passed; returns id, endpoint, body triples.
-  local ids = redis.call('ZRANGEBYSCORE', RETRY, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+function M.due()
+  -- 1 limit. Claim retries whose backoff has passed; returns id, endpoint, body triples.
+  local ids = redis.call('ZRANGEBYSCORE', RETRY, '-inf', now, 'LIMIT', 0, tonumber(a[1]))
   local out = {}
   for _, id in ipairs(ids) do
     redis.call('ZREM', RETRY, id)
@@ -318,20 +393,77 @@ elseif mode == 'due' then
     if m and m.st == 'created' then
       redis.call('HSET', META .. id, 'dlv', '0')
       arm(id, m)
-      out[#out + 1] = id; out[#out + 1] = m.ep
-      out[#out + 1] = redis.call('GET', id .. '_ORIG') or ''
+      out[#out + 1] = id; out[#out + 1] = m.ep; out[#out + 1] = body_of(id)
     end
   end
   return out
+end
 
-elseif mode == 'current' then
-  -- 4 key 5 delta 6 expire: the request reporter counter, never below zero.
-  local v = redis.call('INCRBY', ARGV[4], ARGV[5])
-  if v < 0 then redis.call('SET', ARGV[4], 0); v = 0 end
-  redis.call('EXPIRE', ARGV[4], ARGV[6])
+function M.enqueue()
+  -- 1 id 2 delay: put a dispatch into its API's durable delivery queue.
+  local m = load(a[1])
+  if not m or m.st ~= 'created' then return {'stale'} end
+  redis.call('ZADD', dq(m.api), now + (tonumber(a[2]) or 0), a[1])
+  return {'ok', m.api}
+end
+
+function M.take()
+  -- 1 api 2 limit 3 lease: lease due entries of one API's delivery queue. A taken entry
+  -- stays queued, due again when the lease ends, so a host killed mid-delivery loses
+  -- nothing. Returns id, endpoint, body, busy-count quadruples.
+  local key = dq(a[1])
+  local ids = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, tonumber(a[2]))
+  local out = {}
+  for _, id in ipairs(ids) do
+    local m = load(id)
+    if not m or m.st ~= 'created' then
+      redis.call('ZREM', key, id)
+    else
+      redis.call('ZADD', key, now + tonumber(a[3]), id)
+      out[#out + 1] = id; out[#out + 1] = m.ep; out[#out + 1] = body_of(id)
+      out[#out + 1] = m.datt
+    end
+  end
+  return out
+end
+
+function M.dqdone()
+  -- 1 id 2 api: the delivery is settled (delivered, rejected, failed or moved on).
+  return redis.call('ZREM', dq(a[2]), a[1])
+end
+
+function M.dqnext()
+  -- 1 api: seconds until the next entry of a delivery queue is due (-1 = empty).
+  local first = redis.call('ZRANGE', dq(a[1]), 0, 0, 'WITHSCORES')
+  if not first[2] then return '-1' end
+  return tostring(math.max(0, tonumber(first[2]) - now))
+end
+
+function M.current()
+  -- 1 key 2 delta 3 expire: the request reporter counter, never below zero.
+  local key = P .. a[1]
+  local v = redis.call('INCRBY', key, a[2])
+  if v < 0 then redis.call('SET', key, 0); v = 0 end
+  redis.call('EXPIRE', key, a[3])
   return v
 end
-return redis.error_reply('ai4ec: unknown script mode ' .. tostring(mode))
+
+local fn = M[mode]
+if not fn then return redis.error_reply('ai4ec: unknown script mode ' .. tostring(mode)) end
+local opkey = nil
+if opid ~= '' and mode == 'current' then
+  -- The counter key is in no shard: keep the record in the counter's own slot.
+  if not string.find(KEYS[1], '[{}]') then opkey = '$OP' .. opid .. '{' .. KEYS[1] .. '}' end
+elseif opid ~= '' then
+  opkey = P .. '$OP' .. opid
+end
+if opkey then
+  local prev = redis.call('GET', opkey)
+  if prev then return cjson.decode(prev) end
+end
+local out = fn()
+if opkey then redis.call('SET', opkey, cjson.encode(out), 'EX', tonumber(ARGV[5])) end
+return out
 """)
 
 #: The script text, with the key prefixes of :mod:`ai4ec_runtime.keys` filled in.
@@ -341,4 +473,6 @@ TASK_SCRIPT = _LUA.substitute(
     PATHS=keys.PATHS,
     DEADLINES=keys.DEADLINES,
     RETRY=keys.RETRY,
+    DQ=keys.DELIVERY_QUEUE_PREFIX,
+    OP=keys.OP_PREFIX,
 )

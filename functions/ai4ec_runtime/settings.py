@@ -90,7 +90,10 @@ class Settings:
         not_found_status: ``AI4EC_NOT_FOUND_STATUS``: 404 (default) or upstream's 204.
         default_task_ttl_seconds: ``AI4EC_DEFAULT_TASK_TTL_SECONDS`` for unrouted paths.
         default_timeout_seconds: ``AI4EC_DEFAULT_TIMEOUT_SECONDS`` (0 = no run timeout).
-        default_queue_timeout_seconds: ``AI4EC_DEFAULT_QUEUE_TIMEOUT_SECONDS``.
+        default_queue_timeout_seconds: ``AI4EC_DEFAULT_QUEUE_TIMEOUT_SECONDS``: how long a
+            task may wait undelivered when routing.json gives no ``queueTimeoutSeconds``
+            (15 minutes: long enough for a GPU node to start, short enough that a task
+            lost by a crashed host is retried or failed the same hour).
         event_max_delivery_attempts: ``AI4EC_EVENT_MAX_DELIVERY_ATTEMPTS``: the Event Grid
             subscription's ``maxDeliveryAttempts``; the webhook fails the task on the last.
         event_inline_max_bytes: ``AI4EC_EVENT_INLINE_MAX_BYTES``: larger bodies travel by
@@ -102,6 +105,15 @@ class Settings:
         local_retry_max_seconds: ``AI4EC_LOCAL_RETRY_MAX_SECONDS`` (local dispatcher).
         local_max_attempts: ``AI4EC_LOCAL_MAX_ATTEMPTS`` (local dispatcher).
         sweep_batch: ``AI4EC_SWEEP_BATCH``: deadlines handled per script call.
+        redis_mode: ``AI4EC_REDIS_MODE``: ``single`` (one Redis) or ``cluster`` (a Redis
+            Cluster, e.g. Azure Managed Redis with the OSS cluster policy).
+        redis_shards: ``AI4EC_REDIS_SHARDS``: index shards on a cluster (every process
+            of one deployment must use the same number).
+        op_ttl_seconds: ``AI4EC_OP_TTL_SECONDS``: how long a store call's reply is kept
+            so a call re-sent after a lost reply is not run twice.
+        local_workers: ``AI4EC_LOCAL_WORKERS``: delivery threads per API (local dispatcher).
+        local_poll_seconds: ``AI4EC_LOCAL_POLL_SECONDS``: longest a local delivery lane
+            sleeps before looking at its durable queue again.
     """
 
     redis_url: str | None = None
@@ -113,7 +125,7 @@ class Settings:
     not_found_status: int = 404
     default_task_ttl_seconds: int = 7 * 24 * 3600
     default_timeout_seconds: int = 3600
-    default_queue_timeout_seconds: int = 24 * 3600
+    default_queue_timeout_seconds: int = 15 * 60
     event_max_delivery_attempts: int = 30
     event_inline_max_bytes: int = 512 * 1024
     backend_timeout_seconds: float = 25.0
@@ -122,6 +134,11 @@ class Settings:
     local_retry_max_seconds: float = 30.0
     local_max_attempts: int = 20
     sweep_batch: int = 500
+    redis_mode: str = "single"
+    redis_shards: int = 8
+    op_ttl_seconds: int = 120
+    local_workers: int = 4
+    local_poll_seconds: float = 1.0
 
     @classmethod
     def from_env(
@@ -152,6 +169,12 @@ class Settings:
         if dispatch not in ("eventgrid", "local"):
             raise ConfigurationError("AI4EC_DISPATCH must be 'eventgrid' or 'local'")
         routing_path = e.get("AI4EC_ROUTING_PATH")
+        redis_mode = (e.get("AI4EC_REDIS_MODE") or "single").lower()
+        if redis_mode not in ("single", "cluster"):
+            raise ConfigurationError("AI4EC_REDIS_MODE must be 'single' or 'cluster'")
+        shards = _int(e, "AI4EC_REDIS_SHARDS", 8)
+        if not 1 <= shards <= 1024:
+            raise ConfigurationError("AI4EC_REDIS_SHARDS must be between 1 and 1024")
         return cls(
             redis_url=redis_url,
             event_grid_topic_uri=e.get("EVENT_GRID_TOPIC_URI") or None,
@@ -162,7 +185,7 @@ class Settings:
             not_found_status=not_found,
             default_task_ttl_seconds=_int(e, "AI4EC_DEFAULT_TASK_TTL_SECONDS", 7 * 24 * 3600),
             default_timeout_seconds=_int(e, "AI4EC_DEFAULT_TIMEOUT_SECONDS", 3600),
-            default_queue_timeout_seconds=_int(e, "AI4EC_DEFAULT_QUEUE_TIMEOUT_SECONDS", 86400),
+            default_queue_timeout_seconds=_int(e, "AI4EC_DEFAULT_QUEUE_TIMEOUT_SECONDS", 15 * 60),
             event_max_delivery_attempts=_int(e, "AI4EC_EVENT_MAX_DELIVERY_ATTEMPTS", 30),
             event_inline_max_bytes=_int(e, "AI4EC_EVENT_INLINE_MAX_BYTES", 512 * 1024),
             backend_timeout_seconds=_float(e, "AI4EC_BACKEND_TIMEOUT_SECONDS", 25.0),
@@ -171,6 +194,11 @@ class Settings:
             local_retry_max_seconds=_float(e, "AI4EC_LOCAL_RETRY_MAX_SECONDS", 30.0),
             local_max_attempts=_int(e, "AI4EC_LOCAL_MAX_ATTEMPTS", 20),
             sweep_batch=_int(e, "AI4EC_SWEEP_BATCH", 500),
+            redis_mode=redis_mode,
+            redis_shards=shards,
+            op_ttl_seconds=_int(e, "AI4EC_OP_TTL_SECONDS", 120),
+            local_workers=max(1, _int(e, "AI4EC_LOCAL_WORKERS", 4)),
+            local_poll_seconds=_float(e, "AI4EC_LOCAL_POLL_SECONDS", 1.0),
         )
 
     def require_redis_url(self) -> str:

@@ -4,20 +4,29 @@ Every method that changes state is exactly one ``EVALSHA`` (one round trip); rea
 one ``GET`` or one pipeline. The store never publishes anything itself: methods that
 require a dispatch return a :class:`Dispatch` and the caller hands it to a dispatcher,
 so the Functions host and the local host share this code unchanged.
+
+Every script call carries a fresh operation id, and the script records its reply under
+that id for a while (see :mod:`ai4ec_runtime.scripts`): when a connection drops after
+Redis ran a call but before its reply arrived, the call is sent again and gets the first
+reply back instead of running twice. Calls without that protection are only re-sent
+when *sending* failed. The same code runs on a single Redis and on a Redis Cluster
+(``AI4EC_REDIS_MODE=cluster``): on a cluster each call goes to the node that owns the
+task's shard (see :mod:`ai4ec_runtime.keys`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.cluster
 
 from . import keys
 from .models import (
@@ -32,7 +41,6 @@ from .models import (
     endpoint_path,
     json_output,
     new_task_id,
-    utc_now_iso,
 )
 from .routing import ApiRoute, Routing, step_url
 from .scripts import TASK_SCRIPT
@@ -46,6 +54,46 @@ _TASK_ID = re.compile(
 #: Seconds a request reporter counter survives without updates (leaked counts of crashed
 #: pods disappear instead of pinning a scaling metric forever).
 CURRENT_REQUESTS_EXPIRE = 24 * 3600
+#: Seconds the reply of a script call is kept for a replay (a retry after a lost reply
+#: happens within the client's retry budget, a few seconds).
+DEFAULT_OP_TTL_SECONDS = 120
+#: Shards of the task indexes on a Redis Cluster (every process must use the same).
+DEFAULT_CLUSTER_SHARDS = 8
+#: ``AI4EC_REDIS_MODE`` values.
+REDIS_MODES = ("single", "cluster")
+
+
+def connect_redis(url: str, mode: str = "single", max_connections: int = 256) -> Any:
+    """A redis-py client for the task store: ``redis.Redis`` or ``RedisCluster``.
+
+    ``mode`` is ``AI4EC_REDIS_MODE`` (``functions serve --redis-mode``). Connection
+    errors are retried with jittered backoff, which rides out a restart or failover.
+
+    Raises:
+        ValueError: unknown ``mode``.
+    """
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.retry import Retry
+
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 8)
+    if mode == "cluster":
+        return redis.cluster.RedisCluster.from_url(
+            url,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            max_connections=max_connections,
+            retry=retry,
+        )
+    if mode != "single":
+        raise ValueError(f"Redis mode must be one of {', '.join(REDIS_MODES)}, got {mode!r}")
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        max_connections=max_connections,
+        retry=retry,
+    )
 
 
 def valid_task_id(task_id: str | None) -> bool:
@@ -71,39 +119,55 @@ class UpsertResult:
         dispatch: what to publish now, if anything.
         created: a new task was created.
         replayed: an ``Idempotency-Key`` matched an existing task; nothing changed.
+        fenced: a late write for a pipeline step that is over (or FailTask after
+            CompleteTask); nothing changed and ``record`` is the current task.
     """
 
     record: bytes
     dispatch: Dispatch | None = None
     created: bool = False
     replayed: bool = False
+    fenced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """Result of claiming a delivery: ``state`` is ok, stale, leased or gone."""
+    """Result of claiming a delivery: ``state`` is ok, stale, leased or gone.
+
+    ``lease_left`` is the seconds left of another delivery's lease (``leased``).
+    """
 
     state: str
     endpoint: str = ""
     body: str = ""
+    lease_left: float = 0.0
 
 
-_iso_cache: tuple[int, bytes] = (-1, b"")
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A dispatch taken from an API's durable delivery queue.
 
-
-def _iso(now: float) -> bytes:
-    """``utc_now_iso`` as bytes, formatting the date part once per second (hot path).
-
-    The cache is one tuple swapped atomically, so concurrent threads never pair one
-    second's prefix with another second's check.
+    Attributes:
+        item: what to deliver.
+        api: the API id whose queue held it ('' for unrouted paths).
+        busy_count: deliveries of this dispatch that already found the backend busy.
     """
-    global _iso_cache
-    sec = int(now)
-    cached_sec, prefix = _iso_cache
-    if cached_sec != sec:
-        prefix = utc_now_iso(sec)[:-4].encode()  # 'YYYY-MM-DDTHH:MM:SS.'
-        _iso_cache = (sec, prefix)
-    return prefix + b"%03dZ" % min(999, int((now - sec) * 1000))
+
+    item: Dispatch
+    api: str
+    busy_count: int
+
+
+#: What :meth:`TaskStore._prepare` returns: mode, key tag, arguments, reply parser.
+_Prepared = tuple[str, str, tuple[str | int | float, ...], Callable[[Any], UpsertResult]]
+
+
+class _ReplyLost(Exception):
+    """A call reached Redis but its reply did not come back; it must not be re-sent."""
+
+
+#: One script call: (mode, key tag, arguments, declared key or None for the tag's slot).
+_Call = tuple[str, str, Sequence[str | int | float], str | None]
 
 
 def _pack(parts: list[bytes]) -> bytes:
@@ -123,86 +187,156 @@ def _s(value: Any) -> str:
 
 
 class TaskStore:
-    """All task operations against one Redis database.
+    """All task operations against one Redis database or one Redis Cluster.
 
     Args:
-        client: a redis-py client (``decode_responses=False``).
+        client: a redis-py client (``decode_responses=False``): ``redis.Redis``, or a
+            ``RedisCluster`` (see :func:`connect_redis`).
         routing: routing table used to resolve APIs and pipelines.
         backend_base_url: ``AI4EC_BACKEND_BASE_URL`` for pipeline step URLs.
-        clock: seconds since the epoch; injectable for tests.
+        clock: seconds since the epoch, passed to the scripts (tests only); by default
+            the scripts read Redis ``TIME``.
+        shards: index shards on a cluster (default :data:`DEFAULT_CLUSTER_SHARDS`);
+            ignored on a single Redis.
+        op_ttl_seconds: how long a call's reply is kept for a replay.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Any,
         routing: Routing,
         *,
         backend_base_url: str | None = None,
-        clock: Any = time.time,
+        clock: Callable[[], float] | None = None,
+        shards: int = 0,
+        op_ttl_seconds: int = DEFAULT_OP_TTL_SECONDS,
     ) -> None:
         self.redis = client
         self.routing = routing
         self.backend_base_url = backend_base_url
         self.clock = clock
+        self.cluster = isinstance(client, redis.cluster.RedisCluster)
+        #: 0 on a single Redis: no hash tags, upstream's key names.
+        self.shards = (shards or DEFAULT_CLUSTER_SHARDS) if self.cluster else 0
+        self.tags = [keys.shard_tag(i) for i in range(self.shards)] or [""]
+        self.op_ttl = str(op_ttl_seconds).encode()
         self._sha_b = hashlib.sha1(TASK_SCRIPT.encode()).hexdigest().encode()
-        self._idle: list[Any] = []
+        self._idle: dict[str, list[Any]] = {}
         self._idle_lock = threading.Lock()
 
     # -- plumbing -----------------------------------------------------------------
 
-    def _eval(self, mode: str, *args: str | int | float) -> Any:
-        """Run the task script once: one round trip."""
-        return self._eval_many([(mode, args)])[0]
+    def tag(self, task_id: str) -> str:
+        """Key prefix of ``task_id``'s keys ('' on a single Redis)."""
+        return keys.tag_for(task_id, self.shards)
 
-    def _eval_many(self, calls: Sequence[tuple[str, Sequence[str | int | float]]]) -> list[Any]:
-        """Run script calls pipelined in one round trip; error replies come back in place.
+    def _eval(self, mode: str, tag: str, *args: str | int | float, key: str | None = None) -> Any:
+        """Run the task script once: one round trip."""
+        reply = self._eval_many([(mode, tag, args, key)])[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def _node(self, key: str) -> str:
+        """Name of the node that serves ``key`` ('' on a single Redis)."""
+        if not self.cluster:
+            return ""
+        slot = self.redis.keyslot(key)
+        return str(self.redis.nodes_manager.get_node_from_slot(slot).name)
+
+    def _eval_many(self, calls: Sequence[_Call]) -> list[Any]:
+        """Run script calls pipelined, one round trip per node; errors come back in place.
 
         The RESP request is packed here rather than by redis-py's generic command path:
         on a transition that path (argument encoding, packing, instrumentation) costs
-        more client CPU than Redis spends running the script.
+        more client CPU than Redis spends running the script. Every call gets a fresh
+        operation id, so re-sending it after a lost reply is safe.
         """
         if not calls:
             return []
-        now = self.clock()
-        stamp = (repr(now).encode(), _iso(now))
-        packed = b"".join(
-            _pack([b"EVALSHA", self._sha_b, b"0", mode.encode(), *stamp, *_encode(args)])
-            for mode, args in calls
-        )
-        replies = self._roundtrip(packed, len(calls))
+        now = b"" if self.clock is None else repr(self.clock()).encode()
+        groups: dict[str, list[int]] = {}
+        packed: list[bytes] = []
+        for i, (mode, tag, args, key) in enumerate(calls):
+            route = key if key is not None else tag + keys.SLOT_KEY
+            op = os.urandom(9).hex().encode()
+            head = [b"EVALSHA", self._sha_b, b"1", route.encode(), mode.encode(), now]
+            packed.append(_pack([*head, tag.encode(), op, self.op_ttl, *_encode(args)]))
+            groups.setdefault(self._node(route), []).append(i)
+        return self._run_groups(calls, packed, groups, 0)
+
+    def _run_groups(
+        self,
+        calls: Sequence[_Call],
+        packed: list[bytes],
+        groups: dict[str, list[int]],
+        depth: int,
+    ) -> list[Any]:
+        replies: list[Any] = [None] * len(calls)
+        for node, idx in groups.items():
+            got = self._roundtrip(b"".join(packed[i] for i in idx), len(idx), node)
+            for i, reply in zip(idx, got, strict=True):
+                replies[i] = reply
         missing = [
             i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
         ]
-        if missing:
-            # First use, or Redis restarted/flushed its script cache: a call answered
-            # NOSCRIPT did nothing, so load the script and run exactly those again.
-            self.redis.script_load(TASK_SCRIPT)
-            for i, reply in zip(missing, self._eval_many([calls[i] for i in missing]), strict=True):
+        moved = [
+            i
+            for i, r in enumerate(replies)
+            if isinstance(r, redis.exceptions.ResponseError)
+            and str(r).startswith(("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"))
+        ]
+        if (missing or moved) and depth < 3:
+            # NOSCRIPT: first use, or Redis restarted/flushed its script cache. MOVED: the
+            # cluster resharded. Either way the call did nothing: fix and run it again
+            # (same packed bytes, so the same operation id).
+            if missing:
+                self.redis.script_load(TASK_SCRIPT)  # a cluster client loads it on every primary
+            if moved:
+                self.redis.nodes_manager.initialize()
+            again = missing + moved
+            regroup: dict[str, list[int]] = {}
+            for j, i in enumerate(again):
+                _, tag, _, key = calls[i]
+                route = key if key is not None else tag + keys.SLOT_KEY
+                regroup.setdefault(self._node(route), []).append(j)
+            sub = self._run_groups(
+                [calls[i] for i in again], [packed[i] for i in again], regroup, depth + 1
+            )
+            for i, reply in zip(again, sub, strict=True):
                 replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, redis.exceptions.ResponseError):
-                raise reply
         return replies
 
-    def _roundtrip(self, packed: bytes, count: int) -> list[Any]:
+    def _roundtrip(
+        self, packed: bytes, count: int, node: str = "", *, replay_safe: bool = True
+    ) -> list[Any]:
         """Send pre-packed commands on an idle connection and read ``count`` replies.
 
         Connections come from the store's own free list rather than redis-py's pool,
         whose checkout polls every socket for stray data (a syscall per command). Every
         reply is always read, so a connection goes back clean; one that failed is closed.
-        Connection errors are retried per the client's retry policy (a Redis restart):
-        commands written to an already-dead socket never reached a live server.
+
+        A failure to *send* is retried per the client's retry policy (a Redis restart):
+        bytes written to a dead socket never reached a live server. A failure while
+        reading the replies is retried only when ``replay_safe`` (every script call
+        carries an operation id, and ``GET`` is a read); otherwise it is raised, since
+        Redis may have run the commands.
         """
-        conn = self._take()
+        conn = self._take(node)
 
         def send_recv() -> list[Any]:
             conn.send_packed_command([packed], check_health=False)
             out: list[Any] = []
-            for _ in range(count):
-                try:
-                    out.append(conn.read_response())
-                except redis.exceptions.ResponseError as exc:
-                    out.append(exc)  # keep reading: the connection must stay in sync
+            try:
+                for _ in range(count):
+                    try:
+                        out.append(conn.read_response())
+                    except redis.exceptions.ResponseError as exc:
+                        out.append(exc)  # keep reading: the connection must stay in sync
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                if not replay_safe:
+                    raise _ReplyLost() from exc
+                raise
             return out
 
         try:
@@ -210,26 +344,38 @@ class TaskStore:
                 send_recv,
                 lambda _: conn.disconnect(),
             )
+        except _ReplyLost as lost:
+            conn.disconnect()
+            raise lost.__cause__ or redis.exceptions.ConnectionError("reply lost") from None
         except BaseException:
             conn.disconnect()
             raise
         with self._idle_lock:
-            self._idle.append(conn)
+            self._idle.setdefault(node, []).append(conn)
         return result
 
-    def _take(self) -> Any:
+    def _take(self, node: str) -> Any:
         with self._idle_lock:
-            if self._idle:
-                return self._idle.pop()
-        pool = self.redis.connection_pool
+            idle = self._idle.get(node)
+            if idle:
+                return idle.pop()
+        if self.cluster:
+            cnode = self.redis.nodes_manager.get_node(node_name=node)
+            if cnode is None or cnode.redis_connection is None:
+                self.redis.nodes_manager.initialize()
+                cnode = self.redis.nodes_manager.get_node(node_name=node)
+            pool = cnode.redis_connection.connection_pool
+        else:
+            pool = self.redis.connection_pool
         return pool.connection_class(**pool.connection_kwargs)  # connects on first use
 
     def close(self) -> None:
         """Close the store's own connections (the redis-py pool is the caller's)."""
         with self._idle_lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.disconnect()
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.disconnect()
 
     def _policy(self, route: ApiRoute | None) -> tuple[str, int, int, int, int, float]:
         d = self.routing.defaults
@@ -261,8 +407,8 @@ class TaskStore:
             IllegalTransition: the change breaks the state machine.
             IdempotencyMismatch: the key was used for a different request.
         """
-        mode, args, finish = self._prepare(req, idempotency_key, caller)
-        return finish(self._eval(mode, *args))
+        mode, tag, args, finish = self._prepare(req, idempotency_key, caller)
+        return finish(self._eval(mode, tag, *args))
 
     def upsert_many(self, reqs: Sequence[UpsertRequest]) -> list[UpsertResult | TaskError]:
         """Apply many upserts in one pipelined round trip (each still its own script).
@@ -278,7 +424,7 @@ class TaskStore:
             except TaskError as exc:
                 prepared.append(exc)
         todo = [p for p in prepared if not isinstance(p, TaskError)]
-        replies = iter(self._eval_many([(mode, args) for mode, args, _ in todo]))
+        replies = iter(self._eval_many([(mode, tag, args, None) for mode, tag, args, _ in todo]))
         out: list[UpsertResult | TaskError] = []
         for p in prepared:
             if isinstance(p, TaskError):
@@ -288,21 +434,17 @@ class TaskStore:
             if isinstance(reply, Exception):
                 raise reply
             try:
-                out.append(p[2](reply))
+                out.append(p[3](reply))
             except TaskError as exc:
                 out.append(exc)
         return out
 
-    def _prepare(
-        self, req: UpsertRequest, idem: str | None, caller: str
-    ) -> tuple[str, tuple[str | int | float, ...], Callable[[Any], UpsertResult]]:
+    def _prepare(self, req: UpsertRequest, idem: str | None, caller: str) -> _Prepared:
         if req.task_id is None:
             return self._prepare_create(req, idem, caller)
         return self._prepare_update(req)
 
-    def _prepare_create(
-        self, req: UpsertRequest, idem: str | None, caller: str
-    ) -> tuple[str, tuple[str | int | float, ...], Callable[[Any], UpsertResult]]:
+    def _prepare_create(self, req: UpsertRequest, idem: str | None, caller: str) -> _Prepared:
         if req.endpoint is None:
             raise BadRequest("Creating a task needs an Endpoint (the backend URL)")
         if req.backend_status not in (None, BackendStatus.CREATED):
@@ -341,6 +483,12 @@ class TaskStore:
                 f"{endpoint}\n{req.pipeline or ''}\n{body}".encode()
             ).hexdigest()[:32]
         task_id = new_task_id()
+        if idem_key and self.shards:
+            # On a cluster the idempotency key lives in its task's slot: pick an id in
+            # the shard the key's digest names (a few tries on average).
+            want = keys.shard_of(idem_key.removeprefix(keys.IDEMPOTENCY_PREFIX), self.shards)
+            while keys.shard_of(task_id, self.shards) != want:
+                task_id = new_task_id()
         text = req.status if req.status is not None else BackendStatus.CREATED.value
         args = (
             task_id, text, endpoint, path, api, ttl, tmo, qto, maxatt, boff,
@@ -357,11 +505,11 @@ class TaskStore:
             if kind == "replay":
                 record = reply[1] or self._gone_record(_s(reply[2]))
                 return UpsertResult(record=record, replayed=True)
-            # 'ok', or 'exists' (a retried call whose first reply was lost): publish.
+            # 'ok' ('exists' would be a TaskId collision; the id is fresh per call).
             dispatch = Dispatch(task_id, endpoint, body) if publish else None
             return UpsertResult(record=reply[1], dispatch=dispatch, created=True)
 
-        return "create", args, finish
+        return "create", self.tag(task_id), args, finish
 
     @staticmethod
     def _gone_record(task_id: str) -> bytes:
@@ -369,9 +517,7 @@ class TaskStore:
         doc = {"TaskId": task_id, "Status": "expired", "BackendStatus": "completed"}
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    def _prepare_update(
-        self, req: UpsertRequest
-    ) -> tuple[str, tuple[str | int | float, ...], Callable[[Any], UpsertResult]]:
+    def _prepare_update(self, req: UpsertRequest) -> _Prepared:
         task_id = req.task_id or ""
         if not valid_task_id(task_id):
             raise TaskNotFound(f"Unknown TaskId {task_id!r}", TaskId=task_id)
@@ -387,7 +533,7 @@ class TaskStore:
             "" if req.publish is None else ("1" if req.publish else "0"), req.body or "",
             "1" if completing and not req.body and json_output(req.status) else "0",
         )  # fmt: skip
-        return "update", args, lambda reply: self._finish_update(task_id, reply)
+        return "update", self.tag(task_id), args, lambda r: self._finish_update(task_id, r)
 
     @staticmethod
     def _finish_update(task_id: str, reply: Any) -> UpsertResult:
@@ -399,6 +545,8 @@ class TaskStore:
             return UpsertResult(record=reply[1], dispatch=dispatch)
         if kind == "noop":
             return UpsertResult(record=reply[1])
+        if kind == "fenced":
+            return UpsertResult(record=reply[1], fenced=True)
         if kind == "notfound":
             raise TaskNotFound(f"Unknown TaskId {task_id!r}", TaskId=task_id)
         if kind == "conflict":
@@ -413,20 +561,15 @@ class TaskStore:
                 BackendStatus=current,
                 Requested=wanted,
             )
-        # 'stale': a declarative pipeline task got an update naming an earlier step.
-        raise IllegalTransition(
-            f"Task {task_id} has moved on to {_s(reply[1])}; this update names an "
-            "earlier pipeline step",
-            TaskId=task_id,
-            Endpoint=_s(reply[1]),
-        )
+        raise redis.exceptions.ResponseError(f"ai4ec: unexpected script reply {kind!r}")
 
     def get(self, task_id: str | None) -> bytes | None:
         """The stored task JSON, or ``None`` for unknown (or malformed) ids."""
         if not valid_task_id(task_id):
             return None
         # The hottest read (status polling): packed by hand like the scripts.
-        (value,) = self._roundtrip(_pack([b"GET", keys.task(task_id or "").encode()]), 1)
+        key = keys.task(task_id or "", self.tag(task_id or ""))
+        (value,) = self._roundtrip(_pack([b"GET", key.encode()]), 1, self._node(key))
         if isinstance(value, redis.exceptions.ResponseError):
             raise value
         return value if isinstance(value, bytes) else None
@@ -436,6 +579,11 @@ class TaskStore:
         raw = self.get(task_id)
         return None if raw is None else dict(json.loads(raw))
 
+    def meta(self, task_id: str) -> dict[str, str]:
+        """The task's metadata hash (tests, tooling)."""
+        raw = self.redis.hgetall(keys.meta(task_id, self.tag(task_id)))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
     # -- dispatch bookkeeping ------------------------------------------------------
 
     def claim(self, task_id: str, endpoint: str, lease_seconds: float, *, want_body: bool) -> Claim:
@@ -443,22 +591,42 @@ class TaskStore:
 
         The lease stops duplicate deliveries (an Event Grid batch retried because another
         event in it was busy, or a stale retry) from reaching the backend twice; it only
-        succeeds while the task is still ``created`` at ``endpoint``.
+        succeeds while the task is still ``created`` at ``endpoint``. A successful claim
+        also marks the step delivered, which un-fences writes for it.
         """
-        reply = self._eval("claim", task_id, endpoint, lease_seconds, "1" if want_body else "0")
+        reply = self._eval(
+            "claim", self.tag(task_id), task_id, endpoint, lease_seconds, "1" if want_body else "0"
+        )
         state = _s(reply[0])
+        if state == "leased":
+            return Claim(state, lease_left=float(_s(reply[1])))
         if state != "ok":
             return Claim(state)
         return Claim(state, _s(reply[1]), _s(reply[2]))
 
-    def note_waiting(self, task_id: str, endpoint: str, kind: str, detail: str = "") -> None:
+    def note_waiting(
+        self,
+        task_id: str,
+        endpoint: str,
+        kind: str,
+        detail: str = "",
+        *,
+        requeue_after: float | None = None,
+    ) -> int:
         """Record that the backend was busy (429/503) or erred; the dispatch is retried.
 
         Writes upstream's ``Awaiting service availability. Queued for N seconds.`` (N is
         measured from when the task entered ``created``, in seconds) and releases the
-        delivery lease so the retry can deliver.
+        delivery lease so the retry can deliver. With ``requeue_after`` the task is put
+        back into its API's durable delivery queue, due that many seconds from now.
+
+        Returns:
+            How many deliveries of this dispatch found the backend busy or down (0 when
+            the task moved on meanwhile).
         """
-        self._eval("busy", task_id, endpoint, kind, detail)
+        delay = "" if requeue_after is None else repr(float(requeue_after))
+        reply = self._eval("busy", self.tag(task_id), task_id, endpoint, kind, detail, delay)
+        return int(_s(reply[2])) if _s(reply[0]) == "ok" else 0
 
     def fail(
         self, task_id: str, text: str, *, endpoint: str = "", only_if_created: bool = True
@@ -471,64 +639,144 @@ class TaskStore:
         Returns:
             The failed record, or ``None`` when the task was left alone.
         """
-        reply = self._eval("fail", task_id, endpoint, text, "1" if only_if_created else "0")
+        reply = self._eval(
+            "fail", self.tag(task_id), task_id, endpoint, text, "1" if only_if_created else "0"
+        )
         return reply[1] if _s(reply[0]) == "ok" else None
 
     def fail_publish(self, task_id: str, endpoint: str) -> bytes | None:
         """Mark a task failed because publishing its dispatch failed (upstream's text)."""
         return self.fail(task_id, PUBLISH_FAILED_TEXT, endpoint=endpoint)
 
+    # -- durable delivery queues -------------------------------------------------------
+
+    def enqueue(self, task_id: str, delay: float = 0.0) -> str | None:
+        """Put a task's current dispatch into its API's durable delivery queue.
+
+        Returns:
+            The API id whose queue now holds it ('' for an unrouted path), or ``None``
+            when the task is no longer waiting for delivery.
+        """
+        reply = self._eval("enqueue", self.tag(task_id), task_id, repr(float(delay)))
+        return _s(reply[1]) if _s(reply[0]) == "ok" else None
+
+    def take(self, api: str, limit: int, lease_seconds: float) -> list[Queued]:
+        """Lease up to ``limit`` due dispatches of one API's queue (every shard).
+
+        A taken entry stays in the queue, due again when the lease ends: a host killed
+        mid-delivery leaves it there for the next one. :meth:`delivered` removes it.
+        """
+        calls: list[_Call] = [("take", t, (api, limit, lease_seconds), None) for t in self.tags]
+        out: list[Queued] = []
+        for reply in self._eval_many(calls):
+            if isinstance(reply, Exception):
+                raise reply
+            for i in range(0, len(reply), 4):
+                item = Dispatch(_s(reply[i]), _s(reply[i + 1]), _s(reply[i + 2]))
+                out.append(Queued(item, api, int(_s(reply[i + 3]) or 0)))
+        return out[: max(limit, 0)] if len(self.tags) > 1 else out
+
+    def delivered(self, task_id: str, api: str) -> None:
+        """Remove a settled dispatch from its API's delivery queue."""
+        self._eval("dqdone", self.tag(task_id), task_id, api)
+
+    def next_due(self, api: str) -> float | None:
+        """Seconds until the next entry of an API's queue is due (``None``: empty)."""
+        waits = []
+        for reply in self._eval_many([("dqnext", t, (api,), None) for t in self.tags]):
+            if isinstance(reply, Exception):
+                raise reply
+            wait = float(_s(reply))
+            if wait >= 0:
+                waits.append(wait)
+        return min(waits) if waits else None
+
+    def backlog(self, apis: Sequence[str]) -> dict[str, int]:
+        """Entries per API delivery queue (queued, parked or in flight), all shards."""
+        names = [(api, keys.delivery_queue(api, t)) for api in apis for t in self.tags]
+        pipe = self.redis.pipeline(transaction=False)
+        for _, name in names:
+            pipe.zcard(name)
+        out = dict.fromkeys(apis, 0)
+        for (api, _), n in zip(names, pipe.execute(), strict=True):
+            out[api] += int(n)
+        return out
+
     # -- timers ----------------------------------------------------------------------
 
     def sweep(self, limit: int = 500) -> list[tuple[str, str]]:
         """Retry or fail tasks past their queue or run timeout; returns (id, action)."""
-        flat = self._eval("sweep", limit)
-        return [(_s(flat[i]), _s(flat[i + 1])) for i in range(0, len(flat), 2)]
+        out: list[tuple[str, str]] = []
+        for flat in self._eval_many([("sweep", t, (limit,), None) for t in self.tags]):
+            if isinstance(flat, Exception):
+                raise flat
+            out += [(_s(flat[i]), _s(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return out
 
     def due_retries(self, limit: int = 500) -> list[Dispatch]:
         """Claim timed-out tasks whose backoff has passed; the caller dispatches them."""
-        flat = self._eval("due", limit)
-        return [
-            Dispatch(_s(flat[i]), _s(flat[i + 1]), _s(flat[i + 2])) for i in range(0, len(flat), 3)
-        ]
+        out: list[Dispatch] = []
+        for flat in self._eval_many([("due", t, (limit,), None) for t in self.tags]):
+            if isinstance(flat, Exception):
+                raise flat
+            out += [
+                Dispatch(_s(flat[i]), _s(flat[i + 1]), _s(flat[i + 2]))
+                for i in range(0, len(flat), 3)
+            ]
+        return out
 
     def known_paths(self) -> list[str]:
-        """Every EndpointPath the runtime has seen (sorted)."""
-        return sorted(_s(p) for p in self.redis.smembers(keys.PATHS))
+        """Every routed EndpointPath the runtime has seen (sorted)."""
+        found: set[str] = set()
+        for t in self.tags:
+            found.update(_s(p) for p in self.redis.smembers(keys.paths(t)))
+        return sorted(found)
 
     def trim_finished(self) -> int:
         """Drop completed/failed set members older than their path's task TTL.
 
         The task keys expire on their own; this keeps the upstream ``_completed`` and
-        ``_failed`` sorted sets from growing forever (upstream bug 1).
+        ``_failed`` sorted sets from growing forever (upstream bug 1). Only routed paths
+        enter ``ai4ec:paths``; a path whose API left the routing table is dropped here.
         """
-        now = self.clock()
+        now = self.redis.time()
+        cutoff_base = float(now[0]) + float(now[1]) / 1e6
         pipe = self.redis.pipeline(transaction=False)
-        for path in self.known_paths():
-            cutoff = now - self.routing.ttl_for_path(path)
-            for status in ("completed", "failed"):
-                pipe.zremrangebyscore(keys.status_set(path, status), "-inf", cutoff)
-        return sum(int(n) for n in pipe.execute())
+        counted = 0
+        for t in self.tags:
+            for path in sorted(_s(p) for p in self.redis.smembers(keys.paths(t))):
+                if self.routing.resolve(path) is None:
+                    pipe.srem(keys.paths(t), path)  # the routing table dropped its API
+                    continue
+                cutoff = cutoff_base - self.routing.ttl_for_path(path)
+                for status in ("completed", "failed"):
+                    pipe.zremrangebyscore(keys.status_set(path, status, t), "-inf", cutoff)
+                    counted += 1
+        results = pipe.execute()
+        return sum(int(n) for n in results[-counted:]) if counted else 0
 
     def queue_sizes(self, statuses: Sequence[str]) -> dict[str, int]:
         """Sizes of the upstream status sets and of each API's pending set.
 
         Keys of the result are the metric names: ``<EndpointPath>_<status>`` (upstream's
-        names) and ``ai4ec:pending:<apiId>``.
+        names) and ``ai4ec:pending:<apiId>``; on a cluster each sums its shards.
         """
         names = [keys.status_set(p, s) for p in self.known_paths() for s in statuses]
         names += [keys.pending(api) for api in sorted(self.routing.apis)]
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.zcard(name)
-        return dict(zip(names, (int(n) for n in pipe.execute()), strict=True))
+            for t in self.tags:
+                pipe.zcard(t + name)
+        counts = [int(n) for n in pipe.execute()]
+        width = len(self.tags)
+        return {name: sum(counts[i * width : (i + 1) * width]) for i, name in enumerate(names)}
 
     # -- request reporter ------------------------------------------------------------
 
     def current_processing_add(self, cluster: str, api_path: str, delta: int) -> int:
         """Add ``delta`` to the in-flight counter of (cluster, path); never below 0."""
         key = keys.current_requests(cluster, api_path)
-        return int(self._eval("current", key, delta, CURRENT_REQUESTS_EXPIRE))
+        return int(self._eval("current", "", key, delta, CURRENT_REQUESTS_EXPIRE, key=key))
 
     def current_processing_get(self, cluster: str, api_path: str) -> int | None:
         """The in-flight counter, or ``None`` when nothing was ever reported."""

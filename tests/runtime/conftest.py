@@ -3,6 +3,10 @@
 A session-scoped ``redis-server`` runs on a free port without persistence; each test
 gets a flushed database. Tests that need durability start their own AOF server.
 Helpers live in rt_support.py.
+
+``redis_cluster`` is a real three-master Redis Cluster (rt_cluster.py), started once per
+session when a test asks for it; ``store_client`` is parametrized over a single Redis
+and that cluster, so the suites that use it run against both.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from rt_cluster import RedisClusterProcs  # noqa: E402
 from rt_support import ROUTING, RUNTIMES, RedisServer, make_runtime  # noqa: E402
 
 from ai4ec_runtime.handlers import Runtime  # noqa: E402
+from ai4ec_runtime.store import connect_redis  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +64,31 @@ def _close_runtimes() -> Iterator[None]:
 @pytest.fixture
 def runtime(r: redis.Redis, routing_doc: dict[str, Any]) -> Runtime:
     return make_runtime(r, routing_doc)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcs]:
+    cluster = RedisClusterProcs(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def store_client(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A flushed task-store client: ``redis.Redis`` or ``RedisCluster`` (one per mode)."""
+    if request.param == "single":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        client = connect_redis(server.url)
+        client.flushdb()
+    else:
+        cluster: RedisClusterProcs = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        client = connect_redis(cluster.url, "cluster")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def any_runtime(store_client: Any, routing_doc: dict[str, Any]) -> Runtime:
+    """A runtime (recording dispatcher) on ``store_client``: single Redis or cluster."""
+    return make_runtime(store_client, routing_doc)

@@ -48,6 +48,7 @@ def test_pending_key_follows_the_work(r: redis.Redis, routing_doc: dict[str, Any
     assert keda(r, "detector-v1") == 1
     upsert(rt, {"TaskId": b, "BackendStatus": "completed", "Status": '{"boxes":[]}'})  # hop
     assert (keda(r, "detector-v1"), keda(r, "classifier-v1")) == (0, 1)
+    assert rt.store.claim(b, CLASSIFY, 60, want_body=False).state == "ok"  # step 2 delivered
     assert upsert(rt, {"TaskId": b, "BackendStatus": "running"})["Endpoint"] == CLASSIFY
     assert keda(r, "classifier-v1") == 1
     upsert(rt, {"TaskId": b, "BackendStatus": "failed", "Status": "model error"})

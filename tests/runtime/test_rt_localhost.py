@@ -188,7 +188,7 @@ def test_busy_backend_is_retried_with_backoff(
     assert [e["taskId"] for e in backend.log()] == [tid, tid, tid]
     dispatcher = server.runtime.dispatcher
     assert isinstance(dispatcher, LocalDispatcher)
-    assert dispatcher.outcomes[Outcome.BUSY] == 2 and dispatcher.outcomes[Outcome.DELIVERED] == 1
+    assert dispatcher.outcomes[Outcome.QUEUED] == 2 and dispatcher.outcomes[Outcome.DELIVERED] == 1
 
 
 def test_retries_exhausted_fail_the_task(

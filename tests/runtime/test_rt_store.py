@@ -145,7 +145,9 @@ def test_terminal_states_are_final(runtime: Runtime, r: redis.Redis) -> None:
     assert status == 409
     assert err["error"] == "illegal_transition" and err["BackendStatus"] == "completed"
     assert err["Requested"] == "running" and "final" in err["message"]
-    assert upsert(runtime, {"TaskId": tid, "BackendStatus": "failed"})[0] == 409
+    # FailTask after CompleteTask (the service raised after completing): 200, no change.
+    status, rec = upsert(runtime, {"TaskId": tid, "BackendStatus": "failed", "Status": "boom"})
+    assert status == 200 and rec["BackendStatus"] == "completed" and rec["Status"] == "ok"
     assert (
         upsert(runtime, {"TaskId": tid, "BackendStatus": "completed", "Status": "other"})[0] == 409
     )
@@ -239,9 +241,17 @@ def test_declarative_pipeline_output_rule(
     assert membership(r, tid, *paths) == {"/v1/classifier/classify_created"}
     assert r.zcard("ai4ec:pending:detector-v1") == 0
     assert r.zscore("ai4ec:pending:classifier-v1", tid) is not None
-    # A late update naming the previous step is refused, not applied to the next one.
-    status, err = upsert(runtime, {"TaskId": tid, "BackendStatus": "completed", "Endpoint": DETECT})
-    assert status == 409 and err["Endpoint"] == CLASSIFY
+    # A late update naming the previous step is a no-op, not applied to the next one.
+    status, late = upsert(
+        runtime, {"TaskId": tid, "BackendStatus": "completed", "Endpoint": DETECT}
+    )
+    assert status == 200 and late["Endpoint"] == CLASSIFY and late["BackendStatus"] == "created"
+    # So is one echoing the current Endpoint before step 2 was delivered (fenced).
+    status, late = upsert(
+        runtime, {"TaskId": tid, "BackendStatus": "completed", "Endpoint": CLASSIFY}
+    )
+    assert status == 200 and late["BackendStatus"] == "created"
+    assert runtime.store.claim(tid, CLASSIFY, 60, want_body=False).state == "ok"
     # The last step's completion is final; the pipeline's TTL applies.
     upsert(runtime, {"TaskId": tid, "BackendStatus": "completed", "Status": "species: fox"})
     assert runtime.store.get_doc(tid)["BackendStatus"] == "completed"  # type: ignore[index]

@@ -14,7 +14,7 @@ import pytest
 import redis
 from rt_support import make_runtime
 
-from ai4ec_runtime.dispatch import run_timers
+from ai4ec_runtime.dispatch import pump, run_timers
 from ai4ec_runtime.handlers import Request, Runtime, handle
 
 
@@ -145,48 +145,73 @@ def test_every_event_of_a_batch_is_delivered(r: redis.Redis, sink: Sink) -> None
     )
     # A redelivered batch (Event Grid at-least-once) does not reach the backend twice.
     status, doc, _ = webhook(rt, [eg_event(t, ep, "{}") for t in ids])
-    assert status == 200 and {x["outcome"] for x in doc["results"]} == {"stale"}
+    assert status == 200 and {x["outcome"] for x in doc["results"]} == {"leased"}
     assert len(sink.received) == 3
 
 
+def pump_until(rt: Runtime, done: Any, max_attempts: int = 20) -> dict[str, int]:
+    """Run the queue pump (the sweeper timer's job) until ``done()``; a bounded wait."""
+    totals: dict[str, int] = {}
+    deadline = time.monotonic() + 20
+    while not done():
+        assert time.monotonic() < deadline, "the delivery queue never delivered"
+        counts = pump(
+            rt.store,
+            rt.backend,
+            ["", *rt.routing.apis],
+            lease_seconds=60,
+            max_attempts=max_attempts,
+            base_delay=0.05,
+            max_delay=0.1,
+        )
+        for k, v in counts.items():
+            totals[k] = totals.get(k, 0) + v
+        time.sleep(0.02)
+    return totals
+
+
 @pytest.mark.parametrize("code", [429, 503])
-def test_busy_backend_is_retried(r: redis.Redis, sink: Sink, code: int) -> None:
+def test_busy_backend_is_queued_not_returned_to_event_grid(
+    r: redis.Redis, sink: Sink, code: int
+) -> None:
+    """A busy or cold backend's task waits in the runtime's own durable queue.
+
+    The webhook answers 200 (Event Grid does not redeliver on its own backoff), and the
+    task is delivered from the API's queue as soon as the backend answers.
+    """
     rt = make_runtime(r, routing(sink.url))
     ep = sink.url + "/v1/det/detect"
     tid = create(rt, ep)
     other = create(rt, ep)
     sink.by_task[tid] = [code]
-    status, doc, headers = webhook(rt, [eg_event(tid, ep, "{}"), eg_event(other, ep, "{}")])
-    assert status == 503 and headers["Retry-After"]  # Event Grid retries 503
-    assert [x["outcome"] for x in doc["results"]] == ["busy", "delivered"]
+    status, doc, _ = webhook(rt, [eg_event(tid, ep, "{}"), eg_event(other, ep, "{}")])
+    assert status == 200
+    assert [x["outcome"] for x in doc["results"]] == ["queued", "delivered"]
     st, text = state(rt, tid)
     assert st == "created"
     assert text.startswith("Awaiting service availability. Queued for ") and text.endswith(
         " seconds."
     )
-    # Event Grid redelivers the batch: the busy one goes through, the other is skipped.
-    status, doc, _ = webhook(
-        rt, [eg_event(tid, ep, "{}"), eg_event(other, ep, "{}")], **{"aeg-delivery-count": "1"}
-    )
-    assert status == 200 and [x["outcome"] for x in doc["results"]] == ["delivered", "stale"]
+    assert rt.store.backlog(["det-v1"]) == {"det-v1": 1}
+    counts = pump_until(rt, lambda: sum(1 for _, t, _ in sink.received if t == tid) == 2)
+    assert counts == {"delivered": 1}
     assert sorted(t for _, t, _ in sink.received) == sorted([tid, other, tid])
+    assert rt.store.backlog(["det-v1"]) == {"det-v1": 0}
 
 
 def test_last_delivery_attempt_fails_the_task(r: redis.Redis, sink: Sink) -> None:
-    rt = make_runtime(r, routing(sink.url), event_max_delivery_attempts=3)
+    rt = make_runtime(r, routing(sink.url))
     ep = sink.url + "/v1/det/detect"
     tid = create(rt, ep)
     sink.codes = [503, 500, 503]
-    assert webhook(rt, [eg_event(tid, ep, "{}")], **{"aeg-delivery-count": "0"})[0] == 503
-    status, doc, _ = webhook(rt, [eg_event(tid, ep, "{}")], **{"aeg-delivery-count": "1"})
-    assert status == 503 and doc["results"][0]["outcome"] == "error"
-    assert state(rt, tid)[1].startswith("Awaiting backend (HTTP 500); retrying.")
-    status, doc, _ = webhook(rt, [eg_event(tid, ep, "{}")], **{"aeg-delivery-count": "2"})
-    assert status == 200 and doc["results"][0]["outcome"] == "gave_up"
+    status, doc, _ = webhook(rt, [eg_event(tid, ep, "{}")])
+    assert status == 200 and doc["results"][0]["outcome"] == "queued"
+    counts = pump_until(rt, lambda: state(rt, tid)[0] == "failed", max_attempts=3)
+    assert counts == {"queued": 1, "gave_up": 1}
     st, text = state(rt, tid)
-    assert st == "failed"
     assert text == "Failed - backend busy and delivery retries exhausted (last: HTTP 503)."
-    assert r.zcard("ai4ec:pending:det-v1") == 0
+    assert r.zcard("ai4ec:pending:det-v1") == 0 and r.zcard("ai4ec:dq:det-v1") == 0
+    assert len(sink.received) == 3  # one POST per attempt
 
 
 def test_rejected_request_fails_at_once(r: redis.Redis, sink: Sink) -> None:
@@ -204,8 +229,9 @@ def test_unreachable_backend_is_retried(r: redis.Redis) -> None:
     ep = "http://127.0.0.1:9/v1/det/detect"
     tid = create(rt, ep)
     status, doc, _ = webhook(rt, [eg_event(tid, ep, "{}")])
-    assert status == 503 and doc["results"][0]["outcome"] == "error"
+    assert status == 200 and doc["results"][0]["outcome"] == "queued"
     assert state(rt, tid)[0] == "created"
+    assert r.zscore("ai4ec:dq:det-v1", tid) is not None
 
 
 def test_large_body_travels_by_reference(r: redis.Redis, sink: Sink) -> None:
