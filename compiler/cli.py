@@ -218,8 +218,44 @@ def functions() -> None:
     help="platform.yaml whose routing table (TTLs, retries, pipelines) to use.",
 )
 @click.option("-e", "--env", "env", metavar="ENV", help="Environment of --platform to use.")
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(1),
+    default=4 * 1024 * 1024,
+    show_default=True,
+    help="Largest request body accepted; larger ones get 413.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds an idle connection is kept open (and a started body may take).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=1024,
+    show_default=True,
+    help="Open connections served at once; more are answered 503 and closed.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 1024),
+    default=32,
+    show_default=True,
+    help="Threads running handlers (concurrent task-store calls).",
+)
 def serve(
-    port: int, host: str, redis_url: str, platform_file: Path | None, env: str | None
+    port: int,
+    host: str,
+    redis_url: str,
+    platform_file: Path | None,
+    env: str | None,
+    max_body_bytes: int,
+    idle_timeout: float,
+    max_connections: int,
+    workers: int,
 ) -> None:
     """Serve the task manager's HTTP routes locally, for development and tests.
 
@@ -232,7 +268,9 @@ def serve(
     import logging
 
     try:
+        from ai4ec_runtime.localhost import HostOptions, StartError
         from ai4ec_runtime.localhost import serve as run
+        from ai4ec_runtime.models import TaskError
     except ImportError as exc:
         click.echo(
             f"error: the runtime needs its extra packages ({exc.name} is missing): "
@@ -257,8 +295,27 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    click.echo(f"ai4ec task manager on http://{host}:{port}/api/ (Ctrl-C to stop)", err=True)
-    run(host, port, redis_url, routing=routing)
+    options = HostOptions(
+        max_body_bytes=max_body_bytes,
+        idle_timeout=idle_timeout,
+        max_connections=max_connections,
+        workers=workers,
+    )
+    try:
+        # The banner is printed only once the port is bound and Redis answered.
+        run(
+            host,
+            port,
+            redis_url,
+            routing=routing,
+            options=options,
+            on_ready=lambda server: click.echo(
+                f"ai4ec task manager on {server.url}/api/ (Ctrl-C to stop)", err=True
+            ),
+        )
+    except (StartError, TaskError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise _Failed(EXIT_USER) from None
 
 
 def _register_optional_commands() -> None:
