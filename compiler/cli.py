@@ -246,6 +246,18 @@ def functions() -> None:
     show_default=True,
     help="Threads running handlers (concurrent task-store calls).",
 )
+@click.option(
+    "--keys",
+    "keys_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON {apim, eventGrid, apis: {API: key}} of least-privilege function keys; "
+    "written with fresh keys when absent.",
+)
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Check no function keys at all (anyone can call every function).",
+)
 def serve(
     port: int,
     host: str,
@@ -256,6 +268,8 @@ def serve(
     idle_timeout: float,
     max_connections: int,
     workers: int,
+    keys_file: Path | None,
+    insecure_no_auth: bool,
 ) -> None:
     """Serve the task manager's HTTP routes locally, for development and tests.
 
@@ -264,10 +278,21 @@ def serve(
     straight to their backend URLs instead of through Event Grid. Point Framework
     containers at it with CACHE_CONNECTOR_UPSERT_URI=http://HOST:PORT/api/CacheConnectorUpsert
     and CACHE_CONNECTOR_GET_URI=http://HOST:PORT/api/CacheConnectorGet.
+
+    Each caller gets its own key (x-functions-key header or ?code=): APIM creates and
+    reads tasks, Event Grid calls the webhook, an API's containers touch only its tasks.
     """
     import logging
 
+    if (keys_file is None) == (not insecure_no_auth):
+        click.echo(
+            "error: functions serve needs --keys FILE (read, or written with fresh keys) "
+            "or --insecure-no-auth, not both",
+            err=True,
+        )
+        raise _Failed(EXIT_USER)
     try:
+        from ai4ec_runtime.auth import AccessKeys, KeysFileError
         from ai4ec_runtime.localhost import HostOptions, StartError
         from ai4ec_runtime.localhost import serve as run
         from ai4ec_runtime.models import TaskError
@@ -301,6 +326,16 @@ def serve(
         max_connections=max_connections,
         workers=workers,
     )
+
+    def keys(routing_table: object) -> AccessKeys:
+        assert keys_file is not None
+        if keys_file.exists():
+            return AccessKeys.load(keys_file)
+        fresh = AccessKeys.generate(getattr(routing_table, "apis", {}))
+        fresh.dump(keys_file)
+        click.echo(f"wrote fresh function keys to {keys_file}", err=True)
+        return fresh
+
     try:
         # The banner is printed only once the port is bound and Redis answered.
         run(
@@ -312,8 +347,9 @@ def serve(
             on_ready=lambda server: click.echo(
                 f"ai4ec task manager on {server.url}/api/ (Ctrl-C to stop)", err=True
             ),
+            keys=None if insecure_no_auth else keys,
         )
-    except (StartError, TaskError) as exc:
+    except (StartError, TaskError, KeysFileError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise _Failed(EXIT_USER) from None
 

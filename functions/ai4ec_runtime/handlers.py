@@ -63,6 +63,8 @@ ANSWERS_HEADER = "x-ai4ec-answers"
 ERROR_HEADER = "X-Ai4ec-Error"
 #: What an Event Grid WebHook-Request-Origin (a host name, maybe with a port) looks like.
 _HOST = re.compile(r"[A-Za-z0-9.:\[\]-]+")
+#: The ``user:password@`` part of a URL, never echoed or logged (:func:`redact`).
+_USERINFO = re.compile(r"//[^/?#@\s]*@")
 #: Characters no URL we POST to may contain (whitespace, controls); urlsplit keeps them.
 _URL_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 #: Counters are 64-bit signed integers in Redis; anything larger is a client error.
@@ -239,6 +241,11 @@ def strict(rt: Runtime, req: Request) -> bool:
     return rt.settings.strict_answers or (req.header(ANSWERS_HEADER) or "") == "strict"
 
 
+def redact(text: str) -> str:
+    """``text`` with the ``user:password`` part of any URL in it replaced by ``***``."""
+    return _USERINFO.sub("//***@", text)
+
+
 def check_endpoint(url: str) -> None:
     """Refuse an ``Endpoint`` that could not be POSTed to later.
 
@@ -249,6 +256,9 @@ def check_endpoint(url: str) -> None:
     Raises:
         BadRequest: the URL is not a plain absolute http(s) URL.
     """
+    if _USERINFO.search(url):
+        # Credentials in a URL end up in logs and status texts; never accept them.
+        raise BadRequest("Endpoint must not carry a user name or password", field="Endpoint")
     bad = BadRequest(f"Endpoint is not a valid http(s) URL: {url[:200]!r}", field="Endpoint")
     if _URL_BAD_CHARS.search(url):
         raise bad
@@ -273,7 +283,11 @@ def parse_upsert(raw: bytes) -> UpsertRequest:
     except RecursionError:
         raise BadRequest("Request body is nested too deeply") from None
     except ValueError as exc:  # e.g. urlsplit on "http://[::1/x"
-        raise BadRequest(f"Request body is malformed: {exc}") from None
+        raise BadRequest(redact(f"Request body is malformed: {exc}")) from None
+    except BadRequest as exc:
+        if _USERINFO.search(exc.message):  # e.g. "ftp://user:pw@host" named in the error
+            raise BadRequest(redact(exc.message), **exc.extra) from None
+        raise
     if upsert.endpoint is not None:
         check_endpoint(upsert.endpoint)
     return upsert
@@ -526,8 +540,8 @@ def backend_webhook(rt: Runtime, req: Request) -> Response:
         )
         return {"TaskId": task_id, "outcome": outcome.value}
 
-    if len(events) == 1:
-        results = [one(events[0])]
+    if len(events) <= 1:
+        results = [one(e) for e in events]  # an empty batch is acknowledged
     else:
         # A batch is delivered concurrently: Event Grid gives the whole batch 30 s.
         with ThreadPoolExecutor(min(16, len(events))) as pool:

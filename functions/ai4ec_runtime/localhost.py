@@ -47,6 +47,7 @@ from aiohttp.web_request import BaseRequest
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .auth import AccessKeys, authorized_handle, presented_key
 from .dispatch import Dispatcher
 from .handlers import JSON, Request, Response, Runtime, connect, handle
 from .routing import Routing
@@ -190,6 +191,7 @@ class LocalServer:
         runtime: the shared :class:`~ai4ec_runtime.handlers.Runtime`.
         url: base URL, e.g. ``http://127.0.0.1:7071``.
         options: the limits in force.
+        keys: the least-privilege keys checked, or ``None`` (no checking).
         connections: connections open now.
         refused: connections refused over ``max_connections`` so far.
     """
@@ -200,8 +202,10 @@ class LocalServer:
         runtime: Runtime,
         options: HostOptions,
         health: redis.Redis,
+        keys: AccessKeys | None = None,
     ) -> None:
         self.runtime = runtime
+        self.keys = keys
         self.options = options
         self._sock = sock
         self._health = health
@@ -313,9 +317,14 @@ class LocalServer:
 
     def _work(self, batch: list[tuple[str, Request, asyncio.Future[Response]]]) -> None:
         done: list[tuple[asyncio.Future[Response], Response | BaseException]] = []
+        keys = self.keys
         for name, req, fut in batch:
             try:
-                done.append((fut, handle(self.runtime, name, req)))
+                if keys is None:
+                    done.append((fut, handle(self.runtime, name, req)))
+                else:
+                    who = keys.who(presented_key(req))
+                    done.append((fut, authorized_handle(self.runtime, who, name, req)))
             except BaseException as exc:  # handle() answers errors itself; be safe anyway
                 done.append((fut, exc))
         assert self._loop is not None
@@ -474,6 +483,7 @@ def make_server(
     redis_client: redis.Redis | None = None,
     dispatcher: Dispatcher | None = None,
     options: HostOptions | None = None,
+    keys: AccessKeys | None = None,
 ) -> LocalServer:
     """Build (but do not start) a local host; the port is bound and Redis answered.
 
@@ -489,6 +499,8 @@ def make_server(
         redis_client: an existing client instead of ``redis_url``.
         dispatcher: an explicit dispatcher (tests), instead of the local one.
         options: limits (default :class:`HostOptions`).
+        keys: least-privilege keys to check (see :mod:`ai4ec_runtime.auth`); ``None``
+            checks nothing, as before.
 
     Raises:
         StartError: the port cannot be bound, or Redis does not answer a PING.
@@ -522,7 +534,7 @@ def make_server(
             client.close()
         raise
     _ = runtime.dispatcher  # start the delivery workers and the sweeper now
-    return LocalServer(sock, runtime, options or HostOptions(), health)
+    return LocalServer(sock, runtime, options or HostOptions(), health, keys)
 
 
 def serve(
@@ -535,11 +547,13 @@ def serve(
     settings: Settings | None = None,
     options: HostOptions | None = None,
     on_ready: Callable[[LocalServer], None] | None = None,
+    keys: AccessKeys | Callable[[Routing], AccessKeys] | None = None,
 ) -> None:
     """Run the local host until interrupted (Ctrl-C); see :func:`make_server`.
 
     ``on_ready`` runs once the port is bound and Redis answered (the CLI prints its
-    banner there, so a failed start never shows one).
+    banner there, so a failed start never shows one). ``keys`` may be a function of the
+    routing table (the CLI generates one key per API there).
 
     Raises:
         StartError: as :func:`make_server`.
@@ -547,6 +561,16 @@ def serve(
     server = make_server(
         host, port, redis_url, routing_path, routing=routing, settings=settings, options=options
     )
+    if callable(keys):
+        try:
+            server.keys = keys(server.runtime.routing)
+        except BaseException:
+            server.close()
+            raise
+    else:
+        server.keys = keys
+    if server.keys is None:
+        log.warning("WARNING: no key checking (--insecure-no-auth): anyone can call every function")
     apis = sorted(server.runtime.routing.apis)
     log.info("ai4ec functions host on %s (APIs: %s)", server.url, json.dumps(apis))
     if on_ready is not None:

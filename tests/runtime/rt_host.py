@@ -46,7 +46,10 @@ class Host:
                 self.proc.wait()
 
 
-def serve_cmd(port: int, redis_url: str, *extra: str) -> list[str]:
+def serve_cmd(port: int, redis_url: str, *extra: str, auth: bool = False) -> list[str]:
+    """The CLI command; without ``--keys`` in ``extra`` key checking is off unless ``auth``."""
+    if not auth and "--keys" not in extra and "--insecure-no-auth" not in extra:
+        extra = (*extra, "--insecure-no-auth")
     return [
         sys.executable,
         "-m",
