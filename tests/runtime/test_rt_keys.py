@@ -10,12 +10,13 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rt_host import ROOT, Host, host_env, post, raw, serve_cmd, start_host
-from rt_support import free_port
+from rt_support import free_port, start_backend
 
 from ai4ec_runtime.auth import AccessKeys, KeysFileError
 
@@ -96,12 +97,27 @@ def test_pipeline_task_belongs_to_its_current_step(keyed: tuple[Host, AccessKeys
 
 
 def test_endpoint_outside_the_routing_table_is_refused(keyed: tuple[Host, AccessKeys]) -> None:
-    """400 before anything is stored or sent: a key cannot aim the runtime elsewhere."""
+    """400 before anything is stored or sent: a key cannot aim the runtime elsewhere.
+
+    The "elsewhere" is a real listening backend, which records every request it gets.
+    """
     host, keys = keyed
-    status, err = call(
-        host, UPSERT, create("http://169.254.169.254/latest/meta-data"), key=keys.apim
-    )
-    assert status == 400 and err["field"] == "Endpoint"
+    backend = start_backend(host.url, "--mode", "hang")
+    try:
+        for key in (keys.apim, keys.apis["detector-v1"]):
+            doc = create(backend.url + "/latest/meta-data", PublishToGrid=True)
+            status, err = call(host, UPSERT, doc, key=key)
+            assert status == 400 and err["field"] == "Endpoint"
+        det = keys.apis["detector-v1"]
+        status, task = call(host, UPSERT, create(DETECT), key=keys.apim)
+        hop = create(backend.url + "/v1/elsewhere/x", TaskId=task["TaskId"], PublishToGrid=True)
+        hop.update(Status="created", BackendStatus="created")
+        assert call(host, UPSERT, hop, key=det)[0] == 400
+        time.sleep(0.5)  # give a (wrong) dispatch the time to arrive
+        assert backend.log() == []
+    finally:
+        backend.proc.kill()
+        backend.proc.wait()
 
 
 def test_userinfo_never_echoed_or_logged(keyed: tuple[Host, AccessKeys]) -> None:
