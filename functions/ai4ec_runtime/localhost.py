@@ -216,6 +216,7 @@ class LocalServer:
         self.refused = 0
         self._pool = ThreadPoolExecutor(options.workers, thread_name_prefix="ai4ec-handler")
         self._batch: list[tuple[str, Request, asyncio.Future[Response]]] = []
+        self._health_pool = ThreadPoolExecutor(1, thread_name_prefix="ai4ec-health")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -281,14 +282,17 @@ class LocalServer:
         self._closed = True
         self._sock.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._health_pool.shutdown(wait=False, cancel_futures=True)
         self.runtime.close()
         self._health.close()
 
     # -- requests -----------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # Its own thread: /health must answer even while every handler thread waits on
+        # a Redis that is down (their retries take seconds).
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, *args)
+        return await loop.run_in_executor(self._health_pool, fn, *args)
 
     async def _call(self, name: str, req: Request) -> Response:
         """Run handler ``name`` in the pool, batched with the requests of the same tick.

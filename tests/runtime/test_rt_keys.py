@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ UPSERT = "/api/CacheConnectorUpsert"
 
 
 @pytest.fixture
-def keyed(tmp_path: Path, redis_url: str) -> tuple[Host, AccessKeys]:
+def keyed(tmp_path: Path, redis_url: str) -> Iterator[tuple[Host, AccessKeys]]:
     keys_file = tmp_path / "keys.json"
     host = start_host(tmp_path, redis_url, "--keys", str(keys_file))
     yield host, AccessKeys.load(keys_file)
