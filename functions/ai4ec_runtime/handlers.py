@@ -310,6 +310,18 @@ def shaped(task_id: str, record: bytes | dict[str, Any] | None, code: str) -> Re
     return resp
 
 
+def _task_id_of(raw: bytes) -> str | None:
+    """The ``TaskId`` of a body that failed to parse as an upsert, if it has one."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(doc, list):
+        doc = doc[0] if doc else None
+    task_id = doc.get("TaskId") if isinstance(doc, dict) else None
+    return task_id if isinstance(task_id, str) and task_id else None
+
+
 def _shaped_update(rt: Runtime, task_id: str, exc: TaskError | None) -> Response:
     code = exc.code if exc is not None else "store_unavailable"
     if exc is None:
@@ -317,6 +329,7 @@ def _shaped_update(rt: Runtime, task_id: str, exc: TaskError | None) -> Response
             "CacheConnectorUpsert: task store unavailable; update of %s not recorded", task_id
         )
         return shaped(task_id, None, code)
+    log.info("CacheConnectorUpsert: update of %s refused (%s), answered 200", task_id, code)
     if isinstance(exc, IllegalTransition):
         # The no-op answer: the record as it stands, unchanged by the late update.
         try:
@@ -337,7 +350,13 @@ def cache_connector_upsert(rt: Runtime, req: Request) -> Response:
     client's shape unless :func:`strict` (see :func:`shaped`); creates always get the
     strict answers, which APIM's policy maps for its callers.
     """
-    upsert = parse_upsert(req.body)
+    try:
+        upsert = parse_upsert(req.body)
+    except BadRequest as exc:
+        task_id = _task_id_of(req.body)
+        if task_id is None or strict(rt, req):
+            raise
+        return _shaped_update(rt, task_id, exc)
     if upsert.task_id is not None and upsert.endpoint == CLIENT_FALLBACK_ENDPOINT:
         upsert = dataclasses.replace(upsert, endpoint=None)
     if upsert.publish:

@@ -303,3 +303,30 @@ def test_health_is_cheap_to_poll(host: Host) -> None:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = read_answer(sock)
             assert answer is not None and answer.status == 200
+
+
+def test_refused_updates_answer_200_in_the_client_shape_unless_strict(host: Host) -> None:
+    """An update with a TaskId never gets a non-200 by default (the Framework client
+    raises on one); ``X-Ai4ec-Answers: strict`` gets the real code."""
+    created = raw(host, post(UPSERT, create_doc("http://127.0.0.1:9/v1/detector/detect")))
+    assert created is not None and created.status == 200
+    tid = json.loads(created.body)["TaskId"]
+    done = raw(
+        host, post(UPSERT, json.dumps({"TaskId": tid, "BackendStatus": "completed"}).encode())
+    )
+    assert done is not None and done.status == 200 and "x-ai4ec-error" not in done.headers
+    cases = {
+        "bad_request": {"TaskId": tid, "Endpoint": "http://a b/c", "BackendStatus": "running"},
+        "not_found": {"TaskId": "f0000000-0000-4000-8000-000000000000", "Status": "x"},
+        "illegal_transition": {"TaskId": tid, "BackendStatus": "running", "Status": "late"},
+    }
+    strict_status = {"bad_request": 400, "not_found": 404, "illegal_transition": 409}
+    for code, doc in cases.items():
+        answer = raw(host, post(UPSERT, json.dumps(doc).encode()))
+        assert answer is not None and answer.status == 200, (code, answer)
+        assert answer.headers["x-ai4ec-error"] == code
+        assert json.loads(answer.body)["TaskId"] == doc["TaskId"]
+        answer = raw(host, post(UPSERT, json.dumps(doc).encode(), "X-Ai4ec-Answers: strict"))
+        assert answer is not None and answer.status == strict_status[code]
+        assert json.loads(answer.body)["error"] == code
+    assert "Traceback" not in host.log()
