@@ -9,13 +9,16 @@ the code Azure runs.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -33,7 +36,13 @@ from .dispatch import (
     pump,
     run_timers,
 )
-from .models import BadRequest, ConfigurationError, TaskError, UpsertRequest
+from .models import (
+    BadRequest,
+    ConfigurationError,
+    IllegalTransition,
+    TaskError,
+    UpsertRequest,
+)
 from .routing import Defaults, Routing
 from .settings import Settings
 from .store import Dispatch, TaskStore, connect_redis
@@ -43,6 +52,26 @@ log = logging.getLogger("ai4ec_runtime")
 JSON = "application/json; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
+
+#: What the upstream Framework client sends as ``Endpoint`` when its GET found no record
+#: (``distributed_api_task.py``); never a backend, so an update carrying it keeps the
+#: stored Endpoint instead of moving the task to path ``/``.
+CLIENT_FALLBACK_ENDPOINT = "http://localhost"
+#: Request header with which a caller that understands them (APIM's policies) asks for
+#: the strict 404/409/503 answers regardless of ``AI4EC_STRICT_ANSWERS``.
+ANSWERS_HEADER = "x-ai4ec-answers"
+#: Response header naming the error a upstream-shaped 200 stands for.
+ERROR_HEADER = "X-Ai4ec-Error"
+#: What an Event Grid WebHook-Request-Origin (a host name, maybe with a port) looks like.
+_HOST = re.compile(r"[A-Za-z0-9.:\[\]-]+")
+#: The ``user:password@`` part of a URL, never echoed or logged (:func:`redact`).
+_USERINFO = re.compile(r"//[^/?#@\s]*@")
+#: Characters no URL we POST to may contain (whitespace, controls); urlsplit keeps them.
+_URL_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+#: Counters are 64-bit signed integers in Redis; anything larger is a client error.
+_INT64 = 2**63
+#: Redis failures that mean "unreachable", as opposed to a script or data error.
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +123,15 @@ class Response:
     def error(cls, exc: TaskError) -> Response:
         """The JSON error body of a :class:`TaskError`."""
         return cls(exc.status, exc.to_json())
+
+    @classmethod
+    def unavailable(cls) -> Response:
+        """503 for an unreachable task store; the message never names Redis' address."""
+        resp = cls.json(
+            503, {"error": "store_unavailable", "message": "The task store is unavailable"}
+        )
+        resp.headers["Retry-After"] = "5"
+        return resp
 
 
 class Runtime:
@@ -205,20 +243,147 @@ def connect(url: str, max_connections: int = 256) -> redis.Redis:
 # -- task functions ------------------------------------------------------------------
 
 
+def strict(rt: Runtime, req: Request) -> bool:
+    """Whether this request gets the strict 404/409/503 answers (see :func:`shaped`)."""
+    return rt.settings.strict_answers or (req.header(ANSWERS_HEADER) or "") == "strict"
+
+
+def redact(text: str) -> str:
+    """``text`` with the ``user:password`` part of any URL in it replaced by ``***``."""
+    return _USERINFO.sub("//***@", text)
+
+
+def check_endpoint(url: str) -> None:
+    """Refuse an ``Endpoint`` that could not be POSTed to later.
+
+    A URL with spaces, control characters, an unparsable host or port is accepted by
+    ``urlsplit`` often enough to be stored, and then fails inside a delivery worker;
+    refusing it at create time gives the caller the error instead.
+
+    Raises:
+        BadRequest: the URL is not a plain absolute http(s) URL.
+    """
+    if _USERINFO.search(url):
+        # Credentials in a URL end up in logs and status texts; never accept them.
+        raise BadRequest("Endpoint must not carry a user name or password", field="Endpoint")
+    bad = BadRequest(f"Endpoint is not a valid http(s) URL: {url[:200]!r}", field="Endpoint")
+    if _URL_BAD_CHARS.search(url):
+        raise bad
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+        host = parts.hostname
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise bad
+
+
+def parse_upsert(raw: bytes) -> UpsertRequest:
+    """:meth:`UpsertRequest.parse` plus :func:`check_endpoint`, every failure a 400.
+
+    Raises:
+        BadRequest: malformed, too deeply nested, or an unusable ``Endpoint``.
+    """
+    try:
+        upsert = UpsertRequest.parse(raw)
+    except RecursionError:
+        raise BadRequest("Request body is nested too deeply") from None
+    except ValueError as exc:  # e.g. urlsplit on "http://[::1/x"
+        raise BadRequest(redact(f"Request body is malformed: {exc}")) from None
+    except BadRequest as exc:
+        if _USERINFO.search(exc.message):  # e.g. "ftp://user:pw@host" named in the error
+            raise BadRequest(redact(exc.message), **exc.extra) from None
+        raise
+    if upsert.endpoint is not None:
+        check_endpoint(upsert.endpoint)
+    return upsert
+
+
+def shaped(task_id: str, record: bytes | dict[str, Any] | None, code: str) -> Response:
+    """A 200 in the shape the upstream Framework client parses, standing for an error.
+
+    The client (``DistributedApiTaskManager``) raises on any non-200 answer: ``Upsert``
+    with ``AttributeError`` (it prints ``resp.status_code``, which aiohttp lacks), ``Get``
+    with ``KeyError`` (it reads ``Endpoint`` from the record it synthesizes). So, unless
+    :func:`strict`, an update that changes nothing answers 200 with the current record
+    (or the client's own synthetic record) and names the real outcome in
+    ``X-Ai4ec-Error``.
+    """
+    if record is None:
+        record = {"TaskId": task_id, "Status": "unable to update"}
+    resp = Response(200, record) if isinstance(record, bytes) else Response.json(200, record)
+    resp.headers[ERROR_HEADER] = code
+    return resp
+
+
+def _task_id_of(raw: bytes) -> str | None:
+    """The ``TaskId`` of a body that failed to parse as an upsert, if it has one."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(doc, list):
+        doc = doc[0] if doc else None
+    task_id = doc.get("TaskId") if isinstance(doc, dict) else None
+    return task_id if isinstance(task_id, str) and task_id else None
+
+
+def _shaped_update(rt: Runtime, task_id: str, exc: TaskError | None) -> Response:
+    code = exc.code if exc is not None else "store_unavailable"
+    if exc is None:
+        log.warning(
+            "CacheConnectorUpsert: task store unavailable; update of %s not recorded", task_id
+        )
+        return shaped(task_id, None, code)
+    log.info("CacheConnectorUpsert: update of %s refused (%s), answered 200", task_id, code)
+    if isinstance(exc, IllegalTransition):
+        # The no-op answer: the record as it stands, unchanged by the late update.
+        try:
+            return shaped(task_id, rt.store.get(task_id), code)
+        except UNREACHABLE:
+            return shaped(task_id, None, code)
+    if exc.status == 404:
+        return shaped(task_id, {"TaskId": task_id, "Status": "not found"}, code)
+    return shaped(task_id, None, code)
+
+
 def cache_connector_upsert(rt: Runtime, req: Request) -> Response:
     """``POST /api/CacheConnectorUpsert``: create or update a task, publish if asked.
 
     Returns 200 and the task record; after a publish failure the record returned is the
-    *failed* one (upstream returned the stale ``created`` record).
+    *failed* one (upstream returned the stale ``created`` record). An *update* (one with
+    a ``TaskId``) that is refused or cannot be stored answers a 200 in the upstream
+    client's shape unless :func:`strict` (see :func:`shaped`); creates always get the
+    strict answers, which APIM's policy maps for its callers.
     """
-    upsert = UpsertRequest.parse(req.body)
+    try:
+        upsert = parse_upsert(req.body)
+    except BadRequest as exc:
+        task_id = _task_id_of(req.body)
+        if task_id is None or strict(rt, req):
+            raise
+        return _shaped_update(rt, task_id, exc)
+    if upsert.task_id is not None and upsert.endpoint == CLIENT_FALLBACK_ENDPOINT:
+        upsert = dataclasses.replace(upsert, endpoint=None)
     if upsert.publish:
         _ = rt.dispatcher  # a missing transport setting fails before the task exists
-    result = rt.store.upsert(
-        upsert,
-        idempotency_key=req.header("idempotency-key") if upsert.task_id is None else None,
-        caller=req.header("x-ai4ec-caller") or "",
-    )
+    try:
+        result = rt.store.upsert(
+            upsert,
+            idempotency_key=req.header("idempotency-key") if upsert.task_id is None else None,
+            caller=req.header("x-ai4ec-caller") or "",
+        )
+    except ConfigurationError:
+        raise
+    except TaskError as exc:
+        if upsert.task_id is None or strict(rt, req):
+            raise
+        return _shaped_update(rt, upsert.task_id, exc)
+    except UNREACHABLE:
+        if upsert.task_id is None or strict(rt, req):
+            raise
+        return _shaped_update(rt, upsert.task_id, None)
     record = result.record
     if result.dispatch is not None:
         record = publish(rt.store, rt.dispatcher, result.dispatch) or record
@@ -235,7 +400,20 @@ def cache_connector_get(rt: Runtime, req: Request) -> Response:
     restores upstream's empty 204 for clients that test for it.
     """
     task_id = req.param("taskId")
-    record = rt.store.get(task_id)
+    try:
+        record = rt.store.get(task_id)
+    except UNREACHABLE:
+        if strict(rt, req):
+            raise
+        log.warning("CacheConnectorGet: task store unavailable")
+        # The record the client synthesizes itself for a non-200, plus the Endpoint it
+        # then reads: its update falls back to CLIENT_FALLBACK_ENDPOINT (ignored above)
+        # and AddPipelineTask stops on "not found" without POSTing.
+        return shaped(
+            task_id or "",
+            {"TaskId": task_id, "Status": "not found", "Endpoint": ""},
+            "store_unavailable",
+        )
     if record is not None:
         return Response(200, record)
     if rt.settings.not_found_status == 204:
@@ -245,11 +423,17 @@ def cache_connector_get(rt: Runtime, req: Request) -> Response:
     )
 
 
-def _first_object(raw: bytes) -> dict[str, Any]:
+def _loads(raw: bytes, what: str) -> Any:
     try:
-        doc = json.loads(raw)
+        return json.loads(raw)
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply") from None
     except ValueError:
-        raise BadRequest("Request body is not valid JSON") from None
+        raise BadRequest(f"{what} is not valid JSON") from None
+
+
+def _first_object(raw: bytes) -> dict[str, Any]:
+    doc = _loads(raw, "Request body")
     if isinstance(doc, list):
         doc = doc[0] if doc else None
     if not isinstance(doc, dict):
@@ -261,9 +445,12 @@ def _as_int(value: Any, name: str) -> int:
     if value in (None, ""):
         return 0
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
         raise BadRequest(f"{name} must be an integer") from None
+    if not -_INT64 < number < _INT64:
+        raise BadRequest(f"{name} is out of range (a 64-bit integer)")
+    return number
 
 
 def current_processing_upsert(rt: Runtime, req: Request) -> Response:
@@ -281,7 +468,11 @@ def current_processing_upsert(rt: Runtime, req: Request) -> Response:
     delta = _as_int(doc.get("IncrementBy"), "IncrementBy") - _as_int(
         doc.get("DecrementBy"), "DecrementBy"
     )
-    count = rt.store.current_processing_add(str(cluster), str(path), delta)
+    try:
+        count = rt.store.current_processing_add(str(cluster), str(path), delta)
+    except redis.exceptions.ResponseError:
+        # INCRBY past 2**63: the counter cannot hold it; nothing was changed.
+        raise BadRequest("IncrementBy/DecrementBy would overflow the counter") from None
     return Response(200, str(count).encode(), TEXT)
 
 
@@ -292,7 +483,7 @@ def current_processing_get(rt: Runtime, req: Request) -> Response:
     """
     cluster, path = req.param("cluster"), req.param("path")
     if cluster is None or not path:
-        return Response(400, b"The cluster and path parameters are required.", TEXT)
+        raise BadRequest("The cluster and path parameters are required.")
     count = rt.store.current_processing_get(cluster, path)
     if count is None:
         return Response(204, b"", TEXT)
@@ -332,22 +523,25 @@ def backend_webhook(rt: Runtime, req: Request) -> Response:
         origin = req.header("webhook-request-origin")
         if not origin:
             raise BadRequest("OPTIONS without WebHook-Request-Origin")
+        if not _HOST.fullmatch(origin):
+            # Reflected into a response header: only host-name characters, never CR/LF.
+            raise BadRequest("WebHook-Request-Origin must be a host name")
         return Response(
             200,
             b"",
             TEXT,
             {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*", "Allow": "POST"},
         )
-    try:
-        doc = json.loads(req.body or b"null")
-    except ValueError:
-        raise BadRequest("Webhook body is not valid JSON") from None
+    doc = _loads(req.body or b"null", "Webhook body")
     events = doc if isinstance(doc, list) else [doc]
     if not all(isinstance(e, dict) for e in events):
         raise BadRequest("Webhook body must be an event or an array of events")
     for event in events:
         if event.get("eventType") == VALIDATION_EVENT:
-            code = (event.get("data") or {}).get("validationCode")
+            data = event.get("data")
+            code = data.get("validationCode") if isinstance(data, dict) else None
+            if not isinstance(code, str) or not code:
+                raise BadRequest("Validation event without data.validationCode")
             log.info("Event Grid subscription validation answered")
             return Response.json(200, {"validationResponse": code})
     try:
@@ -372,8 +566,8 @@ def backend_webhook(rt: Runtime, req: Request) -> Response:
         )
         return {"TaskId": task_id, "outcome": outcome.value}
 
-    if len(events) == 1:
-        results = [one(events[0])]
+    if len(events) <= 1:
+        results = [one(e) for e in events]  # an empty batch is acknowledged
     else:
         # A batch is delivered concurrently: Event Grid gives the whole batch 30 s.
         with ThreadPoolExecutor(min(16, len(events))) as pool:
@@ -420,6 +614,8 @@ def backend_dead_letter(rt: Runtime, req: Request) -> Response:
     """``POST /api/BackendDeadLetter``: :func:`dead_letter` over HTTP (and locally)."""
     try:
         failed = dead_letter(rt, req.body)
+    except RecursionError:
+        raise BadRequest("Dead-letter body is nested too deeply") from None
     except ValueError:
         raise BadRequest("Dead-letter body is not valid JSON") from None
     return Response.json(200, {"failed": failed})
@@ -502,11 +698,16 @@ def handle(runtime: Runtime | Callable[[], Runtime], name: str, req: Request) ->
         return Response.error(exc)
     except TaskError as exc:
         return Response.error(exc)
-    except redis.exceptions.RedisError as exc:
-        log.exception("%s: task store unavailable", name)
-        return Response.json(
-            503, {"error": "store_unavailable", "message": f"Task store error: {exc}"}
-        )
+    except RecursionError:
+        return Response.error(BadRequest("Request is nested too deeply"))
+    except UNREACHABLE as exc:
+        # One line, no traceback: an outage is an operations event, not a bug, and the
+        # exception text names Redis' host and port.
+        log.warning("%s: task store unavailable (%s)", name, type(exc).__name__)
+        return Response.unavailable()
+    except redis.exceptions.RedisError:
+        log.exception("%s: task store error", name)
+        return Response.unavailable()
     except Exception:
         log.exception("%s: unhandled error", name)
         return Response.json(500, {"error": "internal_error", "message": "Internal error"})

@@ -1,4 +1,4 @@
-"""A local stand-in for the Functions host: the same routes, served by the stdlib.
+"""A local stand-in for the Functions host: the same routes, served by aiohttp.
 
 ``ai4ec functions serve`` runs :func:`serve`; tests use :func:`make_server`. Requests
 to ``/api/<FunctionName>`` go through :func:`~ai4ec_runtime.handlers.handle`, exactly as
@@ -6,119 +6,357 @@ in Azure; only the transport differs: dispatches are POSTed straight to backend 
 a :class:`~ai4ec_runtime.dispatch.LocalDispatcher` (background threads, retries with
 backoff, the timeout sweeper) instead of going through Event Grid and the webhook.
 
-The server is a threaded HTTP/1.1 server with keep-alive and a small hand-written
-request parser: ``http.server.BaseHTTPRequestHandler`` parses headers with the
-``email`` package, which costs more than the whole task transition in Redis. Function
-keys (``?code=``) are accepted and ignored.
+Why aiohttp's low-level server: HTTP framing (request line, headers, Content-Length,
+chunked encoding, pipelining, keep-alive) is parsed by a maintained parser instead of
+by hand, every connection is a coroutine instead of a thread, and idle connections are
+closed by its keep-alive timer, which also runs before the first request. The handlers
+stay synchronous (redis-py): they run in a bounded thread pool, which is also the bound
+on concurrent store calls. What this module adds on top:
+
+* bodies are capped while they are read (413), chunked or not, and a body that stalls
+  is answered 408;
+* framing errors aiohttp detects are answered as JSON 400s with one log line instead
+  of its plain-text answer and a logged traceback;
+* every 4xx is logged as one line (method, path, status, error code), never a
+  traceback; connections beyond ``max_connections`` get a 503 and are closed;
+* ``/health`` pings Redis: ``503`` with a generic message when it does not answer;
+* :func:`make_server` binds the port and pings Redis before anything starts, raising
+  :class:`StartError` with a one-line reason.
+
+Function keys (``?code=``) are accepted and ignored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
-import socketserver
+import re
+import socket
 import threading
-from collections.abc import Mapping
-from http import HTTPStatus
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import redis
+from aiohttp import web, web_protocol, web_server
+from aiohttp.web_request import BaseRequest
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from .auth import AccessKeys, authorized_handle, presented_key
 from .dispatch import Dispatcher
-from .handlers import Request, Response, Runtime, handle
+from .handlers import JSON, Request, Response, Runtime, connect, handle
 from .routing import Routing
 from .settings import Settings
 
 log = logging.getLogger("ai4ec_runtime.localhost")
 
-_MAX_LINE = 65536
-_MAX_BODY = 64 * 1024 * 1024
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class HostOptions:
+    """Limits of the local host (``ai4ec functions serve`` options of the same names).
+
+    Attributes:
+        max_body_bytes: largest request body accepted (413 beyond), chunked or not.
+        idle_timeout: seconds a connection may sit without a request (also the time a
+            client gets to send a started request body; 408 after).
+        max_connections: open connections served at once; more get a 503 and are
+            closed (connections are coroutines, so this bounds memory, not threads).
+        workers: threads running handlers, i.e. concurrent store calls.
+    """
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    idle_timeout: float = 30.0
+    max_connections: int = 1024
+    workers: int = 32
 
 
-_REASONS = {int(s): s.phrase for s in HTTPStatus}
+class StartError(Exception):
+    """The host cannot start (port in use, Redis unreachable); the message is one line."""
 
 
-def _reason(status: int) -> str:
-    return _REASONS.get(status, "Unknown")
+def _error_body(status: int, code: str, message: str) -> bytes:
+    return json.dumps(
+        {"error": code, "message": message, "status": status}, separators=(",", ":")
+    ).encode()
 
 
-class _BadRequest(Exception):
-    pass
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n"
+    + b"Content-Length: %d\r\n\r\n" % len(_error_body(503, "busy", "Too many connections"))
+    + _error_body(503, "busy", "Too many connections")
+)
 
 
-class _Connection(socketserver.StreamRequestHandler):
-    """One client connection; serves requests until the client closes (keep-alive)."""
+class _Protocol(web_protocol.RequestHandler):
+    """aiohttp's connection handler with JSON framing errors and a connection cap."""
 
-    server: LocalServer
-    disable_nagle_algorithm = True
+    host: LocalServer
 
-    def handle(self) -> None:
-        try:
-            while self._one():
-                pass
-        except (ConnectionError, TimeoutError, _BadRequest):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        host = self.host
+        if host.connections >= host.options.max_connections:
+            # Answered without reading: no parser, no task, no handler thread.
+            host.refused += 1
+            transport.write(_BUSY)  # type: ignore[attr-defined]
+            transport.close()
             return
+        host.connections += 1
+        self._ai4ec_counted = True
+        super().connection_made(transport)
 
-    def _read_line(self) -> bytes:
-        line = self.rfile.readline(_MAX_LINE + 1)
-        if len(line) > _MAX_LINE:
-            raise _BadRequest("line too long")
-        return line
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if getattr(self, "_ai4ec_counted", False):
+            self._ai4ec_counted = False
+            self.host.connections -= 1
+        super().connection_lost(exc)
 
-    def _body(self, headers: Mapping[str, str]) -> bytes:
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(self._read_line().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self._read_line() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self._read_line()
-        length = int(headers.get("content-length") or 0)
-        if length < 0 or length > _MAX_BODY:
-            raise _BadRequest("bad Content-Length")
-        return self.rfile.read(length) if length else b""
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A JSON answer and one log line for what aiohttp's parser refused.
 
-    def _one(self) -> bool:
-        line = self._read_line()
-        while line in (b"\r\n", b"\n"):
-            line = self._read_line()
-        if not line:
-            return False
-        parts = line.split()
-        if len(parts) != 3:
-            self._send(Response.json(400, {"error": "bad_request"}), keep_alive=False)
-            return False
-        method, target, version = (p.decode("latin-1") for p in parts)
-        path, _, query = target.partition("?")
-        headers: dict[str, str] = {}
-        while True:
-            raw = self._read_line()
-            if raw in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = raw.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("expect", "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = self._body(headers)
-        conn_hdr = headers.get("connection", "").lower()
-        keep_alive = conn_hdr != "close" if version == "HTTP/1.1" else conn_hdr == "keep-alive"
-        self._send(self._dispatch(method.upper(), path, query, headers, body), keep_alive)
-        return keep_alive
+        aiohttp's own version logs these with a traceback and answers plain text; a
+        malformed request is the client's mistake, so it gets neither.
+        """
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        reason = (message or (str(exc) if exc else "") or "bad request").splitlines()[0][:200]
+        if status >= 500:
+            log.error("%s: %d internal error (%s)", request.remote, status, type(exc).__name__)
+            body = _error_body(status, "internal_error", "Internal error")
+        else:
+            log.info("%s: %d malformed request: %s", request.remote, status, reason)
+            body = _error_body(status, "bad_request", f"Malformed HTTP request: {reason}")
+        resp = web.Response(status=status, body=body, headers={"Content-Type": JSON})
+        resp.force_close()
+        return resp
 
-    def _dispatch(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
-    ) -> Response:
+
+class _Server(web_server.Server):
+    """Builds :class:`_Protocol` instead of aiohttp's handler for each connection."""
+
+    def __init__(self, host: LocalServer, **kwargs: Any) -> None:
+        super().__init__(host._handle, **kwargs)  # noqa: SLF001
+        self._host = host
+        self._proto_kwargs = kwargs
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        proto = _Protocol(self, loop=self._loop, **self._proto_kwargs)
+        proto.host = self._host
+        return proto
+
+
+_HEADER_BAD_CHARS = re.compile(r"[^\x20-\x7e]")
+#: Most requests one worker handles in one hand-over (see :meth:`LocalServer._call`).
+_BATCH = 4
+#: Routes fast enough to batch: one Redis round trip each, no outbound HTTP.
+_BATCHED = frozenset(
+    {"CacheConnectorUpsert", "CacheConnectorGet", "CurrentProcessingUpsert", "CurrentProcessingGet"}
+)
+
+
+def _settle(done: list[tuple[asyncio.Future[Response], Response | BaseException]]) -> None:
+    for fut, outcome in done:
+        if fut.done():  # the client went away and its handler was cancelled
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
+
+
+class _ClientError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class LocalServer:
+    """The local Functions host. ``serve_forever()`` blocks; ``shutdown()`` stops it.
+
+    The listening socket is bound in the constructor, so a port in use fails before
+    anything is printed or started.
+
+    Attributes:
+        runtime: the shared :class:`~ai4ec_runtime.handlers.Runtime`.
+        url: base URL, e.g. ``http://127.0.0.1:7071``.
+        options: the limits in force.
+        keys: the least-privilege keys checked, or ``None`` (no checking).
+        connections: connections open now.
+        refused: connections refused over ``max_connections`` so far.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        runtime: Runtime,
+        options: HostOptions,
+        health: redis.Redis,
+        keys: AccessKeys | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.keys = keys
+        self.options = options
+        self._sock = sock
+        self._health = health
+        addr = sock.getsockname()
+        host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+        self.url = f"http://{host}:{addr[1]}"
+        self.connections = 0
+        self.refused = 0
+        self._pool = ThreadPoolExecutor(options.workers, thread_name_prefix="ai4ec-handler")
+        self._batch: list[tuple[str, Request, asyncio.Future[Response]]] = []
+        self._health_pool = ThreadPoolExecutor(1, thread_name_prefix="ai4ec-health")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- serving ------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server = _Server(
+            self,
+            keepalive_timeout=self.options.idle_timeout,
+            auto_decompress=False,  # no gzip bombs: bodies are read as sent
+            access_log=None,
+            max_line_size=16 * 1024,
+            max_field_size=16 * 1024,
+        )
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.SockSite(runner, self._sock, backlog=1024)
+        await site.start()
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until :meth:`shutdown` (or Ctrl-C)."""
+        try:
+            asyncio.run(self._main())
+        finally:
+            self._done.set()
+
+    def start(self) -> LocalServer:
+        """Serve in a background daemon thread (tests); returns ``self`` once listening."""
+        self._thread = threading.Thread(target=self.serve_forever, name="ai4ec-localhost")
+        self._thread.daemon = True
+        self._thread.start()
+        self._ready.wait(timeout=10)
+        return self
+
+    def shutdown(self) -> None:
+        """Stop serving, close the socket, stop the dispatcher and the Redis pool."""
+        if self._loop is not None and self._stop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # loop already closed
+                pass
+        if self._loop is not None:
+            self._done.wait(timeout=10)  # the loop closes its connections first
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.close()
+
+    def close(self) -> None:
+        """Release everything (idempotent): socket, handler threads, runtime, health."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sock.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._health_pool.shutdown(wait=False, cancel_futures=True)
+        self.runtime.close()
+        self._health.close()
+
+    # -- requests -----------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # Its own thread: /health must answer even while every handler thread waits on
+        # a Redis that is down (their retries take seconds).
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._health_pool, fn, *args)
+
+    async def _call(self, name: str, req: Request) -> Response:
+        """Run handler ``name`` in the pool, batched with the requests of the same tick.
+
+        Why batches: each hand-over between the event loop and a worker thread costs a
+        wake-up and a GIL hand-over, which under load cost as much as the handler itself.
+        Requests that arrive in one loop iteration go to a worker together (at most
+        ``_BATCH`` each) and their answers come back in one wake-up. Only the routes that
+        answer from Redis alone are batched: a webhook delivery POSTs to a backend and
+        may take seconds, so it never holds other requests back.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Response] = loop.create_future()
+        if name not in _BATCHED:
+            self._pool.submit(self._work, [(name, req, fut)])
+            return await fut
+        self._batch.append((name, req, fut))
+        if len(self._batch) == 1:
+            loop.call_soon(self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        for i in range(0, len(batch), _BATCH):
+            self._pool.submit(self._work, batch[i : i + _BATCH])
+
+    def _work(self, batch: list[tuple[str, Request, asyncio.Future[Response]]]) -> None:
+        done: list[tuple[asyncio.Future[Response], Response | BaseException]] = []
+        keys = self.keys
+        for name, req, fut in batch:
+            try:
+                if keys is None:
+                    done.append((fut, handle(self.runtime, name, req)))
+                else:
+                    who = keys.who(presented_key(req))
+                    done.append((fut, authorized_handle(self.runtime, who, name, req)))
+            except BaseException as exc:  # handle() answers errors itself; be safe anyway
+                done.append((fut, exc))
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_settle, done)
+
+    async def _handle(self, request: BaseRequest) -> web.StreamResponse:
+        try:
+            resp = await self._dispatch(request)
+        except _ClientError as exc:
+            resp = Response(exc.status, _error_body(exc.status, exc.code, exc.message))
+            out = self._to_web(resp)
+            out.force_close()  # the body may be unread: the connection cannot be reused
+            self._log_client_error(request, resp)
+            return out
+        if 400 <= resp.status < 500:
+            self._log_client_error(request, resp)
+        return self._to_web(resp)
+
+    async def _dispatch(self, request: BaseRequest) -> Response:
+        path = request.path
         if path in ("/health", "/api/health"):
-            return Response(200, b"ok", "text/plain; charset=utf-8")
+            health: Response = await self._run(self._check_health)
+            return health
         if not path.startswith("/api/"):
-            return Response.json(404, {"error": "not_found", "message": f"No route {path}"})
+            return Response.json(404, {"error": "not_found", "message": "No such route"})
+        body = await self._read_body(request)
         params: dict[str, str] = {}
+        query = request.query_string
         if query:
             # Plain ``a=b&c=d`` is split by hand (status polling is the hot path); only
             # escaped queries pay for the full parser.
@@ -128,57 +366,114 @@ class _Connection(socketserver.StreamRequestHandler):
                 pairs = [(k, v) for k, _, v in (p.partition("=") for p in query.split("&") if p)]
             for key, value in pairs:
                 params.setdefault(key, value)
-        req = Request(method=method, params=params, headers=headers, body=body)
-        return handle(self.server.runtime, path[len("/api/") :], req)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        req = Request(method=request.method.upper(), params=params, headers=headers, body=body)
+        return await self._call(path[len("/api/") :], req)
 
-    def _send(self, resp: Response, keep_alive: bool) -> None:
-        head = [f"HTTP/1.1 {resp.status} {_reason(resp.status)}"]
-        body = resp.body if resp.status not in (204, 304) else b""
+    async def _read_body(self, request: BaseRequest) -> bytes:
+        cap = self.options.max_body_bytes
+        length = request.content_length
+        if length is not None and length > cap:
+            raise _ClientError(413, "payload_too_large", f"Request body over {cap} bytes")
+        content = request.content
+        if content.is_eof():
+            # The usual case: a small body already read with the headers, no waiting.
+            data = content.read_nowait()
+            if len(data) > cap:
+                raise _ClientError(413, "payload_too_large", f"Request body over {cap} bytes")
+            return data
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.options.idle_timeout):
+                while True:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > cap:
+                        raise _ClientError(
+                            413, "payload_too_large", f"Request body over {cap} bytes"
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise _ClientError(408, "request_timeout", "Request body not received") from None
+        except _ClientError:
+            raise
+        except Exception as exc:  # malformed chunked framing, decoding errors
+            raise _ClientError(400, "bad_request", f"Malformed request body: {exc}") from None
+        return b"".join(chunks)
+
+    def _check_health(self) -> Response:
+        try:
+            self._health.ping()
+        except redis.exceptions.RedisError as exc:
+            log.warning("health: task store unavailable (%s)", type(exc).__name__)
+            return Response.unavailable()
+        return Response(200, b"ok", "text/plain; charset=utf-8")
+
+    @staticmethod
+    def _to_web(resp: Response) -> web.Response:
+        headers = {
+            k: v
+            for k, v in resp.headers.items()
+            if not _HEADER_BAD_CHARS.search(k + v)  # never reflect CR/LF into a header
+        }
         if resp.status not in (204, 304):
-            head.append(f"Content-Type: {resp.content_type}")
-            head.append(f"Content-Length: {len(body)}")
-        head.extend(f"{k}: {v}" for k, v in resp.headers.items())
-        if not keep_alive:
-            head.append("Connection: close")
-        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+            headers["Content-Type"] = resp.content_type
+            return web.Response(status=resp.status, body=resp.body, headers=headers)
+        return web.Response(status=resp.status, headers=headers)
+
+    @staticmethod
+    def _log_client_error(request: BaseRequest, resp: Response) -> None:
+        code = ""
+        if resp.content_type == JSON:
+            try:
+                code = str(json.loads(resp.body).get("error", ""))
+            except (ValueError, AttributeError):
+                code = ""
+        log.info("%s %s -> %d %s", request.method, request.path[:200], resp.status, code)
 
 
-class LocalServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    """The local Functions host. ``serve_forever()`` blocks; ``shutdown()`` stops it.
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise StartError(f"cannot listen on {host}:{port}: unknown host") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        why = "the port is in use" if exc.errno == 98 else (exc.strerror or str(exc))
+        raise StartError(f"cannot listen on {host}:{port}: {why}") from None
+    sock.setblocking(False)
+    return sock
 
-    Attributes:
-        runtime: the shared :class:`~ai4ec_runtime.handlers.Runtime`.
-        url: base URL, e.g. ``http://127.0.0.1:7071``.
-    """
 
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], runtime: Runtime) -> None:
-        self.runtime = runtime
-        super().__init__(address, _Connection)
-        addr: Any = self.server_address
-        self.url = f"http://{addr[0]}:{addr[1]}"
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> LocalServer:
-        """Serve in a background daemon thread (tests); returns ``self``."""
-        self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="ai4ec-localhost"
+def _health_client(client: redis.Redis) -> redis.Redis:
+    """A client on the same Redis that fails fast: no retries, 2 s timeouts."""
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs.update(socket_timeout=2.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0))
+    kwargs.pop("retry_on_error", None)
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, max_connections=4, **kwargs
         )
-        self._thread.daemon = True
-        self._thread.start()
-        return self
+    )
 
-    def shutdown(self) -> None:
-        """Stop serving, close the socket, stop the dispatcher and the Redis pool."""
-        super().shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.runtime.close()
+
+def _where(client: redis.Redis) -> str:
+    kw = client.connection_pool.connection_kwargs
+    if "path" in kw:
+        return str(kw["path"])
+    return f"{kw.get('host', '?')}:{kw.get('port', '?')}"
 
 
 def make_server(
@@ -191,8 +486,10 @@ def make_server(
     settings: Settings | None = None,
     redis_client: redis.Redis | None = None,
     dispatcher: Dispatcher | None = None,
+    options: HostOptions | None = None,
+    keys: AccessKeys | None = None,
 ) -> LocalServer:
-    """Build (but do not start) a local host.
+    """Build (but do not start) a local host; the port is bound and Redis answered.
 
     Args:
         host: address to bind.
@@ -205,8 +502,12 @@ def make_server(
             to ``local``.
         redis_client: an existing client instead of ``redis_url``.
         dispatcher: an explicit dispatcher (tests), instead of the local one.
+        options: limits (default :class:`HostOptions`).
+        keys: least-privilege keys to check (see :mod:`ai4ec_runtime.auth`); ``None``
+            checks nothing, as before.
 
     Raises:
+        StartError: the port cannot be bound, or Redis does not answer a PING.
         ConfigurationError: no Redis configured, or an invalid routing.json.
     """
     base = settings or Settings.from_env()
@@ -215,14 +516,29 @@ def make_server(
         changes["redis_url"] = redis_url
     if routing_path:
         changes["routing_path"] = Path(routing_path)
-    runtime = Runtime(
-        dataclasses.replace(base, **changes),
-        redis_client=redis_client,
-        routing=routing,
-        dispatcher=dispatcher,
-    )
+    merged = dataclasses.replace(base, **changes)
+    own_client = redis_client is None
+    client = redis_client if redis_client is not None else connect(merged.require_redis_url())
+    health = _health_client(client)
+    sock: socket.socket | None = None
+    try:
+        try:
+            health.ping()
+        except redis.exceptions.RedisError as exc:
+            raise StartError(
+                f"cannot reach Redis at {_where(client)} ({type(exc).__name__})"
+            ) from None
+        sock = _bind(host, port)
+        runtime = Runtime(merged, redis_client=client, routing=routing, dispatcher=dispatcher)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        health.close()
+        if own_client:
+            client.close()
+        raise
     _ = runtime.dispatcher  # start the delivery workers and the sweeper now
-    return LocalServer((host, port), runtime)
+    return LocalServer(sock, runtime, options or HostOptions(), health, keys)
 
 
 def serve(
@@ -233,15 +549,39 @@ def serve(
     *,
     routing: Routing | Mapping[str, Any] | None = None,
     settings: Settings | None = None,
+    options: HostOptions | None = None,
+    on_ready: Callable[[LocalServer], None] | None = None,
+    keys: AccessKeys | Callable[[Routing], AccessKeys] | None = None,
 ) -> None:
-    """Run the local host until interrupted (Ctrl-C); see :func:`make_server`."""
-    server = make_server(host, port, redis_url, routing_path, routing=routing, settings=settings)
+    """Run the local host until interrupted (Ctrl-C); see :func:`make_server`.
+
+    ``on_ready`` runs once the port is bound and Redis answered (the CLI prints its
+    banner there, so a failed start never shows one). ``keys`` may be a function of the
+    routing table (the CLI generates one key per API there).
+
+    Raises:
+        StartError: as :func:`make_server`.
+    """
+    server = make_server(
+        host, port, redis_url, routing_path, routing=routing, settings=settings, options=options
+    )
+    if callable(keys):
+        try:
+            server.keys = keys(server.runtime.routing)
+        except BaseException:
+            server.close()
+            raise
+    else:
+        server.keys = keys
+    if server.keys is None:
+        log.warning("WARNING: no key checking (--insecure-no-auth): anyone can call every function")
     apis = sorted(server.runtime.routing.apis)
     log.info("ai4ec functions host on %s (APIs: %s)", server.url, json.dumps(apis))
+    if on_ready is not None:
+        on_ready(server)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
-        server.runtime.close()
+        server.close()

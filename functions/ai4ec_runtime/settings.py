@@ -88,6 +88,9 @@ class Settings:
         backend_base_url: ``AI4EC_BACKEND_BASE_URL``: scheme+host dispatch targets.
         dispatch: ``AI4EC_DISPATCH``: ``eventgrid`` (Azure) or ``local`` (direct POST).
         not_found_status: ``AI4EC_NOT_FOUND_STATUS``: 404 (default) or upstream's 204.
+        strict_answers: ``AI4EC_STRICT_ANSWERS``: answer task updates with 404/409/503
+            instead of the 200 the upstream Framework client needs (it raises on any
+            other status); see the deviations table in docs/runtime.md.
         default_task_ttl_seconds: ``AI4EC_DEFAULT_TASK_TTL_SECONDS`` for unrouted paths.
         default_timeout_seconds: ``AI4EC_DEFAULT_TIMEOUT_SECONDS`` (0 = no run timeout).
         default_queue_timeout_seconds: ``AI4EC_DEFAULT_QUEUE_TIMEOUT_SECONDS``: how long a
@@ -123,6 +126,7 @@ class Settings:
     backend_base_url: str | None = None
     dispatch: str = "eventgrid"
     not_found_status: int = 404
+    strict_answers: bool = False
     default_task_ttl_seconds: int = 7 * 24 * 3600
     default_timeout_seconds: int = 3600
     default_queue_timeout_seconds: int = 15 * 60
@@ -168,6 +172,9 @@ class Settings:
         dispatch = (e.get("AI4EC_DISPATCH") or "eventgrid").lower()
         if dispatch not in ("eventgrid", "local"):
             raise ConfigurationError("AI4EC_DISPATCH must be 'eventgrid' or 'local'")
+        strict = (e.get("AI4EC_STRICT_ANSWERS") or "false").strip().lower()
+        if strict not in ("true", "false", "1", "0"):
+            raise ConfigurationError("AI4EC_STRICT_ANSWERS must be true or false")
         routing_path = e.get("AI4EC_ROUTING_PATH")
         redis_mode = (e.get("AI4EC_REDIS_MODE") or "single").lower()
         if redis_mode not in ("single", "cluster"):
@@ -183,6 +190,7 @@ class Settings:
             backend_base_url=(e.get("AI4EC_BACKEND_BASE_URL") or "").rstrip("/") or None,
             dispatch=dispatch,
             not_found_status=not_found,
+            strict_answers=strict in ("true", "1"),
             default_task_ttl_seconds=_int(e, "AI4EC_DEFAULT_TASK_TTL_SECONDS", 7 * 24 * 3600),
             default_timeout_seconds=_int(e, "AI4EC_DEFAULT_TIMEOUT_SECONDS", 3600),
             default_queue_timeout_seconds=_int(e, "AI4EC_DEFAULT_QUEUE_TIMEOUT_SECONDS", 15 * 60),

@@ -135,10 +135,15 @@ RUNTIMES: list[Runtime] = []
 def make_runtime(
     r: redis.Redis, routing: dict[str, Any], dispatcher: Any = None, **settings: Any
 ) -> Runtime:
-    """A runtime on the test Redis; closed automatically after the test."""
+    """A runtime on the test Redis; closed automatically after the test.
+
+    Strict answers (404/409/503 for updates) unless a test asks otherwise: the store
+    suites check the real outcome of each transition, which the upstream-shaped default
+    answers fold into a 200.
+    """
     import dataclasses
 
-    base = Settings.from_env(env={}, bundled=None)
+    base = dataclasses.replace(Settings.from_env(env={}, bundled=None), strict_answers=True)
     rt = Runtime(
         dataclasses.replace(base, **settings),
         redis_client=r,

@@ -82,6 +82,7 @@ def test_generated_keda_trigger_reads_the_runtime_pending_key(
             redis_url,
             "--platform",
             str(SAMPLE),
+            "--insecure-no-auth",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

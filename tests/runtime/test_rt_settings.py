@@ -78,3 +78,13 @@ def test_routing_validation_and_resolution(tmp_path: Path) -> None:
     assert (
         step_url("http://1.2.3.4/v1/a", "/v1/b", "https://in.example/") == "https://in.example/v1/b"
     )
+
+
+def test_strict_answers_setting() -> None:
+    """Off by default (upstream clients need 200s); true/1 turn the strict codes on."""
+    assert Settings.from_env(env={}, bundled=None).strict_answers is False
+    for raw, expected in (("true", True), ("1", True), ("FALSE", False), ("0", False)):
+        env = {"AI4EC_STRICT_ANSWERS": raw}
+        assert Settings.from_env(env=env, bundled=None).strict_answers is expected
+    with pytest.raises(ConfigurationError, match="AI4EC_STRICT_ANSWERS"):
+        Settings.from_env(env={"AI4EC_STRICT_ANSWERS": "maybe"}, bundled=None)

@@ -1,0 +1,215 @@
+"""Least-privilege function keys for the local host (``ai4ec functions serve --keys``).
+
+Azure checks function keys itself (``AuthLevel.FUNCTION``) but every key opens every
+function. The local host instead gives each caller its own key and only the functions
+and tasks it needs:
+
+* ``apim``: API Management creates tasks and reads their status (any API);
+* ``eventGrid``: Event Grid delivers to ``BackendWebhook`` and ``BackendDeadLetter``;
+* ``apis[<apiId>]``: an API's containers read and update the tasks that are at their API
+  now (a pipeline task: at its current step), and report requests in flight.
+
+Keys are presented as Azure Functions takes them: the ``x-functions-key`` header or the
+``code`` query parameter. With keys on, an ``Endpoint`` must belong to the routing table,
+so a key cannot make the runtime POST anywhere else.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .handlers import Request, Response, Runtime, handle, redact
+from .models import BadRequest
+
+#: Functions each kind of key may call.
+ALLOWED: dict[str, frozenset[str]] = {
+    "apim": frozenset({"CacheConnectorUpsert", "CacheConnectorGet"}),
+    "eventGrid": frozenset({"BackendWebhook", "BackendDeadLetter"}),
+    "api": frozenset(
+        {
+            "CacheConnectorUpsert",
+            "CacheConnectorGet",
+            "CurrentProcessingUpsert",
+            "CurrentProcessingGet",
+        }
+    ),  # fmt: skip
+}
+
+__all__ = ["ALLOWED", "AccessKeys", "KeysFileError", "Principal", "authorized_handle", "redact"]
+
+
+class KeysFileError(Exception):
+    """The keys file is unreadable or malformed; the message names file and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who presented a key: ``kind`` is ``apim``, ``eventGrid`` or ``api``."""
+
+    kind: str
+    api_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessKeys:
+    """The keys of one host.
+
+    Attributes:
+        apim: API Management's key.
+        event_grid: Event Grid's key.
+        apis: key of each API, by API id (``<name>-<version>`` as in routing.json).
+    """
+
+    apim: str
+    event_grid: str
+    apis: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def generate(cls, api_ids: Iterable[str]) -> AccessKeys:
+        """Fresh random keys (256 bits each) for APIM, Event Grid and each API."""
+        return cls(
+            apim=secrets.token_urlsafe(32),
+            event_grid=secrets.token_urlsafe(32),
+            apis={api: secrets.token_urlsafe(32) for api in sorted(api_ids)},
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> AccessKeys:
+        """Read ``{"apim": KEY, "eventGrid": KEY, "apis": {API: KEY}}``.
+
+        Raises:
+            KeysFileError: unreadable, not JSON, or a field missing or not a string.
+        """
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise KeysFileError(f"{path}: cannot read: {exc.strerror}") from None
+        except ValueError as exc:
+            raise KeysFileError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise KeysFileError(f"{path}: expected a JSON object")
+
+        def key(value: Any, where: str) -> str:
+            if not isinstance(value, str) or len(value) < 16:
+                raise KeysFileError(f"{path}: {where} must be a string of 16 characters or more")
+            return value
+
+        apis = doc.get("apis", {})
+        if not isinstance(apis, dict):
+            raise KeysFileError(f"{path}: apis must be an object of API id -> key")
+        keys = cls(
+            apim=key(doc.get("apim"), "apim"),
+            event_grid=key(doc.get("eventGrid"), "eventGrid"),
+            apis={str(k): key(v, f"apis.{k}") for k, v in sorted(apis.items())},
+        )
+        every = [keys.apim, keys.event_grid, *keys.apis.values()]
+        if len(set(every)) != len(every):
+            raise KeysFileError(f"{path}: every key must be different")
+        return keys
+
+    def dump(self, path: Path) -> None:
+        """Write the keys as JSON, readable by the owner only."""
+        doc = {"apim": self.apim, "eventGrid": self.event_grid, "apis": dict(self.apis)}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    def who(self, presented: str | None) -> Principal | None:
+        """The owner of ``presented``, compared in constant time; ``None`` if nobody."""
+        if not presented:
+            return None
+        found: Principal | None = None
+        candidates: list[tuple[str, str | None, str]] = [
+            ("apim", None, self.apim),
+            ("eventGrid", None, self.event_grid),
+        ]
+        candidates += [("api", api, k) for api, k in self.apis.items()]
+        for kind, api, secret in candidates:
+            if hmac.compare_digest(presented.encode(), secret.encode()):
+                found = Principal(kind, api)
+        return found
+
+
+def presented_key(req: Request) -> str | None:
+    """The key as Azure Functions takes it: ``x-functions-key`` header, else ``?code=``."""
+    return req.header("x-functions-key") or req.params.get("code")
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response.json(status, {"error": code, "message": message})
+
+
+def _api_of(rt: Runtime, endpoint: str) -> str | None:
+    route = rt.routing.resolve(urlsplit(endpoint).path or "/")
+    return route.api_id if route is not None else None
+
+
+def _task_api(rt: Runtime, record: bytes) -> str | None:
+    """The API a task is at now (a pipeline task: its current step's API)."""
+    path = str(json.loads(record).get("EndpointPath") or "")
+    route = rt.routing.resolve(path) if path else None
+    return route.api_id if route is not None else None
+
+
+def authorized_handle(
+    rt: Runtime, principal: Principal | None, name: str, req: Request
+) -> Response:
+    """:func:`~ai4ec_runtime.handlers.handle` behind the least-privilege rules.
+
+    Answers 401 without a known key, 403 for a function or a task the key does not
+    cover, 400 for an ``Endpoint`` outside the routing table, each before any store
+    write or outbound request.
+    """
+    if principal is None:
+        return _error(401, "unauthorized", "A function key is required (x-functions-key)")
+    if name not in ALLOWED[principal.kind]:
+        return _error(403, "forbidden", f"This key may not call {name}")
+    if name == "CacheConnectorUpsert":
+        refusal = _check_upsert(rt, principal, req)
+        if refusal is not None:
+            return refusal
+    elif name == "CacheConnectorGet" and principal.kind == "api":
+        task_id = req.param("taskId")
+        record = rt.store.get(task_id) if task_id else None
+        if record is not None and _task_api(rt, record) != principal.api_id:
+            return _error(403, "forbidden", "This key may not read tasks of another API")
+    return handle(rt, name, req)
+
+
+def _check_upsert(rt: Runtime, principal: Principal, req: Request) -> Response | None:
+    try:
+        doc = json.loads(req.body or b"null")
+    except (ValueError, RecursionError):
+        return None  # the handler answers the 400
+    if isinstance(doc, list):
+        doc = doc[0] if doc else None
+    if not isinstance(doc, dict):
+        return None
+    endpoint = doc.get("Endpoint")
+    if isinstance(endpoint, str) and endpoint:
+        try:
+            api = _api_of(rt, endpoint)
+        except ValueError:
+            return None  # malformed URL: the handler answers the 400
+        if api is None:
+            err = BadRequest("Endpoint is not in the routing table", field="Endpoint")
+            return Response.error(err)
+        if principal.kind == "api" and api != principal.api_id and not doc.get("TaskId"):
+            return _error(403, "forbidden", "This key may not create tasks of another API")
+    task_id = doc.get("TaskId")
+    if task_id:
+        if principal.kind != "api":
+            return _error(403, "forbidden", "Only an API's key may update its tasks")
+        record = rt.store.get(str(task_id))
+        if record is not None and _task_api(rt, record) != principal.api_id:
+            return _error(403, "forbidden", "This key may not update tasks of another API")
+    return None
