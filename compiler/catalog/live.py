@@ -356,3 +356,47 @@ def write_catalog(path: Path, doc: Mapping[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(dump_catalog(dict(doc)), encoding="utf-8")
     tmp.replace(path)
+
+
+def refresh_file(
+    path: Path | None,
+    *,
+    credential: Any,
+    subscription_id: str,
+    location: str,
+    today: dt.date,
+    write: bool = True,
+    **client_options: Any,
+) -> RefreshResult:
+    """``ai4ec catalog refresh``: read the catalog file, refresh it, write it back.
+
+    Args:
+        path: the catalog to rewrite; ``None`` is the one shipped in ``compiler/data``.
+        credential: an azure-core ``TokenCredential``.
+        subscription_id: the subscription to ask.
+        location: the region to read sizes, versions and revisions for.
+        today: the refresh day.
+        write: ``False`` for a dry run (``--plan``): compute and report, write nothing.
+        client_options: passed to every SDK client.
+
+    Raises:
+        CatalogError: the file is unreadable or malformed, or Azure refused a call.
+    """
+    import json
+
+    from .data import catalog_path, read_catalog
+
+    target = path or catalog_path()
+    read_catalog(target)  # a malformed file is reported as such, before any call
+    doc = json.loads(target.read_text(encoding="utf-8"))
+    result = refresh_catalog(
+        doc,
+        credential=credential,
+        subscription_id=subscription_id,
+        location=location,
+        today=today,
+        **client_options,
+    )
+    if write:
+        write_catalog(target, result.doc)
+    return result

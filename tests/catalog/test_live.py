@@ -410,3 +410,27 @@ def test_refresh_result_is_still_a_valid_catalog_when_apis_return_little(
     assert cat.kubernetes["1.36"].end_of_life == dt.date(2027, 6, 30)
     assert cat.mesh["asm-1-30"].end_of_life is None
     assert len(cat.vm_sizes) == len(load_catalog().vm_sizes)
+
+
+def test_refresh_file_and_dry_run(arm: FakeArm, tls: Tls, tmp_path: Path) -> None:
+    from ai4ec.catalog.live import refresh_file
+
+    path = tmp_path / "azure-catalog.json"
+    path.write_text(catalog_path().read_text())
+    kwargs: dict[str, Any] = {
+        "credential": FakeCredential(),
+        "subscription_id": SUB,
+        "location": LOCATION,
+        "today": TODAY,
+        **options(arm, tls),
+    }
+    dry = refresh_file(path, write=False, **kwargs)
+    assert path.read_text() == catalog_path().read_text()
+    assert dry.changes
+    refresh_file(path, **kwargs)
+    assert path.read_text() == dump_catalog(dry.doc)
+    path.write_text("{}")
+    arm.reset_log()
+    with pytest.raises(CatalogError, match=r"azure-catalog\.json: \$\.takenOn: missing"):
+        refresh_file(path, **kwargs)
+    assert arm.requests == []  # refused before asking Azure anything
