@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..errors import Severity
+from ..errors import Diagnostic, Severity
 from .data import CacheOffer, Catalog, VmSize, minor_key
 
 #: A retirement this close is a warning: time enough to migrate, too close to ignore.
@@ -35,6 +35,21 @@ class Finding:
     severity: Severity
     message: str
     hint: str = ""
+
+    def at(
+        self, file: str = "", line: int | None = None, col: int | None = None, json_path: str = "$"
+    ) -> Diagnostic:
+        """The diagnostic a model rule reports, located where the value was written."""
+        return Diagnostic(
+            code=self.code,
+            message=self.message,
+            file=file,
+            line=line,
+            col=col,
+            json_path=json_path,
+            hint=self.hint,
+            severity=self.severity,
+        )
 
 
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:

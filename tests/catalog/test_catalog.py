@@ -183,6 +183,16 @@ def test_region_lookup() -> None:
     assert typo.hint.startswith("did you mean westeurope")
     display = check_region(cat, "West Europe")
     assert display is not None and display.hint == "use westeurope"
+    d = typo.at("platform.yaml", 3, 13, "$.azure.location")
+    assert (d.code, d.file, d.line, d.col, d.json_path, d.severity) == (
+        "E-AZ-REGION",
+        "platform.yaml",
+        3,
+        13,
+        "$.azure.location",
+        Severity.ERROR,
+    )
+    assert d.message == typo.message and d.hint == typo.hint
     assert cat.regions["swedencentral"].display_name == "Sweden Central"
 
 
