@@ -122,7 +122,7 @@ def serve(
         raise CommandExit(
             EXIT_USER,
             f"the runtime needs its extra packages ({exc.name} is missing): "
-            "pip install 'ai4ec[runtime]'",
+            "pip install 'ai4ec[serve]'",
         ) from None
     routing = None
     if platform_file is not None:
