@@ -6,12 +6,20 @@ each target's tests compare their own part (``only="azure/"``, ``only="apim/"``)
 change to the output shows up once in review. A test renders the same tree in memory as
 ``{relative path: bytes}``. ``pytest --update-golden`` rewrites the golden (or only that
 part of it) instead of comparing; review the git diff afterwards like code.
+
+A ZIP (the Functions bundle, several MB of vendored wheels) is kept in the golden as
+``<name>.entries``: one line per entry with its SHA-256 and size. The bundle's exact bytes
+are still pinned, through its hash in ``manifest.json``; the listing makes a change
+reviewable without committing megabytes of binaries per sample.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import io
 import shutil
+import zipfile
 from pathlib import Path
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -23,6 +31,26 @@ def read_tree(root: Path, only: str = "") -> dict[str, bytes]:
         name: p.read_bytes()
         for p in sorted(root.rglob("*"))
         if p.is_file() and (name := p.relative_to(root).as_posix()).startswith(only)
+    }
+
+
+def _entries(data: bytes) -> bytes:
+    """A ZIP archive as text: ``sha256 size name`` per entry, in archive order."""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        lines = [
+            f"{hashlib.sha256(z.read(i)).hexdigest()} {i.file_size:>9} {i.filename}"
+            for i in z.infolist()
+        ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def golden_view(actual: dict[str, bytes]) -> dict[str, bytes]:
+    """``actual`` as the golden tree stores it: ZIPs replaced by their entry listings."""
+    return {
+        (f"{name}.entries" if name.endswith(".zip") else name): (
+            _entries(data) if name.endswith(".zip") else data
+        )
+        for name, data in actual.items()
     }
 
 
@@ -39,6 +67,7 @@ def check_golden(actual: dict[str, bytes], target: Path, update: bool, only: str
     On a mismatch the assertion lists missing and unexpected files and the first 40 lines
     of a unified diff per differing file.
     """
+    actual = golden_view(actual)
     stray = sorted(n for n in actual if not n.startswith(only))
     assert not stray, f"files outside {only!r}: {stray[:5]}"
     if update:
