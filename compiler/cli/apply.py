@@ -17,7 +17,7 @@ import click
 
 from .exits import EXIT_CHANGES, EXIT_USER, CommandExit
 from .options import report_format_option
-from .output import Command
+from .output import Command, report_step_error
 
 _TARGETS = ("azure", "functions", "apim", "k8s")
 _CLOUDS = ("AzureCloud", "AzureChinaCloud", "AzureUSGovernment")
@@ -299,11 +299,7 @@ def apply(
     try:
         result = run_apply(options, console, _interactive_confirm)
     except Ai4ecError as exc:
-        from ..apply.scrub import scrub
-
-        click.echo(scrub(f"error: {exc}"), err=True)
-        for d in exc.diagnostics:
-            click.echo(scrub(f"  {d.code}: {d.message}"), err=True)
+        report_step_error(exc)
         raise CommandExit(EXIT_USER) from None
     if plan:
         from ..apply.report import plan_report

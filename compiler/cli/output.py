@@ -50,10 +50,29 @@ def report(diags: Sequence[Diagnostic], fmt: str, extra: dict[str, object] | Non
 
 
 def report_error(exc: Ai4ecError, fmt: str = "text") -> None:
-    """Show an ai4ec error: its diagnostics, or its message when it has none."""
+    """Show an ai4ec error: its diagnostics, or its message when it has none.
+
+    The message passes the secret scrubber: errors from apply and the runtime can quote
+    URLs and service answers, and no secret may reach a terminal or a CI log.
+    """
+    from ..apply.scrub import scrub
+
     report(exc.diagnostics, fmt)
     if not exc.diagnostics:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(scrub(f"error: {exc}"), err=True)
+
+
+def report_step_error(exc: Ai4ecError) -> None:
+    """Show an error of a deployment step: its message, then each step diagnostic, scrubbed.
+
+    apply's diagnostics are service answers, not places in platform.yaml, so they are
+    listed under the message rather than formatted as file:line:col findings.
+    """
+    from ..apply.scrub import scrub
+
+    click.echo(scrub(f"error: {exc}"), err=True)
+    for d in exc.diagnostics:
+        click.echo(scrub(f"  {d.code}: {d.message}"), err=True)
 
 
 class Command(click.Command):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
+from ..errors import BuildError
 from ..model.types import Mode, Platform
 from .artifact import Artifact, RenderContext, json_artifact
 
@@ -64,7 +65,7 @@ def app_settings(platform: Platform) -> dict[str, str]:
 def render_runtime(platform: Platform, context: RenderContext) -> list[Artifact]:
     """Routing table, settings and the deployable zip of the task manager."""
     del context
-    from ai4ec_runtime.bundle import zip_bytes
+    from ai4ec_runtime.bundle import BundleError, zip_bytes
     from ai4ec_runtime.routing import Routing
 
     routing = routing_table(platform)
@@ -73,8 +74,14 @@ def render_runtime(platform: Platform, context: RenderContext) -> list[Artifact]
     Routing(routing)
     settings = app_settings(platform)
     defaults = {k: v for k, v in settings.items() if not v.startswith("@Microsoft.KeyVault(")}
+    try:
+        bundle = zip_bytes(routing, defaults)
+    except BundleError as exc:
+        # The installed environment, not the platform, is at fault (a runtime dependency
+        # missing or at another version): a user error with the fix, not an ai4ec bug.
+        raise BuildError(str(exc)) from None
     return [
         json_artifact("functions/routing.json", routing),
         json_artifact("functions/settings.json", settings),
-        Artifact(PurePosixPath("functions/bundle.zip"), zip_bytes(routing, defaults)),
+        Artifact(PurePosixPath("functions/bundle.zip"), bundle),
     ]

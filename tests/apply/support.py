@@ -388,15 +388,25 @@ print(json.dumps(sorted(f.get_function_name() for a in apps for f in a.get_funct
 """
 
 
+def without_packages(bundle: bytes) -> bytes:
+    """``bundle`` without its vendored ``.python_packages``: what the host cannot import."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(bundle)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            if not info.filename.startswith(".python_packages/"):
+                dst.writestr(info, src.read(info))
+    return out.getvalue()
+
+
 class FunctionsHost:
     """The Functions host behind a Function App, as strict as the real one on two points.
 
     * It imports ``function_app.py`` of the bundle (in a subprocess, like the Python
       worker) and lists only the functions that import declared: a bundle it cannot
       import lists nothing, as on Azure. ``dependencies`` says where imports may come
-      from: ``"bundle"`` (only the bundle and its ``.python_packages``, as on Azure
-      without a remote build) or ``"environment"`` (the test's own packages too, while
-      the bundle does not carry its dependencies yet).
+      from: ``"bundle"`` (the default: only the bundle and its ``.python_packages``, as
+      on Azure without a remote build) or ``"environment"`` (the test's own packages
+      too).
     * After a publish it restarts: the first ``index_delay`` listings are empty.
 
     Its ``BackendWebhook`` answers Event Grid's validation handshake by echoing the
@@ -406,7 +416,10 @@ class FunctionsHost:
     _cache: dict[tuple[str, str], tuple[list[str], str]] = {}
 
     def __init__(self) -> None:
-        self.dependencies = "environment"
+        self.dependencies = "bundle"
+        #: Drop the bundle's .python_packages on arrival: a package without its
+        #: dependencies, as ai4ec built them before the bundle vendored them.
+        self.strip_packages = False
         self.index_delay = 2
         self.indexed: list[str] = []
         self.error = ""
@@ -420,6 +433,8 @@ class FunctionsHost:
         import sys
         import tempfile
 
+        if self.strip_packages:
+            bundle = without_packages(bundle)
         key = (hashlib.sha256(bundle).hexdigest(), self.dependencies)
         if key in self._cache:
             return self._cache[key]

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from .conftest import SUBSCRIPTION, Project, run
-from .support import TOKENS, FakeAzure, FakeKube, FunctionsHost, Tls, applied_by
+from .support import (
+    TOKENS,
+    FakeAzure,
+    FakeKube,
+    FunctionsHost,
+    Tls,
+    applied_by,
+    without_packages,
+)
 
 ARM = TOKENS["https://management.core.windows.net/.default"]
 RG = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/my-platform-rg"
@@ -86,12 +94,12 @@ def test_functions_host_indexes_after_a_restart_and_only_what_imports(
     assert host.listing("app") == []
     names = [f["properties"]["name"] for f in host.listing("app")]
     assert "BackendWebhook" in names
-    strict = FunctionsHost()
-    strict.dependencies = "bundle"  # only the bundle and its .python_packages
-    strict.index_delay = 0
-    strict.publish(bundle)
-    assert strict.listing("app") == []
-    assert "ModuleNotFoundError" in strict.error
+    assert host.dependencies == "bundle"  # only the bundle and its .python_packages
+    bare = FunctionsHost()
+    bare.index_delay = 0
+    bare.publish(without_packages(bundle))
+    assert bare.listing("app") == []
+    assert "ModuleNotFoundError" in bare.error
 
 
 def test_event_grid_handshake_needs_the_indexed_webhook(built_sample: Path) -> None:

@@ -68,7 +68,7 @@ def test_a_bundle_the_host_cannot_import_fails_clearly(
 ) -> None:
     """The host imports only what the bundle carries: nothing indexed is a clear error."""
     azure, kube = fakes
-    azure.functions_host.dependencies = "bundle"  # the bundle lacks azure-functions & co.
+    azure.functions_host.strip_packages = True  # the host gets no azure-functions & co.
     r = run(azure, tls, project.env_dir, yes=True, ready_timeout=0.3)
     assert isinstance(r.error, ApplyError), r.text
     message = str(r.error)
