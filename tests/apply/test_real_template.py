@@ -26,6 +26,10 @@ from .conftest import ROOT, rehash, run
 from .support import FakeAzure, FakeKube, Tls
 
 SAMPLES = sorted((ROOT / "samples").glob("*/platform.yaml"))
+#: Azure Kubernetes Service RBAC Cluster Admin (the deployer's role on each cluster).
+DEPLOYER_ROLE = "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b"
+#: Object id apply is told to grant; the Kubernetes fake refuses it until a role exists.
+DEPLOYER = "0d3a9e51-0000-4000-8000-0000000de917"
 
 
 def _artifacts(platform_file: Path) -> list[Any]:
@@ -70,13 +74,36 @@ def test_split_holds_every_resource_once(sample: Path) -> None:
         clusters = outputs["clusters"]["value"]
         assert set(clusters) == {c.name for c in platform.clusters}
         for c in clusters.values():
-            assert {"keyVaultProviderClientId", "ingressHost"} <= set(c)
+            assert {"keyVaultProviderClientId", "ingressHost", "apiServerFqdn"} <= set(c)
+            # What --context is checked against (runner._check_context reads this).
+            assert c["apiServerFqdn"].endswith(").fqdn]")
         declared = set(main["parameters"])
         assert {
             arm.PARAM_EVENT_SUBSCRIPTION,
             arm.PARAM_BACKEND_URL,
             arm.PARAM_INGRESS_URLS,
+            arm.PARAM_DEPLOYER,
+            arm.PARAM_DEPLOYER_TYPE,
         } <= declared
+        # The deployer's AKS role: one per cluster, in the infra deployment with it.
+        infra = parts[arm.INFRA]
+        aks = {
+            f"Microsoft.ContainerService/managedClusters/{r['name']}"
+            for r in infra["resources"]
+            if r["type"] == "Microsoft.ContainerService/managedClusters"
+        }
+        grants = [
+            r
+            for r in infra["resources"]
+            if r["type"] == "Microsoft.Authorization/roleAssignments"
+            and DEPLOYER_ROLE in r["properties"]["roleDefinitionId"]
+        ]
+        assert {r["scope"] for r in grants} == aks and len(grants) == len(aks)
+        assert len(aks) == len(platform.clusters)
+        for r in grants:
+            assert r["properties"]["principalId"] == f"[parameters('{arm.PARAM_DEPLOYER}')]"
+            assert r["condition"] == f"[not(empty(parameters('{arm.PARAM_DEPLOYER}')))]"
+            assert {arm.PARAM_DEPLOYER, arm.PARAM_DEPLOYER_TYPE} <= set(infra["parameters"])
 
 
 CASES = [
@@ -97,8 +124,14 @@ def test_sample_applies_against_the_fakes(
     sample: str,
     env: str,
 ) -> None:
-    """A sample's real build (local HTTPS fakes): deployments in order, clean, then no-op."""
+    """A sample's real build (local HTTPS fakes): deployments in order, clean, then no-op.
+
+    The Kubernetes fake answers 403 to the deployer until a role assignment for it is
+    deployed, so the Kubernetes step succeeding proves the real template's deployer role
+    (issue 17) reaches Azure with the principal apply passed as ``deployerPrincipalId``.
+    """
     azure, kube = fakes
+    kube.caller = DEPLOYER
     root = tmp_path / sample
     shutil.copytree(ROOT / "samples" / sample, root)
     monkeypatch.chdir(root)
@@ -117,9 +150,16 @@ def test_sample_applies_against_the_fakes(
         p for p in require_ok(check_platform(Path("platform.yaml"))) if p.environment == env
     )
     azure.subscription = platform.azure.subscription_id
-    r = run(azure, tls, env_dir, yes=True)
+    r = run(azure, tls, env_dir, yes=True, deployer_principal_id=DEPLOYER)
     assert r.error is None, r.text
     assert azure.violations == [] and kube.violations == []
+    infra = [
+        q.json()["properties"]["parameters"]
+        for q in azure.requests
+        if q.method == "PUT" and q.path.endswith(f"/ai4ec-{env}-infra")
+    ]
+    assert infra and all(p[arm.PARAM_DEPLOYER] == {"value": DEPLOYER} for p in infra)
+    assert DEPLOYER in kube.granted
     deployments = [w.rsplit("/", 1)[1] for w in azure.writes() if "/deployments/" in w]
     assert deployments[-2:] == [f"ai4ec-{env}-dispatch", f"ai4ec-{env}-apim"]
     assert set(deployments) == {f"ai4ec-{env}-{p}" for p in ("infra", "dispatch", "apim")}
@@ -127,7 +167,7 @@ def test_sample_applies_against_the_fakes(
     spc = kube.get_object("SecretProviderClass", namespace, "ai4ec-runtime")
     assert spc is not None
     assert "$(azure:" not in json.dumps(spc)
-    again = run(azure, tls, env_dir, yes=True)
+    again = run(azure, tls, env_dir, yes=True, deployer_principal_id=DEPLOYER)
     assert again.error is None and not again.result.changed  # type: ignore[union-attr]
 
 

@@ -60,6 +60,15 @@ def declared(
     return [p for p in tpl.spec.params if p.name in names], sorted(var_names)
 
 
+def _arm_parameter(p: Parameter) -> dict[str, Any]:
+    """One ``parameters`` entry: type, default, allowed values when restricted, why."""
+    out: dict[str, Any] = {"type": p.type, "defaultValue": to_arm(p.default)}
+    if p.allowed:
+        out["allowedValues"] = list(p.allowed)
+    out["metadata"] = {"description": p.description}
+    return out
+
+
 def _arm_document(
     tpl: AzureTemplate, rs: list[Resource], description: str, outputs: bool
 ) -> dict[str, Any]:
@@ -70,14 +79,7 @@ def _arm_document(
         "$schema": ARM_SCHEMA,
         "contentVersion": "1.0.0.0",
         "metadata": {"description": to_arm(description)},
-        "parameters": {
-            p.name: {
-                "type": p.type,
-                "defaultValue": to_arm(p.default),
-                "metadata": {"description": p.description},
-            }
-            for p in params
-        },
+        "parameters": {p.name: _arm_parameter(p) for p in params},
         "variables": to_arm({v: tpl.spec.variables[v] for v in variables}),
         "resources": [arm_resource(r, [d for d in tpl.needs(r) if id(d) in inside]) for r in rs],
     }

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .spec import Expr, Fn, Member, Note, Param, Parameter, Resource, Var, camel
+from .spec import Expr, Fn, Member, Note, Op, Param, Parameter, Resource, Var, camel
 
 #: One published, current (newest stable) API version per resource type.
 API_VERSIONS: dict[str, str] = {
@@ -50,6 +50,7 @@ ROLES: dict[str, str] = {
     "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "EventGrid Data Sender": "d5a91429-5739-47e2-a06b-3470a27159e7",
+    "Azure Kubernetes Service RBAC Cluster Admin": "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b",
 }
 
 #: Blob container Event Grid dead-letters to; the runtime's blob trigger reads it
@@ -65,6 +66,11 @@ EVENT_SUBSCRIPTION = "ai4ec-dispatch"
 PARAM_LOCATION = "location"
 PARAM_BACKEND_URL = "backendBaseUrl"
 PARAM_EVENT_SUBSCRIPTION = "deployEventSubscription"
+#: Object id and kind of whoever deploys (``ai4ec apply`` fills both from its token):
+#: the clusters have Azure RBAC for Kubernetes, so without a role the deployer's own
+#: Kubernetes step would be refused on the cluster this same run created.
+PARAM_DEPLOYER = "deployerPrincipalId"
+PARAM_DEPLOYER_TYPE = "deployerPrincipalType"
 
 #: Key Vault secrets of docs/contracts.md, in the order they are written.
 SECRET_NAMES = (
@@ -126,6 +132,14 @@ def new_resource(symbol: str, type_: str, name: str | Expr, module: str, **kwarg
     return Resource(symbol, type_, API_VERSIONS[type_], name, module, **kwargs)
 
 
+def _role_definition(role: str) -> Note:
+    """``subscriptionResourceId(roleDefinitions, <id>)``, annotated with the role's name."""
+    return Note(
+        Fn("subscriptionResourceId", ("Microsoft.Authorization/roleDefinitions", ROLES[role])),
+        role,
+    )
+
+
 def role_assignment(
     principal: Resource,
     principal_id: Expr,
@@ -154,13 +168,7 @@ def role_assignment(
         scope=scope,
         body={
             "properties": {
-                "roleDefinitionId": Note(
-                    Fn(
-                        "subscriptionResourceId",
-                        ("Microsoft.Authorization/roleDefinitions", role_id),
-                    ),
-                    role,
-                ),
+                "roleDefinitionId": _role_definition(role),
                 "principalId": principal_id,
                 "principalType": "ServicePrincipal",
                 "description": description,
@@ -169,4 +177,44 @@ def role_assignment(
     )
 
 
-__all__ = ["AzureSpec", "camel", "new_resource", "role_assignment"]
+def deployer_role_assignment(
+    scope: Resource,
+    principal_id: Param,
+    principal_type: Param,
+    role: str,
+    module: str,
+    description: str,
+) -> Resource:
+    """A role for the deploying principal, deployed only when its object id is given.
+
+    The name is ``guid(scope, principal id, role)``: the principal id is a parameter,
+    known when the deployment starts, so a rerun by the same principal finds the same
+    assignment and another deployer gets one of their own. An empty id (``az deployment``
+    without the parameter) leaves the assignment out rather than failing.
+    """
+    role_id = ROLES[role]
+    return new_resource(
+        camel("role", "deployer", scope.symbol, role),
+        "Microsoft.Authorization/roleAssignments",
+        Fn("guid", (scope.id(), principal_id, role_id)),
+        module,
+        scope=scope,
+        condition=Op("!", "not", (Fn("empty", (principal_id,)),)),
+        body={
+            "properties": {
+                "roleDefinitionId": _role_definition(role),
+                "principalId": principal_id,
+                "principalType": principal_type,
+                "description": description,
+            }
+        },
+    )
+
+
+__all__ = [
+    "AzureSpec",
+    "camel",
+    "deployer_role_assignment",
+    "new_resource",
+    "role_assignment",
+]

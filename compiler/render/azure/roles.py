@@ -6,10 +6,37 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .aks import ClusterHandle
-from .common import AzureSpec, role_assignment
+from .common import (
+    PARAM_DEPLOYER,
+    PARAM_DEPLOYER_TYPE,
+    AzureSpec,
+    deployer_role_assignment,
+    role_assignment,
+)
 from .data import Storage
 from .functions import Functions
-from .spec import Resource
+from .spec import Param, Parameter, Resource
+
+#: Role the deployer gets on each cluster: the clusters authorize Kubernetes calls with
+#: Azure RBAC, and ``ai4ec apply`` creates namespaces, CRD-backed objects and
+#: cluster-wide objects, which only the cluster-admin role covers.
+DEPLOYER_ROLE = "Azure Kubernetes Service RBAC Cluster Admin"
+
+DEPLOYER_PRINCIPAL_ID = Parameter(
+    PARAM_DEPLOYER,
+    "string",
+    "",
+    "Object id of the identity that deploys (ai4ec apply fills it from its Azure token); "
+    "it gets the AKS RBAC Cluster Admin role on each cluster. Empty: no role is assigned.",
+)
+DEPLOYER_PRINCIPAL_TYPE = Parameter(
+    PARAM_DEPLOYER_TYPE,
+    "string",
+    "ServicePrincipal",
+    "Kind of the deployerPrincipalId identity (Azure needs it to assign a role to a "
+    "principal that was created moments ago).",
+    allowed=("User", "Group", "ServicePrincipal"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +111,8 @@ def roles(
             "API Management named values read Key Vault secrets.",
         ),
     ]
+    spec.params += [DEPLOYER_PRINCIPAL_ID, DEPLOYER_PRINCIPAL_TYPE]
+    deployer, deployer_type = Param(DEPLOYER_PRINCIPAL_ID.name), Param(DEPLOYER_PRINCIPAL_TYPE.name)
     for handle in clusters:
         cluster, cl = handle.model, handle.cluster
         grants.append(
@@ -106,6 +135,16 @@ def roles(
                 "roles",
                 f"Secrets-store CSI driver of cluster {cluster.name} syncs secrets.",
                 "keyvault-provider",
+            )
+        )
+        grants.append(
+            deployer_role_assignment(
+                cl,
+                deployer,
+                deployer_type,
+                DEPLOYER_ROLE,
+                "roles",
+                f"The deployer (ai4ec apply) manages Kubernetes objects of cluster {cluster.name}.",
             )
         )
     grants.append(

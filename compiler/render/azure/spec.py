@@ -435,12 +435,16 @@ class Parameter:
         type: Bicep/ARM type: ``string``, ``object``, ``bool``, ``int`` or ``array``.
         default: The default value, written to ``*.parameters.json`` as well.
         description: Why it is a parameter (``@description`` / ``metadata.description``).
+        allowed: The only values Azure accepts (``@allowed`` / ``allowedValues``); empty
+            for any value. A typo then fails before anything is deployed, and Bicep can
+            check the value against a property that takes a fixed set of strings.
     """
 
     name: str
     type: str
     default: Any
     description: str
+    allowed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -236,6 +236,7 @@ def _outputs(clusters: Sequence[ClusterHandle]) -> list[Output]:
                 "addonProfiles", "azureKeyvaultSecretsProvider", "identity", "clientId"
             ),
             "ingressHost": hosts[0] if hosts else "",
+            "apiServerFqdn": handle.cluster.ref("fqdn"),
         }
     return [
         Output(
@@ -248,8 +249,9 @@ def _outputs(clusters: Sequence[ClusterHandle]) -> list[Output]:
             "clusters",
             "object",
             per_cluster,
-            "Per cluster: client id of the Key Vault secrets-provider identity, and the "
-            "ingress host name when platform.yaml names one ($(azure:clusters.<name>.*)).",
+            "Per cluster: client id of the Key Vault secrets-provider identity, the "
+            "ingress host name when platform.yaml names one ($(azure:clusters.<name>.*)), "
+            "and the API server host apply checks a --context against.",
         ),
     ]
 

@@ -213,6 +213,8 @@ class BicepResource:
     config: dict[str, Any]
     condition: Any = None
     full_name: str = ""
+    #: Parameters its file declares: pycep writes ``p`` and ``'p'`` alike as ``"p"``.
+    params: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -243,12 +245,15 @@ class BicepTemplate:
 
 def _resources_of(file: str, parsed: dict[str, Any]) -> list[BicepResource]:
     out: dict[str, BicepResource] = {}
+    params = frozenset(parsed.get("parameters") or {})
     for sym, r in (parsed.get("resources") or {}).items():
         cfg = r["config"]
         cond = None
         if set(cfg) == {"condition", "config"}:
             cond, cfg = cfg["condition"], cfg["config"]
-        out[sym] = BicepResource(file, sym, r["type"], r["api_version"], r["existing"], cfg, cond)
+        out[sym] = BicepResource(
+            file, sym, r["type"], r["api_version"], r["existing"], cfg, cond, params=params
+        )
     for res in out.values():
         res.full_name = _full_name(res, out)
     return list(out.values())
@@ -259,7 +264,7 @@ def _full_name(res: BicepResource, table: dict[str, BicepResource]) -> str:
     if isinstance(name, str):
         name = unescape(name)
     else:
-        name = canonical(name, table)
+        name = canonical(name, table, res.params)
     parent = res.config.get("parent")
     return f"{_full_name(table[parent], table)}/{name}" if parent else name
 
@@ -271,13 +276,24 @@ def resource_id(res: BicepResource, table: dict[str, BicepResource]) -> str:
     return f"resourceId({args})"
 
 
-def canonical(node: Any, table: dict[str, BicepResource]) -> str:
-    """ARM text of the small expressions role assignment names use (guid of ids)."""
+def canonical(
+    node: Any, table: dict[str, BicepResource], params: frozenset[str] = frozenset()
+) -> str:
+    """ARM text of the small expressions role assignment names use (guid of ids, params).
+
+    pycep gives a parameter reference and a string literal the same form, so a string
+    that names a parameter of the file reads as that parameter; no literal seed of a
+    role assignment name is spelled like a parameter.
+    """
+    if isinstance(node, str) and node in params:
+        return f"parameters('{node}')"
     if isinstance(node, str):
         return "'" + unescape(node).replace("'", "''") + "'"
     if "function" in node and node["function"]["type"] == "guid":
         args = [
-            canonical(v, table) for v in node["function"]["parameters"].values() if v is not None
+            canonical(v, table, params)
+            for v in node["function"]["parameters"].values()
+            if v is not None
         ]
         return f"guid({', '.join(args)})"
     op = node.get("operator", {})
@@ -316,7 +332,7 @@ def arm_id(res: BicepResource, table: dict[str, BicepResource]) -> str:
     if scope is None:
         return f"[{resource_id(res, table)}]"
     name = res.config["name"]
-    name_text = canonical(name, table)
+    name_text = canonical(name, table, res.params)
     return f"[extensionResourceId({resource_id(table[scope], table)}, '{res.type}', {name_text})]"
 
 

@@ -364,6 +364,8 @@ def test_role_assignments() -> None:
     assert len({r["name"] for r in roles}) == len(roles)
     seen = set()
     for r in roles:
+        if "condition" in r:  # the deployer's grant, see test_deployer_gets_aks_rbac_admin
+            continue
         assert r["name"].startswith("[guid(resourceId(")
         assert "reference(" not in r["name"]  # names must be known when deployment starts
         props = r["properties"]
@@ -383,6 +385,48 @@ def test_role_assignments() -> None:
     }
 
 
+DEPLOYER_ROLE_ID = "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b"
+
+
+@pytest.mark.parametrize(("sample", "env"), [("camera-trap", "default"), ("multi-env", "prod")])
+def test_deployer_gets_aks_rbac_admin_on_each_cluster(sample: str, env: str) -> None:
+    """Issue 17: the clusters use Azure RBAC, so the deployer needs a role on each one.
+
+    One assignment per cluster, scoped to it, deployed only when ``deployerPrincipalId``
+    is set, named from values known when the deployment starts, with the principal and
+    its kind taken from the two parameters ``apply`` fills.
+    """
+    files = rendered(sample, env)
+    arm = load_arm(files)
+    params = arm["parameters"]
+    assert params["deployerPrincipalId"]["type"] == "string"
+    assert params["deployerPrincipalId"]["defaultValue"] == ""
+    assert params["deployerPrincipalType"]["defaultValue"] == "ServicePrincipal"
+    assert params["deployerPrincipalType"]["allowedValues"] == ["User", "Group", "ServicePrincipal"]
+    clusters = [r["name"] for r in _all(arm, "Microsoft.ContainerService/managedClusters")]
+    grants = [
+        r
+        for r in _all(arm, "Microsoft.Authorization/roleAssignments")
+        if DEPLOYER_ROLE_ID in r["properties"]["roleDefinitionId"]
+    ]
+    assert sorted(r["scope"] for r in grants) == sorted(
+        f"Microsoft.ContainerService/managedClusters/{c}" for c in clusters
+    )
+    assert ROLES["Azure Kubernetes Service RBAC Cluster Admin"] == DEPLOYER_ROLE_ID
+    for r in grants:
+        assert r["condition"] == "[not(empty(parameters('deployerPrincipalId')))]"
+        assert r["name"].startswith("[guid(resourceId('Microsoft.ContainerService/managedClusters'")
+        assert f"parameters('deployerPrincipalId'), '{DEPLOYER_ROLE_ID}')]" in r["name"]
+        assert r["properties"]["principalId"] == "[parameters('deployerPrincipalId')]"
+        assert r["properties"]["principalType"] == "[parameters('deployerPrincipalType')]"
+    defaults = json.loads(files["azure/main.parameters.json"])["parameters"]
+    assert defaults["deployerPrincipalId"] == {"value": ""}
+    bicep = files["azure/main.bicep"].decode()
+    assert "@allowed([" in bicep and "param deployerPrincipalType string" in bicep
+    roles_bicep = files["azure/modules/roles.bicep"].decode()
+    assert "= if (!(empty(deployerPrincipalId))) {" in roles_bicep
+
+
 def test_outputs_match_the_kubernetes_placeholders() -> None:
     """docs/contracts.md: $(azure:tenantId), $(azure:clusters.<c>.keyVaultProviderClientId)."""
     plat = _platform()
@@ -397,6 +441,11 @@ def test_outputs_match_the_kubernetes_placeholders() -> None:
         entry = clusters[cluster.name]
         assert "azureKeyvaultSecretsProvider.identity.clientId" in entry["keyVaultProviderClientId"]
         assert entry["ingressHost"] == ""
+        # apply checks a --context's server against this (runner._check_context).
+        assert entry["apiServerFqdn"] == (
+            "[reference(resourceId('Microsoft.ContainerService/managedClusters', "
+            f"'{cluster.aks_name}'), '2026-05-01').fqdn]"
+        )
 
 
 def test_backend_url_defaults_to_a_named_ingress_host() -> None:

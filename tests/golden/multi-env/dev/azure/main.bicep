@@ -16,6 +16,17 @@ param location string = 'eastus'
 @description('Scheme and host of the cluster\'s Istio ingress that dispatch posts tasks to (AI4EC_BACKEND_BASE_URL), e.g. https://ingress.example.org or http://20.1.2.3. The ingress address exists only once the cluster and its gateway run, so `ai4ec apply` reads it from the cluster and deploys again with it.')
 param backendBaseUrl string = ''
 
+@description('Object id of the identity that deploys (ai4ec apply fills it from its Azure token); it gets the AKS RBAC Cluster Admin role on each cluster. Empty: no role is assigned.')
+param deployerPrincipalId string = ''
+
+@description('Kind of the deployerPrincipalId identity (Azure needs it to assign a role to a principal that was created moments ago).')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param deployerPrincipalType string = 'ServicePrincipal'
+
 @description('Create the Event Grid subscription to BackendWebhook. Event Grid calls the webhook to validate it, so the Function App package must already run: `ai4ec apply` deploys with false, publishes the package, then deploys again with true.')
 param deployEventSubscription bool = false
 
@@ -86,6 +97,10 @@ module apimModule 'modules/apim.bicep' = {
 
 module rolesModule 'modules/roles.bicep' = {
   name: 'ai4ec-dev-roles'
+  params: {
+    deployerPrincipalId: deployerPrincipalId
+    deployerPrincipalType: deployerPrincipalType
+  }
   dependsOn: [
     storageModule
     keyvaultModule
@@ -139,10 +154,11 @@ resource aksMain 'Microsoft.ContainerService/managedClusters@2026-05-01' existin
 @description('Tenant of the subscription ($(azure:tenantId) in Kubernetes objects).')
 output tenantId string = subscription().tenantId
 
-@description('Per cluster: client id of the Key Vault secrets-provider identity, and the ingress host name when platform.yaml names one ($(azure:clusters.<name>.*)).')
+@description('Per cluster: client id of the Key Vault secrets-provider identity, the ingress host name when platform.yaml names one ($(azure:clusters.<name>.*)), and the API server host apply checks a --context against.')
 output clusters object = {
   main: {
     keyVaultProviderClientId: aksMain.properties.addonProfiles.azureKeyvaultSecretsProvider.identity.clientId
     ingressHost: ''
+    apiServerFqdn: aksMain.properties.fqdn
   }
 }

@@ -5,6 +5,17 @@
 
 targetScope = 'resourceGroup'
 
+@description('Object id of the identity that deploys (ai4ec apply fills it from its Azure token); it gets the AKS RBAC Cluster Admin role on each cluster. Empty: no role is assigned.')
+param deployerPrincipalId string
+
+@description('Kind of the deployerPrincipalId identity (Azure needs it to assign a role to a principal that was created moments ago).')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param deployerPrincipalType string
+
 // Created by other modules of this deployment; declared here so that expressions
 // can read them (they are deployed before this file).
 resource storage 'Microsoft.Storage/storageAccounts@2026-04-01' existing = {
@@ -118,6 +129,18 @@ resource roleAksMainKeyvaultProviderKeyVaultSecretsUser 'Microsoft.Authorization
     principalId: aksMain.properties.addonProfiles.azureKeyvaultSecretsProvider.identity.objectId
     principalType: 'ServicePrincipal'
     description: 'Secrets-store CSI driver of cluster main syncs secrets.'
+  }
+}
+
+resource roleDeployerAksMainAzureKubernetesServiceRBACClusterAdmin 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!(empty(deployerPrincipalId))) {
+  name: guid(aksMain.id, deployerPrincipalId, 'b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b')
+  scope: aksMain
+  properties: {
+    // Azure Kubernetes Service RBAC Cluster Admin
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b')
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    description: 'The deployer (ai4ec apply) manages Kubernetes objects of cluster main.'
   }
 }
 
