@@ -321,6 +321,8 @@ class FakeServer(ABC):
 
 _PARAM = re.compile(r"^\[parameters\('([^']+)'\)(?:\.([A-Za-z0-9_-]+))?\]$")
 _RESOURCE_ID = re.compile(r"^\[resourceId\((.*)\)\]$")
+#: The condition of the template's deployer role (``not(empty(parameters('x')))``).
+_NOT_EMPTY = re.compile(r"^\[not\(empty\(parameters\('([^']+)'\)\)\)\]$")
 
 
 def _literal_args(text: str) -> list[str] | None:
@@ -331,8 +333,13 @@ def _literal_args(text: str) -> list[str] | None:
 
 
 def _evaluate(value: Any, params: dict[str, Any]) -> Any:
-    """The fake's tiny ARM evaluator: whole-string ``[parameters('x')(.y)]`` only."""
+    """The fake's tiny ARM evaluator: whole-string ``[parameters('x')(.y)]`` and
+    ``[not(empty(parameters('x')))]`` only (so a conditional resource is left out as
+    ARM leaves it out)."""
     if isinstance(value, str):
+        cond = _NOT_EMPTY.match(value)
+        if cond:
+            return bool(params.get(cond.group(1)))
         m = _PARAM.match(value)
         if m:
             got = params.get(m.group(1))

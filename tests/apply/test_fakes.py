@@ -128,6 +128,23 @@ def test_kube_answers_403_until_a_role_exists_and_refuses_unlistable_kinds(
     assert _call(kube, tls, "GET", "/api/v1/configmaps", token=kube.token)[0] == 403
 
 
+def test_arm_leaves_out_a_role_whose_condition_is_false(
+    fakes: tuple[FakeAzure, FakeKube],
+) -> None:
+    """The deployer role's ``condition``: no principal id, no assignment (as ARM does)."""
+    azure, _kube = fakes
+    role = {
+        "type": "Microsoft.Authorization/roleAssignments",
+        "name": "g",
+        "condition": "[not(empty(parameters('deployerPrincipalId')))]",
+        "properties": {"principalId": "[parameters('deployerPrincipalId')]"},
+    }
+    template = {"resources": [role]}
+    assert azure._expand(template, {"deployerPrincipalId": ""}) == []
+    [(_, body)] = azure._expand(template, {"deployerPrincipalId": "abc"})
+    assert body["properties"]["principalId"] == "abc"
+
+
 def test_whatif_returns_deploy_noeffect_and_noise(
     fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
 ) -> None:

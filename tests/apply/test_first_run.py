@@ -100,22 +100,38 @@ def test_rerun_after_a_rollout_timeout_keeps_waiting(
 
 
 def _with_deployer_role(project: Project) -> None:
-    """The template change the render side makes: an AKS RBAC role for the deployer."""
+    """The render side's AKS RBAC role for the deployer, in the real main.json's shape.
+
+    Same parameters, scope, condition, name and role as ``ai4ec.render.azure.roles``
+    writes (tests/apply/test_real_template.py runs apply against the real template).
+    """
     template = synthetic_template(project.platform_file)
     template["parameters"]["deployerPrincipalId"] = {"type": "string", "defaultValue": ""}
     template["parameters"]["deployerPrincipalType"] = {
         "type": "string",
         "defaultValue": "ServicePrincipal",
+        "allowedValues": ["User", "Group", "ServicePrincipal"],
     }
+    aks = next(
+        r["name"]
+        for r in template["resources"]
+        if r["type"] == "Microsoft.ContainerService/managedClusters"
+    )
+    aks_id = f"resourceId('Microsoft.ContainerService/managedClusters', '{aks}')"
+    role = "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b"
     template["resources"].append(
         {
             "type": "Microsoft.Authorization/roleAssignments",
             "apiVersion": "2022-04-01",
-            "name": "deployer-aks-rbac-admin",
+            "name": f"[guid({aks_id}, parameters('deployerPrincipalId'), '{role}')]",
+            "scope": f"Microsoft.ContainerService/managedClusters/{aks}",
+            "condition": "[not(empty(parameters('deployerPrincipalId')))]",
+            "dependsOn": [f"[{aks_id}]"],
             "properties": {
                 "principalId": "[parameters('deployerPrincipalId')]",
                 "principalType": "[parameters('deployerPrincipalType')]",
-                "roleDefinitionId": "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b",
+                "roleDefinitionId": "[subscriptionResourceId("
+                f"'Microsoft.Authorization/roleDefinitions', '{role}')]",
             },
         }
     )
