@@ -83,7 +83,7 @@ def make_platform(n_apis: int) -> dict:
         "clusters": [
             {
                 "name": "main",
-                "kubernetesVersion": "1.30",
+                "kubernetesVersion": "1.35",
                 "pools": [
                     *(
                         {
@@ -95,7 +95,7 @@ def make_platform(n_apis: int) -> dict:
                     ),
                     {
                         "name": "gpu",
-                        "vmSize": "Standard_NC24s_v3",
+                        "vmSize": "Standard_NC96ads_A100_v4",
                         "autoscale": {"min": 0, "max": 50},
                     },
                 ],

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+#: The day the Azure catalog checks judge by, pinned so that goldens and expected
+#: diagnostics do not change when a retirement date passes (set before any test runs,
+#: so CLI subprocesses inherit it too). A test that needs another day sets it itself.
+os.environ.setdefault("AI4EC_TODAY", "2026-12-05")
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"

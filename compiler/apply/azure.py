@@ -255,6 +255,14 @@ class Azure:
         self.resources = ResourceManagementClient(self.credential, subscription_id, **self._common)
         self._aks: Any = None
 
+    def client_options(self) -> dict[str, Any]:
+        """What every SDK client of this subscription gets: endpoint, scope, TLS, retries.
+
+        Other commands (``ai4ec catalog refresh``) build their own SDK clients with the
+        same cloud, CA trust and retry policy as ``apply``, so they sign in the same way.
+        """
+        return dict(self._common)
+
     # ----------------------------------------------------------------------- plumbing
 
     def _cloud(self, name: str, arm_endpoint: str | None) -> Cloud:

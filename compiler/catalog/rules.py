@@ -67,7 +67,8 @@ def _suggest(word: str, candidates: Iterable[str]) -> str:
 
 
 def _join(*parts: str) -> str:
-    return "; ".join(p for p in parts if p)
+    # "did you mean X?; run ..." reads badly: a question ends its own sentence.
+    return "; ".join(p for p in parts if p).replace("?; ", "? ")
 
 
 # ------------------------------------------------------------------------------ VM sizes

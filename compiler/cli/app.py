@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import Ai4ecError
 from .apply import apply
 from .build import build
+from .catalog import catalog
 from .diff import diff
 from .exits import EXIT_INTERNAL, EXIT_OK, exit_code_for
 from .functions import functions
@@ -51,7 +52,7 @@ def cli(debug: bool) -> None:
     del debug  # read by main() before click runs, so it also covers startup errors
 
 
-for _command in (validate, build, schema, init, functions, diff, apply):
+for _command in (validate, build, schema, init, functions, diff, apply, catalog):
     cli.add_command(_command)
 
 

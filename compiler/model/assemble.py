@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import Diagnostic, Severity
 from ..load import SourceMap
 from .apis import read_api
+from .catalog_rules import check_catalog
 from .clusters import read_cluster
 from .context import ModelContext
 from .naming import read_azure
@@ -34,6 +35,7 @@ def assemble(ctx: ModelContext) -> Platform:
     azure = read_azure(ctx)
     clusters = tuple(read_cluster(ctx, c, i) for i, c in enumerate(ctx.data["clusters"]))
     unique(ctx, [c["name"] for c in ctx.data["clusters"]], ("clusters",), "cluster")
+    check_catalog(ctx)
     apis = [read_api(ctx, a, i, clusters, azure) for i, a in enumerate(ctx.data.get("apis", []))]
     check_api_ids(ctx, apis)
     pipelines = read_pipelines(ctx, apis)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..catalog import find_vm_size
 from ..load import JsonPath, format_path
+from .catalog_rules import catalog
 from .context import ModelContext
 from .defaults import (
+    DEFAULT_MESH_REVISION,
     GPU_TAINT,
     SPOT_TAINT,
 )
@@ -31,7 +34,9 @@ def read_pool(ctx: ModelContext, p: dict[str, Any], path: JsonPath, system: bool
     info = ctx.vm_sizes.get(vm)
     known_gpus = info["gpus"] if info else None
     gpu = p.get("gpu")
-    if info is None and not system:
+    # A size the catalog does not know either is E-AZ-VM-SIZE (catalog_rules), with a
+    # did-you-mean; this warning is for sizes Azure offers but ai4ec has no facts about.
+    if info is None and not system and find_vm_size(catalog(), vm) is not None:
         ctx.report(
             "W-VM-UNKNOWN",
             f"ai4ec does not know VM size {vm!r}; GPU and capacity checks are skipped",
@@ -44,7 +49,8 @@ def read_pool(ctx: ModelContext, p: dict[str, Any], path: JsonPath, system: bool
             "E-GPU-POOL",
             f"pool {p.get('name', 'system')!r} says gpu: true but {vm} has no GPU",
             (*path, "gpu"),
-            "pick a GPU VM size (e.g. Standard_NC6s_v3) or remove `gpu: true`",
+            "pick a GPU VM size (e.g. Standard_NC4as_T4_v3 or Standard_NC24ads_A100_v4) "
+            "or remove `gpu: true`",
         )
     if gpu is None:
         gpu = bool(known_gpus)
@@ -153,7 +159,7 @@ def read_cluster(ctx: ModelContext, c: dict[str, Any], index: int) -> Cluster:
         namespace=c.get("namespace", "ai4ec"),
         system_pool=system,
         pools=pools,
-        istio_revision=istio.get("revision", "asm-1-25"),
+        istio_revision=istio.get("revision", DEFAULT_MESH_REVISION),
         ingress=Ingress(
             protocol=protocol,
             external=ing.get("external", True),

@@ -21,6 +21,10 @@ from .types import (
     TaskPolicy,
 )
 
+#: Istio add-on revision when a cluster names none: one the dated catalog lists as supported
+#: (tests/model/test_catalog_rules.py fails when a catalog update retires it).
+DEFAULT_MESH_REVISION = "asm-1-30"
+
 #: Taint every GPU pool gets, so that pods without the toleration never land there.
 GPU_TAINT = Taint(key="sku", value="gpu", effect="NoSchedule")
 #: The taint AKS puts on spot pools itself; listed so APIs placed there tolerate it.

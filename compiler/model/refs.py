@@ -103,7 +103,9 @@ def resolve_pool(
             return ""
     if pool is None:
         return ""  # any CPU pool: the chart keeps it off GPU pools
-    if gpu and not pool.gpu:
+    if gpu and not pool.gpu and pool.gpus_per_node is None:
+        pass  # unknown size: W-VM-UNKNOWN or E-AZ-VM-SIZE says it, guessing "no GPU" would not
+    elif gpu and not pool.gpu:
         ctx.report(
             "E-GPU-POOL",
             f"API {a['name']!r} requests {gpu} GPU(s) but pool {pool.name!r} "

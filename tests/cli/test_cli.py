@@ -135,7 +135,7 @@ def test_failed_build_leaves_previous_output(runner: CliRunner, tmp_path: Path) 
     out = tmp_path / "out"
     assert runner.invoke(cli, ["build", str(src), "-o", str(out)]).exit_code == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    src.write_text(src.read_text().replace('"1.30"', "1.30"))
+    src.write_text(src.read_text().replace('"1.35"', "1.30"))
     res = runner.invoke(cli, ["build", str(src), "-o", str(out)])
     assert res.exit_code == 1 and "E-YAML-NUMBER" in res.output
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

@@ -136,7 +136,9 @@ def test_pool_vm_size_change_is_a_replacement_with_its_cost(repo_factory: RepoFa
 
 def test_spot_pool_cost_is_a_range_and_marked(repo_factory: RepoFactory) -> None:
     repo = repo_factory("camera-trap")
-    repo.edit(lambda t: t.replace("vmSize: Standard_NC6s_v3", "vmSize: Standard_NC12s_v3"))
+    repo.edit(
+        lambda t: t.replace("vmSize: Standard_NC24ads_A100_v4", "vmSize: Standard_NC48ads_A100_v4")
+    )
     _, report = repo.json()
     pool = find(
         report, "Microsoft.ContainerService/managedClusters/agentPools", "camtrap-main-aks/gpu"
@@ -145,7 +147,7 @@ def test_spot_pool_cost_is_a_range_and_marked(repo_factory: RepoFactory) -> None
     after = pool["cost"]["after"]
     assert after["spot"] is True
     # 0..4 spot nodes: nothing when scaled to zero, at most the list price.
-    assert (after["low"], after["high"]) == (0.0, round(4 * 1.8 * HOURS, 2))
+    assert (after["low"], after["high"]) == (0.0, round(4 * 7.346 * HOURS, 2))
     assert "spot, price varies" in repo.run().stdout
 
 
@@ -307,7 +309,7 @@ def _prod_edit(text: str) -> str:
     return text.replace(
         "          - name: gpu\n            autoscale: {min: 1, max: 8}",
         "          - name: gpu\n"
-        "            vmSize: Standard_NC12s_v3\n"
+        "            vmSize: Standard_NC8as_T4_v3\n"
         "            autoscale: {min: 1, max: 8}",
     )
 
@@ -330,7 +332,7 @@ def test_multi_env_prod_overlay(repo_factory: RepoFactory) -> None:
         "wildlife-prod-main-aks/gpu",
     )
     assert pool["action"] == "replaced"
-    assert pool["sources"][0]["line"] == _line_of(repo, "vmSize: Standard_NC12s_v3")
+    assert pool["sources"][0]["line"] == _line_of(repo, "vmSize: Standard_NC8as_T4_v3")
     # dev is untouched by a prod-only overlay change.
     assert repo.run("-e", "dev").exit_code == 0
 
@@ -374,13 +376,13 @@ def test_each_change_names_its_own_cause(repo_factory: RepoFactory) -> None:
     repo = repo_factory("camera-trap")
     repo.edit(
         lambda t: (
-            t.replace("vmSize: Standard_NC6s_v3", "vmSize: Standard_NC12s_v3")
+            t.replace("vmSize: Standard_NC24ads_A100_v4", "vmSize: Standard_NC48ads_A100_v4")
             .replace("  - name: species\n", "  - name: species-chain\n")
             .replace("cache: {sku: Standard, capacity: 1}", "cache: {sku: Standard, capacity: 2}")
         )
     )
     _, report = repo.json()
-    pool_line = _line_of(repo, "vmSize: Standard_NC12s_v3")
+    pool_line = _line_of(repo, "vmSize: Standard_NC48ads_A100_v4")
     rename_line = _line_of(repo, "- name: species-chain")
     cache_line = _line_of(repo, "capacity: 2}")
 

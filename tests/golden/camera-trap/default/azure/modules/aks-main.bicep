@@ -35,7 +35,7 @@ resource aksMain 'Microsoft.ContainerService/managedClusters@2026-05-01' = {
     type: 'SystemAssigned'
   }
   properties: {
-    kubernetesVersion: '1.30'
+    kubernetesVersion: '1.35'
     dnsPrefix: 'camtrap-main-aks'
     enableRBAC: true
     // Entra ID sign-in with Azure RBAC for Kubernetes authorization.
@@ -52,7 +52,7 @@ resource aksMain 'Microsoft.ContainerService/managedClusters@2026-05-01' = {
         vmSize: 'Standard_D4s_v5'
         osType: 'Linux'
         type: 'VirtualMachineScaleSets'
-        orchestratorVersion: '1.30'
+        orchestratorVersion: '1.35'
         enableAutoScaling: false
         count: 2
         availabilityZones: [
@@ -93,7 +93,7 @@ resource aksMain 'Microsoft.ContainerService/managedClusters@2026-05-01' = {
       mode: 'Istio'
       istio: {
         revisions: [
-          'asm-1-25'
+          'asm-1-30'
         ]
         components: {
           ingressGateways: [
@@ -147,7 +147,7 @@ resource aksMainPoolCpu 'Microsoft.ContainerService/managedClusters/agentPools@2
     vmSize: 'Standard_DS3_v2'
     osType: 'Linux'
     type: 'VirtualMachineScaleSets'
-    orchestratorVersion: '1.30'
+    orchestratorVersion: '1.35'
     enableAutoScaling: true
     minCount: 1
     maxCount: 5
@@ -165,10 +165,10 @@ resource aksMainPoolGpu 'Microsoft.ContainerService/managedClusters/agentPools@2
   name: 'gpu'
   properties: {
     mode: 'User'
-    vmSize: 'Standard_NC6s_v3'
+    vmSize: 'Standard_NC24ads_A100_v4'
     osType: 'Linux'
     type: 'VirtualMachineScaleSets'
-    orchestratorVersion: '1.30'
+    orchestratorVersion: '1.35'
     enableAutoScaling: true
     minCount: 0
     maxCount: 4

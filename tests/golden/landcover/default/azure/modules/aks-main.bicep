@@ -34,7 +34,7 @@ resource aksMain 'Microsoft.ContainerService/managedClusters@2026-05-01' = {
     type: 'SystemAssigned'
   }
   properties: {
-    kubernetesVersion: '1.31'
+    kubernetesVersion: '1.35'
     dnsPrefix: 'landcov-main-aks'
     enableRBAC: true
     // Entra ID sign-in with Azure RBAC for Kubernetes authorization.
@@ -51,7 +51,7 @@ resource aksMain 'Microsoft.ContainerService/managedClusters@2026-05-01' = {
         vmSize: 'Standard_D4s_v5'
         osType: 'Linux'
         type: 'VirtualMachineScaleSets'
-        orchestratorVersion: '1.31'
+        orchestratorVersion: '1.35'
         enableAutoScaling: false
         count: 2
         osDiskSizeGB: 128
@@ -87,7 +87,7 @@ resource aksMain 'Microsoft.ContainerService/managedClusters@2026-05-01' = {
       mode: 'Istio'
       istio: {
         revisions: [
-          'asm-1-25'
+          'asm-1-30'
         ]
         components: {
           ingressGateways: [
@@ -141,7 +141,7 @@ resource aksMainPoolCpu 'Microsoft.ContainerService/managedClusters/agentPools@2
     vmSize: 'Standard_D8s_v5'
     osType: 'Linux'
     type: 'VirtualMachineScaleSets'
-    orchestratorVersion: '1.31'
+    orchestratorVersion: '1.35'
     enableAutoScaling: true
     minCount: 2
     maxCount: 10
@@ -162,7 +162,7 @@ resource aksMainPoolGpu 'Microsoft.ContainerService/managedClusters/agentPools@2
     vmSize: 'Standard_NC4as_T4_v3'
     osType: 'Linux'
     type: 'VirtualMachineScaleSets'
-    orchestratorVersion: '1.31'
+    orchestratorVersion: '1.35'
     enableAutoScaling: true
     minCount: 1
     maxCount: 4

@@ -34,7 +34,7 @@ resource aksMain 'Microsoft.ContainerService/managedClusters@2026-05-01' = {
     type: 'SystemAssigned'
   }
   properties: {
-    kubernetesVersion: '1.30'
+    kubernetesVersion: '1.35'
     dnsPrefix: 'wildlife-dev-main-aks'
     enableRBAC: true
     // Entra ID sign-in with Azure RBAC for Kubernetes authorization.
@@ -51,7 +51,7 @@ resource aksMain 'Microsoft.ContainerService/managedClusters@2026-05-01' = {
         vmSize: 'Standard_D4s_v5'
         osType: 'Linux'
         type: 'VirtualMachineScaleSets'
-        orchestratorVersion: '1.30'
+        orchestratorVersion: '1.35'
         enableAutoScaling: false
         count: 2
         osDiskSizeGB: 128
@@ -87,7 +87,7 @@ resource aksMain 'Microsoft.ContainerService/managedClusters@2026-05-01' = {
       mode: 'Istio'
       istio: {
         revisions: [
-          'asm-1-25'
+          'asm-1-30'
         ]
         components: {
           ingressGateways: [
@@ -141,7 +141,7 @@ resource aksMainPoolCpu 'Microsoft.ContainerService/managedClusters/agentPools@2
     vmSize: 'Standard_DS2_v2'
     osType: 'Linux'
     type: 'VirtualMachineScaleSets'
-    orchestratorVersion: '1.30'
+    orchestratorVersion: '1.35'
     enableAutoScaling: true
     minCount: 1
     maxCount: 3
@@ -159,10 +159,10 @@ resource aksMainPoolGpu 'Microsoft.ContainerService/managedClusters/agentPools@2
   name: 'gpu'
   properties: {
     mode: 'User'
-    vmSize: 'Standard_NC6s_v3'
+    vmSize: 'Standard_NC4as_T4_v3'
     osType: 'Linux'
     type: 'VirtualMachineScaleSets'
-    orchestratorVersion: '1.30'
+    orchestratorVersion: '1.35'
     enableAutoScaling: true
     minCount: 0
     maxCount: 1
