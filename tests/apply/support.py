@@ -1587,3 +1587,25 @@ class FakeKube(FakeServer):
             if r.method in ("POST", "PUT", "DELETE")
             or (r.method == "PATCH" and r.query.get("dryRun") != "All")
         ]
+
+
+def write_kubeconfig(path: Path, kube: FakeKube, tls: Tls) -> Path:
+    """A kubeconfig at ``path`` whose one context ``ci`` reaches ``kube`` over TLS."""
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": kube.url, "certificate-authority": str(tls.ca_file)},
+                    }
+                ],
+                "users": [{"name": "u", "user": {"token": kube.token}}],
+                "contexts": [{"name": "ci", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "ci",
+            }
+        )
+    )
+    return path

@@ -29,6 +29,7 @@ from .support import (
     FakeKube,
     Tls,
     applied_by,
+    write_kubeconfig,
 )
 
 ARM_TOKEN = TOKENS["https://management.core.windows.net/.default"]
@@ -562,24 +563,7 @@ def test_kubernetes_only_with_context_and_outputs(
 ) -> None:
     """--target k8s --context --outputs (local HTTPS kube fake): Azure is never called."""
     azure, kube = fakes
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": kube.url, "certificate-authority": str(tls.ca_file)},
-                    }
-                ],
-                "users": [{"name": "u", "user": {"token": kube.token}}],
-                "contexts": [{"name": "ci", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "ci",
-            }
-        )
-    )
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube, tls)
     outputs = tmp_path / "outputs.json"
     outputs.write_text(
         json.dumps(

@@ -16,7 +16,7 @@ from typing import Any
 from ai4ec.errors import ApplyError
 
 from .conftest import Project, run, synthetic_template, write_template
-from .support import FakeAzure, FakeKube, Tls, applied_by
+from .support import FakeAzure, FakeKube, Tls, applied_by, write_kubeconfig
 
 DEPLOYER = "5e1f0c2a-0000-4000-8000-00000000d3p1"
 
@@ -299,35 +299,13 @@ def test_pruning_a_namespace_needs_its_own_flag(
     assert kube.get_object("Namespace", "", "old") is None
 
 
-def _kubeconfig(tmp_path: Path, kube: FakeKube, tls: Tls) -> str:
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": kube.url, "certificate-authority": str(tls.ca_file)},
-                    }
-                ],
-                "users": [{"name": "u", "user": {"token": kube.token}}],
-                "contexts": [{"name": "ci", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "ci",
-            }
-        )
-    )
-    return str(path)
-
-
 def test_a_context_that_is_not_the_builds_cluster_is_refused(
     fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project, tmp_path: Path
 ) -> None:
     """--context main=ci is checked against the AKS cluster's fqdn before any write."""
     azure, kube = fakes
     assert run(azure, tls, project.env_dir, yes=True, targets=("azure",)).error is None
-    config = _kubeconfig(tmp_path, kube, tls)
+    config = str(write_kubeconfig(tmp_path / "kubeconfig", kube, tls))
     azure.aks_fqdn = "myplat-main-aks-dns-1a2b.hcp.westeurope.azmk8s.io"
     kw: dict[str, Any] = {"targets": ("k8s",), "contexts": {"main": "ci"}, "kubeconfig": config}
     wrong = run(azure, tls, project.env_dir, yes=True, **kw)
