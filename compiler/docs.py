@@ -8,6 +8,7 @@ The raw JSON, a Markdown field reference, and the commented starter file of
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .resources import platform_schema, schemas_dir, templates_dir
@@ -32,22 +33,50 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _type_of(node: dict[str, Any], defs: dict[str, Any]) -> str:
+def _enum_text(values: list[Any]) -> str:
+    """Enum values once each: ``zones`` accepts ``"1"`` and ``1``, which read the same."""
+    shown: list[str] = []
+    for value in values:
+        text = f"`{value}`"
+        if text not in shown:
+            shown.append(text)
+    return " \\| ".join(shown)
+
+
+def _anchor(title: str) -> str:
+    """GitHub's heading anchor: lowercase, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^a-z0-9 _-]", "", title.lower()).replace(" ", "-")
+
+
+def _link(title: str) -> str:
+    return f"[`{title}`](#{_anchor(title)})"
+
+
+def _type_of(node: dict[str, Any], defs: dict[str, Any], section: str | None = None) -> str:
+    """The type cell; ``section`` names the table that documents an object's fields."""
+    ref = node.get("$ref", "")
     node = _resolve(node, defs)
     if "const" in node:
         return f"`{node['const']}`"
     if "enum" in node:
-        return " \\| ".join(f"`{v}`" for v in node["enum"])
+        return _enum_text(node["enum"])
     if "oneOf" in node:
         kinds = sorted({str(b.get("type", "object")) for b in node["oneOf"]})
         return " or ".join(kinds)
     t = node.get("type", "object")
     if t == "array":
         items = node.get("items", {})
-        ref = items.get("$ref", "")
-        return f"list of {ref.rsplit('/', 1)[-1]}" if ref else f"list of {_type_of(items, defs)}"
+        item_ref = items.get("$ref", "")
+        if item_ref:
+            name = item_ref.rsplit("/", 1)[-1]
+            target = defs.get(name, {})
+            return f"list of {_link(name)}" if "properties" in target else f"list of {name}"
+        return f"list of {_type_of(items, defs)}"
     if isinstance(t, list):
         return " or ".join(t)
+    if t == "object" and "properties" in node:
+        name = ref.rsplit("/", 1)[-1] if ref else section
+        return f"object, see {_link(name)}" if name else "object"
     if t == "object" and "additionalProperties" in node and "properties" not in node:
         return "map"
     return str(t)
@@ -55,6 +84,70 @@ def _type_of(node: dict[str, Any], defs: dict[str, Any]) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _sections(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every object that has fields, in reading order.
+
+    Shared definitions are titled by their name (``pool``); an object written inline in
+    another is titled by its path from there (``azure.cache``, ``pool.spot``), so every
+    field of every sub-object gets a row.
+    """
+    defs: dict[str, Any] = schema["$defs"]
+    sections: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+
+    def visit(title: str, node: dict[str, Any]) -> None:
+        if title in seen:
+            return
+        seen.add(title)
+        sections.append((title, node))
+        for key, prop in node.get("properties", {}).items():
+            for sub in _branches(prop):
+                ref = sub.get("$ref")
+                if ref:
+                    name = ref.rsplit("/", 1)[-1]
+                    if "properties" in defs.get(name, {}) and name not in seen:
+                        pending.append(name)
+                elif "properties" in sub:
+                    inner = title if title != "Top level" else ""
+                    visit(f"{inner}.{key}".lstrip("."), sub)
+                items = sub.get("items")
+                items_ref = items.get("$ref") if isinstance(items, dict) else None
+                if items_ref:
+                    name = items_ref.rsplit("/", 1)[-1]
+                    if "properties" in defs.get(name, {}) and name not in seen:
+                        pending.append(name)
+            extra = additional(prop)
+            if extra is not None:
+                pending.append(extra)
+
+    def additional(prop: dict[str, Any]) -> str | None:
+        extra = prop.get("additionalProperties")
+        if isinstance(extra, dict) and "$ref" in extra:
+            name = str(extra["$ref"]).rsplit("/", 1)[-1]
+            if "properties" in defs.get(name, {}) and name not in seen:
+                return name
+        return None
+
+    pending: list[str] = []
+    visit("Top level", schema)
+    while pending:
+        name = pending.pop(0)
+        if name not in seen:
+            visit(name, defs[name])
+    for name in _refs(schema):  # anything reachable only through combinators
+        if name not in seen and "properties" in defs.get(name, {}):
+            visit(name, defs[name])
+    return sections
+
+
+def _branches(prop: dict[str, Any]) -> list[dict[str, Any]]:
+    """A property and the branches of its combinators, each a schema to look into."""
+    out = [prop]
+    for key in ("oneOf", "anyOf", "allOf"):
+        out.extend(b for b in prop.get(key, []) if isinstance(b, dict))
+    return out
 
 
 def schema_markdown() -> str:
@@ -70,19 +163,7 @@ def schema_markdown() -> str:
         _cell(schema["description"]),
         "",
     ]
-    sections: list[tuple[str, dict[str, Any]]] = [("Top level", schema)]
-    seen = set()
-    queue = [n for n in _refs(schema)]
-    while queue:
-        name = queue.pop(0)
-        if name in seen:
-            continue
-        seen.add(name)
-        node = defs[name]
-        if "properties" in node:
-            sections.append((name, node))
-        queue.extend(r for r in _refs(node) if r not in seen)
-    for title, node in sections:
+    for title, node in _sections(schema):
         out += [f"## {title}", ""]
         if title != "Top level" and node.get("description"):
             out += [_cell(node["description"]), ""]
@@ -91,13 +172,15 @@ def schema_markdown() -> str:
             "| field | type | required | default | description | example |",
             "|---|---|---|---|---|---|",
         ]
+        prefix = "" if title == "Top level" else f"{title}."
         for key, prop in node.get("properties", {}).items():
             resolved = _resolve(prop, defs)
             default = json.dumps(resolved["default"]) if "default" in resolved else ""
             example = resolved.get("examples", [""])[0]
             example_text = json.dumps(example) if example != "" else ""
             out.append(
-                f"| `{key}` | {_type_of(prop, defs)} | {'yes' if key in required else ''} | "
+                f"| `{key}` | {_type_of(prop, defs, prefix + key)} | "
+                f"{'yes' if key in required else ''} | "
                 f"{_cell(default)} | {_cell(str(resolved.get('description', '')))} | "
                 f"{_cell(example_text)} |"
             )

@@ -102,3 +102,39 @@ def test_no_keywords_outside_the_shared_draft07_subset() -> None:
     }
     for node in _walk(platform_schema()):
         assert not (set(node) & unsupported), node
+
+
+def _object_sections(node: Any, title: str, defs: dict[str, Any], out: dict[str, set[str]]) -> None:
+    """Every object with fields, titled as the reference titles it, with its field names."""
+    out.setdefault(title, set()).update(node.get("properties", {}))
+    for key, prop in node.get("properties", {}).items():
+        if "$ref" not in prop and "properties" in prop:
+            inner = "" if title == "Top level" else f"{title}."
+            _object_sections(prop, f"{inner}{key}", defs, out)
+
+
+def test_reference_documents_every_field_of_every_sub_object() -> None:
+    """A new user reads ``spot``, ``cache``, ``entraId``... field by field, not as "object"."""
+    schema = platform_schema()
+    defs = schema["$defs"]
+    expected: dict[str, set[str]] = {}
+    _object_sections(schema, "Top level", defs, expected)
+    for name, node in defs.items():
+        if "properties" in node:
+            _object_sections(node, name, defs, expected)
+    text = schema_markdown()
+    sections = {}
+    for block in text.split("\n## ")[1:]:
+        head, _, body = block.partition("\n")
+        sections[head.strip()] = {
+            line.split("`")[1] for line in body.splitlines() if line.startswith("| `")
+        }
+    for title, fields in expected.items():
+        assert title in sections, f"no section for {title}"
+        assert fields <= sections[title], f"{title}: undocumented {fields - sections[title]}"
+
+
+def test_enum_values_shown_once() -> None:
+    """``zones`` accepts "1" and 1; the reference shows each zone once."""
+    line = next(x for x in schema_markdown().splitlines() if x.startswith("| `zones`"))
+    assert line.count("`1`") == 1
