@@ -23,8 +23,25 @@ def _fail(message: str) -> CommandExit:
     return CommandExit(EXIT_USER, message)
 
 
+def _platform_argument(arg: Path, file: Path | None) -> Path:
+    """A lone argument is the platform file to compare across refs (like ``-f``).
+
+    A directory alone is refused with what to do: comparing build directories needs two.
+    """
+    if arg.is_dir():
+        raise _fail(
+            f"{arg} is a directory: compare build directories as ai4ec diff DIR_A DIR_B, "
+            "or name a platform file"
+        )
+    if file is not None and file != arg:
+        raise _fail(f"two platform files given ({arg} and -f {file}); name one")
+    return arg
+
+
 @click.command("diff", cls=Command)
-@click.argument("dirs", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR_A DIR_B]")
+@click.argument(
+    "dirs", nargs=-1, type=click.Path(path_type=Path), metavar="[PLATFORM | DIR_A DIR_B]"
+)
 @click.option(
     "--base",
     "base_ref",
@@ -43,9 +60,9 @@ def _fail(message: str) -> CommandExit:
     "--file",
     "file",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("platform.yaml"),
-    show_default=True,
-    help="The platform file (its path inside the repository is the same at both refs).",
+    default=None,
+    help="The platform file (its path inside the repository is the same at both refs). "
+    "Default: the PLATFORM argument, else platform.yaml.",
 )
 @env_option("Compare")
 @click.option(
@@ -70,7 +87,7 @@ def diff(
     dirs: tuple[Path, ...],
     base_ref: str | None,
     head_ref: str | None,
-    file: Path,
+    file: Path | None,
     envs: tuple[str, ...],
     all_envs: bool,
     fmt: str,
@@ -89,6 +106,7 @@ def diff(
 
     \b
     ai4ec diff                          working tree vs the branch point (or HEAD)
+    ai4ec diff samples/x/platform.yaml --base HEAD
     ai4ec diff --base main --head HEAD  two commits
     ai4ec diff -e prod --format markdown -o plan.md
     ai4ec diff out-main/ out/           two `ai4ec build` output directories
@@ -101,8 +119,13 @@ def diff(
 
     if all_envs and envs:
         raise _fail("--all-envs and -e/--env exclude each other")
+    if len(dirs) == 1:
+        file, dirs = _platform_argument(dirs[0], file), ()
     if dirs and len(dirs) != 2:
-        raise _fail("compare build directories as: ai4ec diff DIR_A DIR_B")
+        raise _fail(
+            "give one platform file (ai4ec diff PLATFORM) or two build directories "
+            "(ai4ec diff DIR_A DIR_B)"
+        )
     if dirs and (base_ref or head_ref):
         raise _fail("--base/--head compare git refs; they do not apply to two directories")
     wanted = list(envs) or None
@@ -110,7 +133,8 @@ def diff(
     if dirs:
         report = engine.diff_dirs(dirs[0], dirs[1], wanted, table)
     else:
-        report = engine.diff_git(file, base_ref, head_ref, wanted, table, display=str(file))
+        platform = file or Path("platform.yaml")
+        report = engine.diff_git(platform, base_ref, head_ref, wanted, table, display=str(platform))
     if output is not None:
         text = FORMATTERS[fmt](report)
         try:

@@ -201,3 +201,26 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
     assert res.returncode == 1  # refuses to overwrite
     res = subprocess.run([exe, "validate", "--nope"], capture_output=True)
     assert res.returncode == 1
+
+
+def test_env_option_completes_environment_names(tmp_path: Path) -> None:
+    """`ai4ec build FILE -e <TAB>` offers the file's environments; a broken file offers none.
+
+    Driven the way bash drives it: ``_AI4EC_COMPLETE=bash_complete`` with the words typed.
+    """
+
+    def complete(*words: str) -> list[str]:
+        env = {
+            "_AI4EC_COMPLETE": "bash_complete",
+            "COMP_WORDS": " ".join(("ai4ec", *words)),
+            "COMP_CWORD": str(len(words)),
+        }
+        res = CliRunner().invoke(cli, [], env=env, prog_name="ai4ec")
+        return [line.split(",", 1)[1] for line in res.output.splitlines() if "," in line]
+
+    platform = SAMPLES / "multi-env" / "platform.yaml"
+    assert complete("build", str(platform), "-e", "") == ["dev", "prod"]
+    assert complete("validate", str(platform), "-e", "p") == ["prod"]
+    broken = tmp_path / "platform.yaml"
+    broken.write_text("environments: [unclosed", encoding="utf-8")
+    assert complete("validate", str(broken), "-e", "") == []

@@ -451,3 +451,21 @@ def test_name_prefix_change_reads_as_renames(repo_factory: RepoFactory) -> None:
     )
     assert spc["action"] == "changed"
     assert any(f["path"] == "spec.parameters.keyvaultName" for f in spc["fields"])
+
+
+def test_platform_file_as_the_argument(repo_factory: RepoFactory) -> None:
+    """`ai4ec diff samples/x/platform.yaml --base HEAD` compares that file across refs."""
+    repo = repo_factory("camera-trap")
+    repo.edit(_add_api)
+    res = run_diff(str(repo.file), "--base", "HEAD", "--format", "json")
+    assert res.exit_code == 2, res.output
+    assert json.loads(res.stdout)["changed"] is True
+
+
+def test_lone_directory_or_two_platform_files_refused(repo_factory: RepoFactory) -> None:
+    """A directory alone, or a file argument disagreeing with -f, is a usage error, not a guess."""
+    repo = repo_factory("camera-trap")
+    res = run_diff(str(repo.root))
+    assert res.exit_code == 1 and "is a directory" in res.output
+    res = run_diff(str(repo.file), "-f", "other.yaml")
+    assert res.exit_code == 1 and "two platform files" in res.output
