@@ -17,6 +17,7 @@ itself so that it can:
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,7 @@ _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _MERGE = "tag:yaml.org,2002:merge"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_ALIAS = re.compile(r"\*([^\s,\[\]{}]+)")
 
 #: Deepest nesting accepted; real platform files stay far below it.
 MAX_DEPTH = 64
@@ -115,7 +117,7 @@ def parse_platform(raw: bytes | str, name: str, path: Path | None = None) -> Doc
         with gc_paused():
             nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
-        raise LoadError(f"{name}: invalid YAML", (_yaml_error(exc, name),)) from None
+        raise LoadError(f"{name}: invalid YAML", (_yaml_error(exc, name, text),)) from None
     except yaml.YAMLError as exc:  # pragma: no cover - libyaml always marks its errors
         raise LoadError(
             f"{name}: invalid YAML",
@@ -166,7 +168,7 @@ def parse_platform(raw: bytes | str, name: str, path: Path | None = None) -> Doc
                 ),
             ),
         )
-    builder = _Constructor(name)
+    builder = _Constructor(name, text)
     with gc_paused():
         data = builder.build(root)
     if builder.diagnostics:
@@ -221,9 +223,23 @@ def _check_tabs(text: str, name: str, diags: list[Diagnostic]) -> None:
             return
 
 
-def _yaml_error(exc: yaml.MarkedYAMLError, name: str) -> Diagnostic:
+def _alias_at(text: str, mark: yaml.Mark | None) -> str | None:
+    """The alias name (``*name``) written at ``mark``; libyaml's message omits it."""
+    if mark is None:
+        return None
+    lines = text.splitlines()
+    if mark.line >= len(lines):
+        return None
+    found = _ALIAS.match(lines[mark.line], mark.column)
+    return found.group(1) if found else None
+
+
+def _yaml_error(exc: yaml.MarkedYAMLError, name: str, text: str = "") -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or "syntax error"
+    alias = _alias_at(text, mark) if "undefined alias" in problem else None
+    if alias is not None and alias not in problem:
+        problem = f"found undefined alias *{alias}"
     message = problem if not exc.context else f"{exc.context}: {problem}"
     hint = "check indentation and quoting around this line"
     if "found character '\\t'" in problem or "\\t" in problem:
@@ -231,7 +247,11 @@ def _yaml_error(exc: yaml.MarkedYAMLError, name: str) -> Diagnostic:
     if "could not find expected ':'" in problem:
         hint = "a key is missing its colon, or a multi-line string needs quotes or `|`"
     if "found undefined alias" in problem:
-        hint = "define the anchor (&name) before using the alias (*name)"
+        hint = (
+            f"define the anchor &{alias} before this line (anchors are defined before use)"
+            if alias
+            else "define the anchor (&name) before using the alias (*name)"
+        )
     return Diagnostic(
         code="E-YAML-SYNTAX",
         message=message,
@@ -245,8 +265,9 @@ def _yaml_error(exc: yaml.MarkedYAMLError, name: str) -> Diagnostic:
 class _Constructor:
     """Turns a composed YAML node tree into data and a source map."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, text: str = "") -> None:
         self.name = name
+        self._lines = text.splitlines()
         self.source = SourceMap(file=name)
         self.diagnostics: list[Diagnostic] = []
         self._expanded = 0
@@ -302,7 +323,7 @@ class _Constructor:
         merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
-                for source in self._merge_sources(value_node, path, depth):
+                for source in self._merge_sources(key_node, value_node, path, depth):
                     for k, v in source.items():
                         merged.setdefault(k, v)
                 continue
@@ -338,17 +359,31 @@ class _Constructor:
             out.setdefault(k, v)
         return out
 
-    def _merge_sources(self, node: yaml.Node, path: JsonPath, depth: int) -> list[dict[str, Any]]:
-        # `<<: *anchor` or `<<: [*a, *b]`: values are built at the merge site's path so
-        # errors inside merged values still point somewhere useful.
+    def _merge_sources(
+        self, key: yaml.Node, node: yaml.Node, path: JsonPath, depth: int
+    ) -> list[dict[str, Any]]:
+        """The mappings of ``<<: *anchor`` or ``<<: [*a, *b]``, built at the merge site's path.
+
+        Anything else is one error at the ``<<`` line the user wrote - not at the anchor,
+        which may be far away, and not once per item of a list merged by mistake.
+        """
         items = node.value if isinstance(node, yaml.SequenceNode) else [node]
-        sources: list[dict[str, Any]] = []
-        for item in items:
-            if not isinstance(item, yaml.MappingNode):
-                self._diag("E-YAML-MERGE", "`<<` merges only mappings", item)
-                continue
-            sources.append(self._mapping(item, path, depth + 1))
-        return sources
+        maps = [item for item in items if isinstance(item, yaml.MappingNode)]
+        if len(maps) == len(items):
+            return [self._mapping(item, path, depth + 1) for item in maps]
+        line = self._lines[key.start_mark.line] if key.start_mark.line < len(self._lines) else ""
+        written = line[key.start_mark.column :].partition(":")[2].split("#")[0].strip()
+        what = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
+        if isinstance(node, yaml.SequenceNode) and maps:
+            what = "a list that holds more than mappings"
+        self._diag(
+            "E-YAML-MERGE",
+            f"`<<: {written}` merges mappings only, but {written or 'its value'} is {what}",
+            key,
+            hint="merge a mapping anchor (`<<: *defaults`) or a list of them (`<<: [*a, *b]`); "
+            "to reuse a list, give it to the key directly (`key: *list`)",
+        )
+        return []
 
     def _scalar(self, node: yaml.ScalarNode, path: JsonPath) -> Any:
         tag = node.tag

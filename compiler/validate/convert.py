@@ -8,6 +8,7 @@ that says so; keywords without one get the generic E-SCHEMA message.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -149,7 +150,7 @@ def _type(e: SchemaError) -> Iterator[Located]:
                 "E-YAML-NUMBER",
                 f"{e.field or 'value'}: {raw} was read as the number {e.instance!r}, "
                 "but text is expected",
-                f'quote it: "{raw}"',
+                _number_as_text_hint(str(raw), e.schema),
             )
             return
     yield e.make(
@@ -157,6 +158,26 @@ def _type(e: SchemaError) -> Iterator[Located]:
         f"{e.field or 'value'}: expected {_type_words(expected)}, got {_type_of(e.instance)}",
         _describe(e.schema),
     )
+
+
+def _number_as_text_hint(raw: str, schema: dict[str, Any]) -> str:
+    """How to write a number the user meant as text so that the field then accepts it.
+
+    "Quote it" is only right when the quoted text passes the field's pattern: ``version:
+    2.0`` quoted is ``"2.0"``, which the version pattern refuses; the field wants ``v2``.
+    """
+    pattern = schema.get("pattern")
+    if not isinstance(pattern, str) or re.search(pattern, raw):
+        return f'quote it: "{raw}"'
+    whole = raw.split(".")[0]
+    for candidate in (f"v{raw}", f"v{raw.removesuffix('.0')}", f"v{whole}"):
+        if re.search(pattern, candidate):
+            return (
+                f'write it as text the field accepts: "{candidate}" (quoting "{raw}" is not enough)'
+            )
+    examples = schema.get("examples") or []
+    shown = f": e.g. {examples[0]!r}" if examples else ""
+    return f"quoting is not enough, {_describe(schema) or 'see the schema'}{shown}"
 
 
 def _enum(e: SchemaError) -> Iterator[Located]:
