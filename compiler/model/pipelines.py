@@ -38,6 +38,29 @@ def read_pipelines(ctx: ModelContext, apis: list[Api]) -> list[Pipeline]:
     for i, p in enumerate(raw):
         by_name.setdefault(p["name"], []).append(i)
     expanded: dict[int, list[PipelineStep] | None] = {}
+    current: dict[int, int] = {}  # pipeline index -> the step being expanded now
+    reported: set[frozenset[int]] = set()
+
+    def report_cycle(members: tuple[int, ...], step_of: dict[int, int]) -> None:
+        """One error at every step that closes the cycle, each naming the whole loop.
+
+        Which reference the user just added cannot be known, so each one is shown where
+        it is written; reporting only where the walk noticed the loop pointed at the far
+        end, often not the line that was edited.
+        """
+        if frozenset(members) in reported:
+            return
+        reported.add(frozenset(members))
+        loop = " -> ".join(raw[k]["name"] for k in (*members, members[0]))
+        for n, k in enumerate(members):
+            nxt = members[(n + 1) % len(members)]
+            ctx.report(
+                "E-PIPELINE-CYCLE",
+                f"pipeline {raw[k]['name']!r} includes {raw[nxt]['name']!r}, "
+                f"which leads back to it: {loop}",
+                ("pipelines", k, "steps", step_of[k], "pipeline"),
+                "remove one of these pipeline steps to break the loop",
+            )
 
     def expand(i: int, stack: tuple[int, ...]) -> list[PipelineStep] | None:
         if i in expanded:
@@ -52,14 +75,11 @@ def read_pipelines(ctx: ModelContext, apis: list[Api]) -> list[Pipeline]:
                     steps = None
                     continue
                 if target in stack or target == i:
-                    cycle = " -> ".join(raw[k]["name"] for k in (*stack, i, target))
-                    ctx.report(
-                        "E-PIPELINE-CYCLE",
-                        f"pipeline {p['name']!r} includes itself: {cycle}",
-                        (*spath, "pipeline"),
-                    )
+                    members = (*stack[stack.index(target) :], i) if target in stack else (i,)
+                    report_cycle(members, {**current, i: j})
                     steps = None
                     continue
+                current[i] = j
                 sub = expand(target, (*stack, i))
                 if sub is None or steps is None:
                     steps = None
@@ -87,7 +107,9 @@ def read_pipelines(ctx: ModelContext, apis: list[Api]) -> list[Pipeline]:
                     f"step {api.id} {rel} is a sync endpoint; pipeline steps are "
                     "dispatched as tasks",
                     (*spath, "endpoint"),
-                    "make the endpoint async (mode: async)",
+                    f"add an async endpoint to {api.id} for pipelines (mode: async) and "
+                    "name it here; making this one async would change what its sync "
+                    "callers get",
                 )
                 steps = None
                 continue

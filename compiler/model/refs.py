@@ -61,6 +61,17 @@ def resolve_cluster(
     return None
 
 
+def _gpu_pool_hint(cluster: Cluster) -> str:
+    """Name the GPU pools to move to, or say how to add one: a bare "GPU pool" helps no one."""
+    names = [p.name for p in cluster.gpu_pools]
+    if names:
+        return f"set `pool:` to a GPU pool of cluster {cluster.name!r}: {', '.join(names)}"
+    return (
+        f"cluster {cluster.name!r} has no GPU pool: add one with `gpu: true` and a GPU VM "
+        "size (e.g. Standard_NC4as_T4_v3)"
+    )
+
+
 def resolve_pool(
     ctx: ModelContext,
     a: dict[str, Any],
@@ -98,7 +109,12 @@ def resolve_pool(
                     else f"cluster {cluster.name!r} has no GPU pool"
                 ),
                 (*path, "resources", "gpu"),
-                "add `pool:` naming a GPU pool" if gpu_pools else "add a GPU node pool",
+                (
+                    "add `pool:` naming one of the GPU pools: "
+                    + ", ".join(p.name for p in gpu_pools)
+                    if gpu_pools
+                    else "add a pool with `gpu: true` and a GPU VM size (e.g. Standard_NC4as_T4_v3)"
+                ),
             )
             return ""
     if pool is None:
@@ -111,7 +127,7 @@ def resolve_pool(
             f"API {a['name']!r} requests {gpu} GPU(s) but pool {pool.name!r} "
             f"({pool.vm_size}) has none",
             (*path, "pool"),
-            "place it on a GPU pool",
+            _gpu_pool_hint(cluster),
         )
     elif gpu and pool.gpus_per_node is not None and gpu > pool.gpus_per_node:
         ctx.report(
