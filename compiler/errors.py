@@ -80,3 +80,12 @@ class DiffError(Ai4ecError):
 
 class ApplyError(Ai4ecError):
     """A deployment step failed permanently."""
+
+
+class DevError(Ai4ecError):
+    """``ai4ec dev`` cannot start or keep running one of its parts; the message says which."""
+
+
+def dev_error(message: str, hint: str = "") -> DevError:
+    """A :class:`DevError` whose one diagnostic carries ``hint`` (code ``E-DEV``)."""
+    return DevError(message, (Diagnostic(code="E-DEV", message=message, hint=hint),))

@@ -24,6 +24,7 @@ from ..errors import Ai4ecError
 from .apply import apply
 from .build import build
 from .catalog import catalog
+from .dev import dev
 from .diff import diff
 from .exits import EXIT_INTERNAL, EXIT_OK, exit_code_for
 from .functions import functions
@@ -44,6 +45,7 @@ def cli(debug: bool) -> None:
       ai4ec init                      write a commented starter platform.yaml
       ai4ec validate                  check it; errors point at file:line
       ai4ec build -o out              compile every environment into out/<env>/
+      ai4ec dev --demo                run it all on this machine, no Azure needed
       ai4ec diff --base main          review what a change does (PRs)
       ai4ec apply out/prod            deploy a build
 
@@ -52,7 +54,7 @@ def cli(debug: bool) -> None:
     del debug  # read by main() before click runs, so it also covers startup errors
 
 
-for _command in (validate, build, schema, init, functions, diff, apply, catalog):
+for _command in (validate, build, schema, init, dev, functions, diff, apply, catalog):
     cli.add_command(_command)
 
 

@@ -58,7 +58,7 @@ def _image(image: str) -> dict[str, str]:
     return {"repository": repo, "tag": tag, "digest": digest, "pullPolicy": "IfNotPresent"}
 
 
-def _pipeline_stage(platform: Platform, api: Api) -> tuple[str, str, str]:
+def pipeline_stage(platform: Platform, api: Api) -> tuple[str, str, str]:
     """(component, partOf, NEXT_API_NAME_IN_PIPELINE) for an API."""
     next_ids = sorted({nxt for _, nxt in api.next_in_pipeline})
     member_of = sorted(p.id for p in platform.pipelines if any(s.api == api.id for s in p.steps))
@@ -76,7 +76,7 @@ def _tolerations(cluster: Cluster, api: Api) -> list[dict[str, str]]:
 
 def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, Any]:
     """The chart values of one API (every key explicit, as the chart requires)."""
-    component, part_of, next_api = _pipeline_stage(platform, api)
+    component, part_of, next_api = pipeline_stage(platform, api)
     s = api.scaling
     is_async = api.all_async
     resources: dict[str, dict[str, str]] = {

@@ -29,7 +29,7 @@ def _service_host(api: Api, namespace: str) -> str:
     return f"{api.id}.{namespace}.svc.cluster.local"
 
 
-def _workload_path(api: Api, endpoint: Endpoint) -> str:
+def workload_path(api: Api, endpoint: Endpoint) -> str:
     """The path the container serves ``endpoint`` on (below the API's prefix)."""
     return api.api_prefix.rstrip("/") + endpoint.path if endpoint.path != "/" else api.api_prefix
 
@@ -74,7 +74,7 @@ def _virtual_service(
 ) -> RenderedFile:
     routes = []
     for e in api.endpoints:
-        target = _workload_path(api, e)
+        target = workload_path(api, e)
         routes.append(
             {
                 "name": e.name,
@@ -118,7 +118,7 @@ def _destination_rule(platform: Platform, api: Api, ns: str, source: str) -> Ren
 def _security(platform: Platform, cluster: Cluster, apis: list[Api], source: str) -> RenderedFile:
     gateway = gateway_workload(cluster)
     gateway_paths = sorted({e.backend_path for a in apis for e in a.endpoints})
-    workload_paths = sorted({_workload_path(a, e) for a in apis for e in a.endpoints})
+    workload_paths = sorted({workload_path(a, e) for a in apis for e in a.endpoints})
     sec = {
         "namespace": cluster.namespace,
         "labels": labels(platform),
