@@ -26,6 +26,9 @@ class _Component(logging.Filter):
     """Tags each record with the component it comes from, for one readable terminal."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("ai4ec.dev.api."):
+            record.component = "api:" + record.name.removeprefix("ai4ec.dev.api.")
+            return True
         record.component = next(
             (tag for prefix, tag in COMPONENTS if record.name.startswith(prefix)), "dev"
         )
@@ -35,7 +38,7 @@ class _Component(logging.Filter):
 def _log_to_terminal(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_Component())
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(component)-7s] %(message)s", "%H:%M:%S"))
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(component)s] %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -123,8 +126,10 @@ def dev(
     ai4ec dev --backend detector-v1=http://localhost:5000
     ai4ec dev samples/multi-env/platform.yaml -e dev --port 9000
 
-    On start it prints each product's key and a curl per endpoint, and writes them to
-    STATE_DIR/dev.json. Logs of every part go to this terminal, tagged by component.
+    Each API is served by its --backend, else the demo stand-in (--demo), else its image
+    with Docker or Podman when an engine answers, else it answers 503. On start it prints
+    each product's key and a curl per endpoint, and writes them to STATE_DIR/dev.json
+    (and each API's container environment to STATE_DIR/env/<api>.env). Logs of every part go to this terminal, tagged by component.
     Ctrl-C stops everything it started.
     """  # noqa: D301 - click needs the \b escape
     import asyncio

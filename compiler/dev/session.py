@@ -26,6 +26,7 @@ from aiohttp import web
 from ..errors import dev_error
 from ..model.types import Api, Platform
 from ..render.apim.plan import SUBSCRIPTION_KEY_HEADER, ApimPlan, ApiPlan, build_plan
+from .containers import HOST_ALIAS, ContainerRunner, find_engine
 from .demo import DemoApi
 from .gateway import Gateway, LocalIssuer
 from .ingress import Ingress
@@ -56,7 +57,7 @@ class ApiBackend:
     """Where one API is served from in this run, and why."""
 
     api: str
-    kind: str  # "backend", "demo" or "none"
+    kind: str  # "backend", "demo", "container" or "none"
     url: str | None
     #: The variables its container would get (task-manager URIs with its own key).
     env_file: Path
@@ -74,6 +75,8 @@ class DevSession:
     backends: list[ApiBackend] = field(default_factory=list)
     _redis: EmbeddedRedis | None = None
     _task_manager: Any = None
+    _engine: str | None = None
+    _containers: ContainerRunner | None = None
     _runners: list[web.AppRunner] = field(default_factory=list)
     #: Sockets bound but not yet served (closed by :meth:`stop` if start fails between).
     _socks: list[socket.socket] = field(default_factory=list)
@@ -97,6 +100,8 @@ class DevSession:
             await asyncio.to_thread(self._redis.start)
             redis_url = self._redis.url
             log.info("Redis on %s (data in %s)", redis_url, self._redis.data_dir)
+        if not opts.demo and any(a.id not in opts.backends for a in platform.apis):
+            self._engine = await asyncio.to_thread(find_engine)
         functions_url, access = await asyncio.to_thread(self._start_task_manager, redis_url)
         api_urls = await self._start_backends(functions_url, access)
         ingress = Ingress(platform, api_urls)
@@ -148,16 +153,24 @@ class DevSession:
             path.parent.mkdir(parents=True, exist_ok=True)
             access.dump(path)
         port = self.options.port + 1 if self.options.port else 0
+        # Containers reach the host through its gateway address, not loopback.
+        host = "0.0.0.0" if self._engine else "127.0.0.1"  # noqa: S104 - keys still checked
+        if self._engine:
+            log.warning(
+                "the task manager listens on all interfaces so that containers reach it; "
+                "every call still needs its key"
+            )
         try:
-            server = make_server("127.0.0.1", port, redis_url, routing=routing, keys=access)
+            server = make_server(host, port, redis_url, routing=routing, keys=access)
         except StartError as exc:
             raise dev_error(
                 f"the task manager cannot start: {exc}",
                 "it listens on --port + 1; pick another --port" if port else "",
             ) from None
         self._task_manager = server.start()
-        log.info("task manager on %s/api/", server.url)
-        return str(server.url), access
+        url = str(server.url).replace("://0.0.0.0:", "://127.0.0.1:")
+        log.info("task manager on %s/api/", url)
+        return url, access
 
     async def _start_backends(self, functions_url: str, access: Any) -> dict[str, str]:
         urls: dict[str, str] = {}
@@ -176,6 +189,18 @@ class DevSession:
                 url = await self._serve(app, self._bind("127.0.0.1", 0, f"demo {api.id}"))
                 urls[api.id] = url
                 self.backends.append(ApiBackend(api.id, "demo", url, env_file))
+            elif self._engine is not None:
+                if self._containers is None:
+                    self._containers = ContainerRunner(self._engine, self.options.platform.name)
+                inside = container_env(
+                    self.options.platform,
+                    api,
+                    functions_url.replace("://127.0.0.1:", f"://{HOST_ALIAS}:"),
+                    access.apis[api.id],
+                )
+                url = await asyncio.to_thread(self._containers.start, api, inside)
+                urls[api.id] = url
+                self.backends.append(ApiBackend(api.id, "container", url, env_file))
             else:
                 self.backends.append(ApiBackend(api.id, "none", None, env_file))
         return urls
@@ -228,6 +253,9 @@ class DevSession:
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
+        containers, self._containers = self._containers, None
+        if containers is not None:
+            await asyncio.to_thread(containers.stop)
         server, self._task_manager = self._task_manager, None
         if server is not None:
             await asyncio.to_thread(server.close)
@@ -248,7 +276,9 @@ class DevSession:
             where = {
                 "backend": f"{b.url} (its environment: {b.env_file})",
                 "demo": "demo stand-in",
-                "none": "NO BACKEND: answers 503 (use --backend API=URL or --demo)",
+                "container": f"container of {self._image(b.api)} on {b.url}",
+                "none": "NO BACKEND: answers 503 (no Docker or Podman engine answered; "
+                "use --backend API=URL or --demo)",
             }[b.kind]
             lines.append(f"  api       {b.api}: {where}")
         lines.append(f"  state     {self.options.state_dir / 'dev.json'}")
@@ -257,6 +287,9 @@ class DevSession:
         lines.append("")
         lines.append("Ctrl-C stops everything.")
         return lines
+
+    def _image(self, api_id: str) -> str:
+        return next(a.image for a in self.options.platform.apis if a.id == api_id)
 
     def curls(self) -> list[str]:
         """One ready-to-paste ``curl`` per public operation."""

@@ -6,6 +6,7 @@ gateway and ingress of ``ai4ec dev`` and its demo backends, over real HTTP on lo
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -229,3 +230,64 @@ def test_cli_refuses_bad_backends_and_a_busy_port(tmp_path: Path) -> None:
     assert res.exit_code == 1, res.output
     assert f"cannot listen on 127.0.0.1:{port}" in res.output
     assert "gateway " not in res.output and "Traceback" not in res.output
+
+
+def test_images_run_in_containers_when_an_engine_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each API without --backend or --demo runs from its image; all stopped at the end.
+
+    No container engine exists here: ``fake_docker.py`` plays the docker CLI and engine,
+    refusing a run without --rm, a port published beyond loopback, or no host alias.
+    """
+    import os
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    fake = Path(__file__).with_name("fake_docker.py")
+    docker.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake}" "$@"\n')
+    docker.chmod(0o755)
+    (tmp_path / "fake").mkdir()
+    log = tmp_path / "docker.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+    monkeypatch.setenv("FAKE_DOCKER_STATE", str(tmp_path / "fake"))
+
+    async def scenario(s: DevSession, c: aiohttp.ClientSession) -> None:
+        assert {b.kind for b in s.backends} == {"container"}
+        partner = {KEY: s.keys["partner"]}
+        image = ""
+        for _ in range(100):  # the containers start in the background
+            async with c.post(
+                f"{s.gateway_url}/v1/camera-trap/detector-sync/detect",
+                json={"n": 1},
+                headers=partner,
+            ) as resp:
+                if resp.status == 200:
+                    image = (await resp.json(content_type=None))["image"]
+                    assert image.endswith("/camera-trap/detector:4.1.0"), image
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the detector-sync container never answered")
+        async with c.post(
+            f"{s.gateway_url}/v1/camera-trap/detector/detect", json={"n": 2}, headers=partner
+        ) as resp:
+            location = resp.headers["Location"]
+        record = await poll(c, s.gateway_url + location, partner)
+        result = json.loads(record["Status"])
+        assert result["saw"] == {"n": 2} and result["image"] == image
+
+    run_session(CAMERA_TRAP, tmp_path / "state", scenario, demo=False)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    runs = [c for c in calls if c["cmd"] == "run"]
+    assert sorted(c["name"] for c in runs) == [
+        "ai4ec-dev-camera-trap-classifier-v1",
+        "ai4ec-dev-camera-trap-detector-sync-v1",
+        "ai4ec-dev-camera-trap-detector-v1",
+    ]
+    assert all("host.docker.internal" in c["env"]["CACHE_CONNECTOR_UPSERT_URI"] for c in runs)
+    assert sorted(c["name"] for c in calls if c["cmd"] == "stop") == sorted(c["name"] for c in runs)
+    assert not list((tmp_path / "fake").iterdir()), "a container was left running"
