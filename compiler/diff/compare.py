@@ -28,6 +28,7 @@ from typing import Any
 from ..load import SourceMap
 from ..model.types import Platform
 from . import cost as costs
+from .clients import client_changes
 from .normalize import (
     Path,
     Rewriter,
@@ -191,6 +192,10 @@ def diff_environment(
             if r.count
         ),
         notes=tuple(notes),
+        clients=client_changes(base.platform if base else None, head.platform if head else None)
+        if (base is None or base.platform is not None)
+        and (head is None or head.platform is not None)
+        else (),
     )
 
 

@@ -242,6 +242,10 @@ def _env_title(e: EnvironmentDiff) -> str:
 # ------------------------------------------------------------------------------ text
 
 
+#: Marks of public routes in "What clients see".
+CLIENT_SYMBOLS = {"added": "+", "removed": "-", "changed": "~"}
+
+
 def format_text(report: DiffReport, color: bool = False) -> str:
     """The terminal plan (see the module docstring)."""
 
@@ -262,6 +266,15 @@ def format_text(report: DiffReport, color: bool = False) -> str:
     out.append(
         "Symbols: " + "  ".join(style(SYMBOLS[a], fg=COLOURS[a]) + f" {a.value}" for a in used)
     )
+    clients = [(e, cc) for e in report.environments for cc in e.clients]
+    if clients:
+        out.append("")
+        out.append(style("What clients see (! = calls that worked may fail):", bold=True))
+        for env, cc in clients:
+            where = f"[{env.name}] " if len(report.environments) > 1 else ""
+            mark = style("!", fg="red", bold=True) if cc.breaking else " "
+            out.append(f"  {mark} {CLIENT_SYMBOLS[cc.action]} {where}{cc.route} {cc.action}")
+            out.extend(f"        {d}" for d in cc.details)
     destructive = [c for c in report.changes if c.destructive]
     if destructive:
         out.append("")
@@ -371,6 +384,16 @@ def format_markdown(report: DiffReport, limit: int = MARKDOWN_LIMIT) -> str:
         cells = " | ".join(str(counts[k]) for k in order)
         head.append(f"| {_md_escape(_env_title(env))} | {cells} | {b} | {a} | **{d}** |")
     head.append("")
+    clients = [(e, cc) for e in report.environments for cc in e.clients]
+    if clients:
+        head.append("### What clients see")
+        head.append("")
+        for env, cc in clients:
+            where = f"`{_md_escape(env.name)}` " if len(report.environments) > 1 else ""
+            flag = " **(breaks callers)**" if cc.breaking else ""
+            head.append(f"- {where}`{CLIENT_SYMBOLS[cc.action]}` `{cc.route}` {cc.action}{flag}")
+            head.extend(f"  - {_md_escape(d)}" for d in cc.details)
+        head.append("")
     destructive = [c for c in report.changes if c.destructive]
     if destructive:
         head.append("> [!WARNING]")
@@ -633,6 +656,15 @@ def report_json(report: DiffReport) -> dict[str, Any]:
                     for r in e.renames
                 ],
                 "notes": list(e.notes),
+                "clients": [
+                    {
+                        "route": cc.route,
+                        "action": cc.action,
+                        "breaking": cc.breaking,
+                        "details": list(cc.details),
+                    }
+                    for cc in e.clients
+                ],
                 "changes": [change_json(c) for c in e.changes],
             }
             for e in report.environments

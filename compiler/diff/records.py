@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .clients import ClientChange
+
 
 class ChangeKind(StrEnum):
     """What happens to one resource."""
@@ -235,6 +237,8 @@ class EnvironmentDiff:
     unchanged: int = 0
     renames: tuple[RenamedEntity, ...] = ()
     notes: tuple[str, ...] = ()
+    #: Public routes added, removed or changed (from the models; empty for build dirs).
+    clients: tuple[ClientChange, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

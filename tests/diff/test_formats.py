@@ -113,6 +113,7 @@ def test_json_schema(repo_factory: RepoFactory) -> None:
         "unchanged",
         "cost",
         "renames",
+        "clients",
         "notes",
         "changes",
     }
