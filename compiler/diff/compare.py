@@ -246,6 +246,15 @@ def _rewrite_path(path: Path, rewrite: Rewriter) -> Path:
     )
 
 
+#: Fields clients call by: a rename that changes them is a change clients see, so it is
+#: shown even though it follows from the rename (the old URL stops working). Keys are
+#: lower-case ARM types, as :func:`~ai4ec.diff.risk.type_key` gives them.
+CLIENT_VISIBLE_FIELDS: dict[str, frozenset[str]] = {
+    "microsoft.apimanagement/service/apis": frozenset({"properties.path"}),
+    "microsoft.apimanagement/service/apis/operations": frozenset({"properties.urlTemplate"}),
+}
+
+
 def _same(old: Any, new: Any, rewrite: Rewriter | None) -> bool:
     if old is MISSING or new is MISSING:
         return False
@@ -280,13 +289,14 @@ def field_changes(
     both = base is not None and head is not None
     out: list[FieldChange] = []
     unchanged = 0
+    visible = CLIENT_VISIBLE_FIELDS.get(tkey, frozenset())
     for path in sorted(set(bf) | set(hf), key=format_path):
         old = bf.get(path, MISSING)
         new = hf.get(path, MISSING)
-        if _same(old, new, rewrite):
+        text = format_path(path)
+        if _same(old, new, None if text in visible else rewrite):
             unchanged += 1
             continue
-        text = format_path(path)
         risk: tuple[Risk, str] | None = None
         if both:
             keyed = _keyed_prefix(path)

@@ -34,6 +34,14 @@ def test_rename_shows_the_public_path_move_and_tasks_in_flight(repo_factory: Rep
     assert clients["POST /v1/camera-trap/finder/detect"]["action"] == "added"
     text = repo.run().stdout
     assert text.index("What clients see") < text.index("apps/Deployment")
+    apim_api = next(
+        c
+        for e in report["environments"]
+        for c in e["changes"]
+        if c["kind"] == "Microsoft.ApiManagement/service/apis"
+    )
+    paths = [f for f in apim_api["fields"] if f["path"] == "properties.path"]
+    assert paths, "a rename must not hide the public path change"
 
 
 def test_stricter_limits_and_auth_are_breaking(repo_factory: RepoFactory) -> None:
