@@ -277,6 +277,9 @@ class Gateway:
     ingress_url: str
     keys: dict[str, str]
     issuer: LocalIssuer
+    #: Backend path -> API id of the async operations nothing serves in this run: their
+    #: tasks could never run, so they answer 503 at once instead of a 202 that never ends.
+    no_backend: dict[str, str] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     _routes: list[Route] = field(default_factory=list)
     _session: aiohttp.ClientSession | None = None
@@ -380,6 +383,13 @@ class Gateway:
         body = await _read_capped(request, op.max_body_bytes)
         if body is None:
             return _policy_body(413, op.too_large_body)
+        if op.is_async and op.backend_path in self.no_backend:
+            api_id = self.no_backend[op.backend_path]
+            return apim_error(
+                503,
+                f"API {api_id} has no backend in ai4ec dev: start it with --backend "
+                f"{api_id}=URL, or run with --demo",
+            )
         if op.is_async:
             caller = (
                 f"subscription:{subscription}"

@@ -118,6 +118,12 @@ class DevSession:
             ingress_url=ingress_url,
             keys=self.keys,
             issuer=issuer,
+            no_backend={
+                ep.backend_path: api.id
+                for api in platform.apis
+                if api.id not in api_urls
+                for ep in api.endpoints
+            },
         )
         self.gateway_url = await self._serve(gateway.application(), gateway_sock)
         self._write_state()

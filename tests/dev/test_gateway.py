@@ -188,6 +188,13 @@ def test_api_without_backend_answers_503_through_the_gateway(tmp_path: Path) -> 
         ) as resp:
             assert resp.status == 503
             assert "--backend" in (await resp.json())["message"]
+        async with c.post(
+            f"{s.gateway_url}/v1/camera-trap/species/",
+            json={},
+            headers={KEY: s.keys["partner"]},
+        ) as resp:
+            assert resp.status == 503, "a task that can never run is not accepted"
+            assert "detector-v1" in (await resp.json())["message"]
 
     run_session(CAMERA_TRAP, tmp_path, scenario, demo=False)
 
