@@ -238,8 +238,11 @@ def build_platform(
     out_dir: Path | str,
     environments: Sequence[str] | None = None,
     display_name: str | None = None,
+    verify: bool = False,
 ) -> BuildResult:
     """Validate, render and write ``out_dir/<env>/`` for each environment.
+
+    ``verify`` parses back the Bicep files too (slow; CI and the tests set it).
 
     Raises:
         ValidationError: the platform file has errors (nothing is written).
@@ -249,5 +252,5 @@ def build_platform(
 
     result = check_platform(path, environments, display_name)
     rendered = render_platforms(result)
-    written = write_build(Path(out_dir), rendered)
+    written = write_build(Path(out_dir), rendered, verify=verify)
     return BuildResult(check=result, written=tuple(written))

@@ -25,7 +25,15 @@ from .output import Command, report
 )
 @diagnostic_format_option()
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def build(file: Path, envs: tuple[str, ...], out: Path, fmt: str, quiet: bool) -> None:
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Also parse every generated Bicep file back (seconds per large file; CI uses it). "
+    "YAML, JSON and XML are always parsed back.",
+)
+def build(
+    file: Path, envs: tuple[str, ...], out: Path, fmt: str, quiet: bool, verify: bool
+) -> None:
     """Compile FILE into Bicep/ARM, Kubernetes, APIM and runtime artifacts.
 
     Writes OUTPUT/<env>/ atomically (a failed build leaves the previous output
@@ -35,7 +43,7 @@ def build(file: Path, envs: tuple[str, ...], out: Path, fmt: str, quiet: bool) -
     """
     from ..pipeline import build_platform
 
-    result = build_platform(file, out, envs or None)
+    result = build_platform(file, out, envs or None, verify=verify)
     if result.check.diagnostics:
         report(result.check.diagnostics, fmt)
     if fmt == "json":

@@ -66,6 +66,26 @@ def xbool(value: object) -> str:
     return "true" if value else "false"
 
 
+def indent(s: object, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    """Jinja's ``indent`` filter, same text, without its per-line cost on safe markup.
+
+    Jinja's version joins ``Markup`` lines with a ``Markup`` newline, which escapes
+    every line again; the APIM policies indent thousands of included blocks, and that
+    was a third of their render time. Safe input stays safe: only spaces are added.
+    """
+    indention = width if isinstance(width, str) else " " * width
+    lines = (str(s) + "\n").splitlines()
+    if blank:
+        out = ("\n" + indention).join(lines)
+    else:
+        out = lines.pop(0)
+        if lines:
+            out += "\n" + "\n".join(indention + line if line else line for line in lines)
+    if first:
+        out = indention + out
+    return Markup(out) if isinstance(s, Markup) else out
+
+
 @cache
 def environment() -> jinja2.Environment:
     """The shared environment, loading from ``templates/``."""
@@ -82,6 +102,7 @@ def environment() -> jinja2.Environment:
     env.filters["yaml_block"] = yaml_block
     env.filters["bicep_str"] = bicep_str
     env.filters["bicep_value"] = to_bicep
+    env.filters["indent"] = indent
     env.filters.update(cs_attr=cs_attr, cs_text=cs_text, xml_text=xml_text, xbool=xbool)
     return env
 
