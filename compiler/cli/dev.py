@@ -129,8 +129,8 @@ def dev(
     Each API is served by its --backend, else the demo stand-in (--demo), else its image
     with Docker or Podman when an engine answers, else it answers 503. On start it prints
     each product's key and a curl per endpoint, and writes them to STATE_DIR/dev.json
-    (and each API's container environment to STATE_DIR/env/<api>.env). Logs of every part go to this terminal, tagged by component.
-    Ctrl-C stops everything it started.
+    (and each API's container environment to STATE_DIR/env/<api>.env). Logs of every
+    part go to this terminal, tagged by component. Ctrl-C stops everything it started.
     """  # noqa: D301 - click needs the \b escape
     import asyncio
 
