@@ -21,6 +21,7 @@ from aiohttp import web
 
 from ..model.types import Api, Mode
 from ..render.k8s.istio import workload_path
+from .gateway import catch_all_app
 
 log = logging.getLogger("ai4ec.dev.demo")
 
@@ -39,11 +40,7 @@ class DemoApi:
 
     def application(self) -> web.Application:
         """The app to run; it finishes its background reports before closing."""
-        app = web.Application(client_max_size=1024**3)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        app.on_startup.append(self._open)
-        app.on_cleanup.append(self._close)
-        return app
+        return catch_all_app(self._handle, self._open, self._close)
 
     async def _open(self, _app: web.Application) -> None:
         self._session = aiohttp.ClientSession()

@@ -25,7 +25,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -89,6 +89,19 @@ HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+
+
+def catch_all_app(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    on_startup: Callable[[web.Application], Awaitable[None]],
+    on_cleanup: Callable[[web.Application], Awaitable[None]],
+) -> web.Application:
+    """An app sending every method and path to ``handler`` (the dev servers route themselves)."""
+    app = web.Application(client_max_size=1024**3)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
 
 
 def apim_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -289,11 +302,7 @@ class Gateway:
 
     def application(self) -> web.Application:
         """The app to run; its client session opens and closes with it."""
-        app = web.Application(client_max_size=1024**3)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        app.on_startup.append(self._open)
-        app.on_cleanup.append(self._close)
-        return app
+        return catch_all_app(self._handle, self._open, self._close)
 
     async def _open(self, _app: web.Application) -> None:
         self._session = aiohttp.ClientSession(auto_decompress=False)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..model.types import Api, Mode, Platform
 from ..render.k8s.istio import workload_path
-from .gateway import HOP_BY_HOP
+from .gateway import HOP_BY_HOP, catch_all_app
 
 log = logging.getLogger("ai4ec.dev.ingress")
 
@@ -65,11 +65,7 @@ class Ingress:
 
     def application(self) -> web.Application:
         """The app to run; its client session opens and closes with it."""
-        app = web.Application(client_max_size=1024**3)
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        app.on_startup.append(self._open)
-        app.on_cleanup.append(self._close)
-        return app
+        return catch_all_app(self._forward, self._open, self._close)
 
     async def _open(self, _app: web.Application) -> None:
         self._session = aiohttp.ClientSession(auto_decompress=False)
