@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..errors import dev_error
 from ..model.types import Api
-from .redis import free_port
+from .redis import free_port, reap
 
 log = logging.getLogger("ai4ec.dev.containers")
 
@@ -96,13 +96,7 @@ class ContainerRunner:
                     check=False,
                     stdin=subprocess.DEVNULL,
                 )
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            reap(proc, 10)
 
 
 def _relay(api_id: str, proc: subprocess.Popen[bytes]) -> None:

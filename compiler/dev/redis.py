@@ -97,16 +97,21 @@ class EmbeddedRedis:
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s); safe to call twice."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+            reap(proc, 5)
+
+
+def reap(proc: subprocess.Popen[bytes], seconds: float) -> None:
+    """Wait ``seconds`` for ``proc`` to exit, then kill it; close its output pipe either way."""
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _answers_ping(port: int) -> bool:
