@@ -145,7 +145,7 @@ def check_pod_fits(ctx: ModelContext, api: Api, index: int, cluster: Cluster) ->
     for pool in candidate_pools(cluster, api):
         size = find_vm_size(cat, pool.vm_size)
         if size is None:
-            continue  # E-AZ-VM-SIZE / W-VM-UNKNOWN
+            continue  # E-AZ-VM-SIZE
         alloc = allocatable(
             cat, size, max_pods=pool.max_pods, kubernetes_version=cluster.kubernetes_version
         )

@@ -100,7 +100,7 @@ def resolve_pool(
     if pool is None:
         return ""  # any CPU pool: the chart keeps it off GPU pools
     if gpu and not pool.gpu and pool.gpus_per_node is None:
-        pass  # unknown size: W-VM-UNKNOWN or E-AZ-VM-SIZE says it, guessing "no GPU" would not
+        pass  # unknown size: E-AZ-VM-SIZE says it; guessing "no GPU" would not
     elif gpu and not pool.gpu:
         ctx.report(
             "E-GPU-POOL",

@@ -334,3 +334,32 @@ def test_https_needs_a_concrete_host(tmp_path: Path, hosts: str, expected: list[
 )
 def test_quota_against_rate_limit(tmp_path: Path, rate: str, quota: str, count: int) -> None:
     assert codes(tmp_path, rate=rate, quota=quota) == ["E-PRODUCT-QUOTA"] * count
+
+
+# ------------------------------------------------------------------------------ catalog-only sizes
+
+
+@pytest.mark.parametrize(("gpus", "expected"), [(1, []), (2, ["E-GPU-CAPACITY"])])
+def test_sizes_only_the_catalog_knows_get_every_gpu_rule(
+    tmp_path: Path, gpus: int, expected: list[str]
+) -> None:
+    """Standard_NC40ads_H100_v5 (1 H100) is in the dated catalog, not in vm_sizes.json.
+
+    It is still detected as a GPU pool (so a GPU API is placed and tolerated there), and a
+    pod asking 2 GPUs of a 1-GPU node is refused, as for every other size.
+    """
+    text = BASE.substitute(
+        {
+            **DEFAULTS,
+            "pool": "gpu",
+            "mode": "async",
+            "resources": f"{{cpu: 4, memory: 32Gi, gpu: {gpus}}}",
+        }
+    ).replace("Standard_NC4as_T4_v3", "Standard_NC40ads_H100_v5")
+    path = tmp_path / "platform.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = check_platform(path)
+    assert [d.code for d in result.diagnostics] == expected
+    if not expected:
+        [platform] = result.platforms()
+        assert platform.clusters[0].pool("gpu").gpu
