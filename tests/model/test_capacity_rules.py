@@ -363,3 +363,21 @@ def test_sizes_only_the_catalog_knows_get_every_gpu_rule(
     if not expected:
         [platform] = result.platforms()
         assert platform.clusters[0].pool("gpu").gpu
+
+
+def test_a_fixed_size_gpu_pool_counts_its_nodes(tmp_path: Path) -> None:
+    """`count: 2` holds 2 GPUs; the error points at `count`, the field that decides it."""
+    text = BASE.substitute(
+        {
+            **DEFAULTS,
+            "pool": "gpu",
+            "mode": "async",
+            "resources": "{cpu: 1, memory: 4Gi, gpu: 1}",
+            "scaling": "{minReplicas: 3, maxReplicas: 3}",
+        }
+    ).replace("autoscale: {min: 0, max: 3}", "count: 2")
+    path = tmp_path / "platform.yaml"
+    path.write_text(text, encoding="utf-8")
+    [diag] = check_platform(path).diagnostics
+    assert (diag.code, diag.json_path) == ("E-CAPACITY-GPU-MIN", "$.clusters[0].pools[1].count")
+    assert "the pool holds at most 2 (2 nodes x 1 GPU of Standard_NC4as_T4_v3)" in diag.message
