@@ -96,7 +96,9 @@ def make_platform(n_apis: int) -> dict:
                     {
                         "name": "gpu",
                         "vmSize": "Standard_NC96ads_A100_v4",
-                        "autoscale": {"min": 0, "max": 50},
+                        # 4 GPUs a node; room for every GPU API at minReplicas (validate
+                        # refuses less: E-CAPACITY-GPU-MIN), within AKS's 1,000 nodes.
+                        "autoscale": {"min": 0, "max": min(1000, max(50, -(-n_apis // 4)))},
                     },
                 ],
                 "istio": {"ingress": {"protocol": "http"}},

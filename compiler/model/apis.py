@@ -57,7 +57,7 @@ def read_api(
     cluster = resolve_cluster(ctx, a, path, clusters)
     res = a.get("resources") or {}
     gpu = res.get("gpu", 0)
-    pool_name = resolve_pool(ctx, a, path, cluster, gpu, res)
+    pool_name = resolve_pool(ctx, a, path, cluster, gpu)
 
     endpoints = read_endpoints(ctx, a, path, mode, base)
     scaling = read_scaling(ctx, a, path, endpoints)

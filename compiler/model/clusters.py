@@ -32,18 +32,16 @@ def read_pool(ctx: ModelContext, p: dict[str, Any], path: JsonPath, system: bool
     """One node pool with its VM size facts, taints and size rules."""
     vm = p.get("vmSize", "Standard_D4s_v5")
     info = ctx.vm_sizes.get(vm)
+    if info is None:
+        # vm_sizes.json (prices, diff) lags the dated catalog (e.g. H100 sizes, or what
+        # `catalog refresh` added): take a size's GPUs, vCPUs and memory from the catalog,
+        # so GPU detection and the GPU-per-node rule hold for every size Azure offers. A
+        # size neither knows is E-AZ-VM-SIZE (catalog_rules), with a did-you-mean.
+        size = find_vm_size(catalog(), vm)
+        if size is not None:
+            info = {"gpus": size.gpus, "vcpus": size.vcpus, "memoryGiB": size.memory_gib}
     known_gpus = info["gpus"] if info else None
     gpu = p.get("gpu")
-    # A size the catalog does not know either is E-AZ-VM-SIZE (catalog_rules), with a
-    # did-you-mean; this warning is for sizes Azure offers but ai4ec has no facts about.
-    if info is None and not system and find_vm_size(catalog(), vm) is not None:
-        ctx.report(
-            "W-VM-UNKNOWN",
-            f"ai4ec does not know VM size {vm!r}; GPU and capacity checks are skipped",
-            (*path, "vmSize"),
-            "check the spelling, or set `gpu:` explicitly",
-            warning=True,
-        )
     if gpu is True and known_gpus == 0:
         ctx.report(
             "E-GPU-POOL",

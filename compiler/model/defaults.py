@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from .types import (
@@ -24,6 +25,34 @@ from .types import (
 #: Istio add-on revision when a cluster names none: one the dated catalog lists as supported
 #: (tests/model/test_catalog_rules.py fails when a catalog update retires it).
 DEFAULT_MESH_REVISION = "asm-1-30"
+
+#: Requests of the Istio sidecar (``istio-proxy``) injected into every API pod: the add-on's
+#: injector defaults (istio/istio ``manifests/charts/istio-control/istio-discovery/values.yaml``,
+#: ``global.proxy.resources.requests``); the chart sets no ``sidecar.istio.io/proxyCPU`` or
+#: ``proxyMemory`` annotation, so these are what the scheduler adds to each pod.
+ISTIO_SIDECAR_CPU_MILLICORES = 100
+ISTIO_SIDECAR_MEMORY_MIB = 128
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSetRequests:
+    """What one DaemonSet that ai4ec renders takes from every node it runs on."""
+
+    name: str
+    cpu_millicores: int
+    memory_mib: int
+    #: Runs on the cluster's GPU pools only (and only when the cluster deploys it).
+    gpu_pools_only: bool
+
+
+#: The DaemonSets ai4ec renders, with their requests as
+#: ``templates/k8s/addons/nvidia-device-plugin.yaml.j2`` writes them (a test renders the
+#: add-on and compares). AKS's own system DaemonSets are not counted here.
+PLATFORM_DAEMONSETS = (
+    DaemonSetRequests(
+        "nvidia-device-plugin", cpu_millicores=10, memory_mib=32, gpu_pools_only=True
+    ),
+)
 
 #: Taint every GPU pool gets, so that pods without the toleration never land there.
 GPU_TAINT = Taint(key="sku", value="gpu", effect="NoSchedule")

@@ -11,9 +11,6 @@ from typing import Any
 
 from ..load import JsonPath
 from .context import ModelContext
-from .defaults import (
-    quantity,
-)
 from .types import (
     Api,
     Cluster,
@@ -78,9 +75,8 @@ def resolve_pool(
     path: JsonPath,
     cluster: Cluster | None,
     gpu: int,
-    res: dict[str, Any],
 ) -> str:
-    """The pool an API runs on, checked against the pool's GPU and capacity."""
+    """The pool an API runs on, checked against the pool's GPUs (CPU and memory: capacity_rules)."""
     if cluster is None:
         return str(a.get("pool", ""))
     pools = {p.name: p for p in cluster.pools}
@@ -120,7 +116,7 @@ def resolve_pool(
     if pool is None:
         return ""  # any CPU pool: the chart keeps it off GPU pools
     if gpu and not pool.gpu and pool.gpus_per_node is None:
-        pass  # unknown size: W-VM-UNKNOWN or E-AZ-VM-SIZE says it, guessing "no GPU" would not
+        pass  # unknown size: E-AZ-VM-SIZE says it; guessing "no GPU" would not
     elif gpu and not pool.gpu:
         ctx.report(
             "E-GPU-POOL",
@@ -144,24 +140,6 @@ def resolve_pool(
             (*path, "pool"),
             "GPU nodes are expensive; use a CPU pool unless this is intended",
             warning=True,
-        )
-    if pool.vcpus is not None and "cpu" in res and quantity(res["cpu"]) > pool.vcpus:
-        ctx.report(
-            "E-RESOURCE-CAPACITY",
-            f"API {a['name']!r} requests {res['cpu']} CPU but a {pool.vm_size} node has "
-            f"{pool.vcpus}",
-            (*path, "resources", "cpu"),
-        )
-    if (
-        pool.memory_gib is not None
-        and "memory" in res
-        and quantity(res["memory"]) > pool.memory_gib * 2**30
-    ):
-        ctx.report(
-            "E-RESOURCE-CAPACITY",
-            f"API {a['name']!r} requests {res['memory']} memory but a {pool.vm_size} node "
-            f"has {pool.memory_gib:g}Gi",
-            (*path, "resources", "memory"),
         )
     return pool.name
 

@@ -190,7 +190,9 @@ def test_user_pools_cpu_gpu_spot() -> None:
         r["name"].split("/")[1]: r
         for r in _all(arm, "Microsoft.ContainerService/managedClusters/agentPools")
     }
-    assert list(pools) == ["cpu", "gpu"]
+    assert list(pools) == ["cpu", "gpu", "gpusync"]
+    # The sync detector's pool is on-demand: a spot eviction would take every replica.
+    assert "scaleSetPriority" not in pools["gpusync"]["properties"]
     cpu, gpu = pools["cpu"]["properties"], pools["gpu"]["properties"]
     assert cpu["mode"] == gpu["mode"] == "User"
     assert (cpu["enableAutoScaling"], cpu["minCount"], cpu["maxCount"]) == (True, 1, 5)
@@ -213,13 +215,14 @@ def test_user_pools_cpu_gpu_spot() -> None:
 def test_fixed_size_pool_spot_price_and_internal_ingress() -> None:
     plat = _platform()
     cluster = plat.clusters[0]
-    cpu, gpu = cluster.pools
+    cpu, gpu, *others = cluster.pools
     assert gpu.spot is not None
     changed = dataclasses.replace(
         cluster,
         pools=(
             dataclasses.replace(cpu, min_count=None, max_count=None, count=3, zones=("1", "2")),
             dataclasses.replace(gpu, spot=dataclasses.replace(gpu.spot, max_price=0.35)),
+            *others,
         ),
         ingress=dataclasses.replace(cluster.ingress, external=False),
         keda=False,
@@ -440,7 +443,7 @@ def test_outputs_match_the_kubernetes_placeholders() -> None:
     for cluster in plat.clusters:
         entry = clusters[cluster.name]
         assert "azureKeyvaultSecretsProvider.identity.clientId" in entry["keyVaultProviderClientId"]
-        assert entry["ingressHost"] == ""
+        assert entry["ingressHost"] == "camera-trap.example.org"
         # apply checks a --context's server against this (runner._check_context).
         assert entry["apiServerFqdn"] == (
             "[reference(resourceId('Microsoft.ContainerService/managedClusters', "

@@ -199,6 +199,41 @@ resource aksMainPoolGpu 'Microsoft.ContainerService/managedClusters/agentPools@2
   ]
 }
 
+// User pool gpusync (after the previous one: AKS changes one pool at a time)
+resource aksMainPoolGpusync 'Microsoft.ContainerService/managedClusters/agentPools@2026-05-01' = {
+  parent: aksMain
+  name: 'gpusync'
+  properties: {
+    mode: 'User'
+    vmSize: 'Standard_NC24ads_A100_v4'
+    osType: 'Linux'
+    type: 'VirtualMachineScaleSets'
+    orchestratorVersion: '1.35'
+    enableAutoScaling: true
+    minCount: 1
+    maxCount: 2
+    // Initial size; the cluster autoscaler owns it after.
+    count: 1
+    osDiskSizeGB: 128
+    maxPods: 30
+    nodeLabels: {
+      workload: 'inference'
+    }
+    // The APIs placed on this pool tolerate exactly these taints.
+    nodeTaints: [
+      'sku=gpu:NoSchedule'
+    ]
+    // AKS installs the NVIDIA driver; the device plugin comes with the Kubernetes target.
+    gpuProfile: {
+      driver: 'Install'
+    }
+    tags: tags
+  }
+  dependsOn: [
+    aksMainPoolGpu
+  ]
+}
+
 // What Container Insights collects from the cluster, and where it goes.
 resource aksMainInsightsRule 'Microsoft.Insights/dataCollectionRules@2024-03-11' = {
   name: 'MSCI-eastus-camtrap-main-aks'

@@ -165,7 +165,7 @@ resource aksMainPoolGpu 'Microsoft.ContainerService/managedClusters/agentPools@2
     orchestratorVersion: '1.35'
     enableAutoScaling: true
     minCount: 1
-    maxCount: 4
+    maxCount: 7
     // Initial size; the cluster autoscaler owns it after.
     count: 1
     osDiskSizeGB: 128
