@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import Diagnostic, Severity
 from ..load import SourceMap
+from .apim_rules import check_apim
 from .apis import read_api
 from .catalog_rules import check_catalog
 from .clusters import read_cluster
@@ -42,6 +43,7 @@ def assemble(ctx: ModelContext) -> Platform:
     apis = link_pipelines(apis, pipelines)
     check_routes(ctx, apis, pipelines)
     products = read_products(ctx, apis, pipelines)
+    check_apim(ctx, apis, pipelines, products)
     tags = dict(sorted((meta.get("tags") or {}).items()))
     tags.setdefault("ai4ec-platform", meta["name"])
     tags.setdefault("ai4ec-environment", ctx.environment)
