@@ -75,7 +75,7 @@ def check_platform(
 
 def check_document(doc: Document, environments: Sequence[str] | None = None) -> CheckResult:
     """Validate an already loaded document (see :func:`check_platform`)."""
-    from .validate import environments_diagnostics, schema_diagnostics
+    from .validate import environments_diagnostics, prune, schema_findings
 
     diags: list[Diagnostic] = environments_diagnostics(doc.data, doc.source)
     if diags:
@@ -114,11 +114,16 @@ def check_document(doc: Document, environments: Sequence[str] | None = None) -> 
                 data, source = base_view(doc)
             else:
                 data, source = apply_environment(doc, env)
-            env_diags.extend(schema_diagnostics(data, source))
+            found, error_paths = schema_findings(data, source)
+            env_diags.extend(found)
             platform = None
             if not any(d.severity is Severity.ERROR for d in env_diags):
                 platform, semantic = build_model(data, source, env, base_dir)
                 env_diags.extend(semantic)
+            elif (rest := prune(data, source, error_paths)) is not None:
+                # Every problem at once: the semantic rules of the parts the schema accepted.
+                _, semantic = build_model(rest.data, rest.source, env, base_dir, rest.broken)
+                env_diags.extend(rest.restore(semantic))
         results.append(
             EnvironmentResult(
                 name=env,
