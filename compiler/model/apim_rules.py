@@ -39,6 +39,8 @@ _ID = re.compile(r"^[a-z][-a-z0-9]*$")
 _NEUTRAL = re.compile(r"^[A-Za-z0-9/._~!$()*+,;=:@%-]+$")
 _HEADER = re.compile(r"^[A-Za-z0-9-]+$|^\*$")
 _PATH_BAD = re.compile(r'[{}"\\\s<>]')
+#: Characters XML 1.0 cannot carry at all, escaped or not: a policy holding one is refused.
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 class Problem(NamedTuple):
@@ -102,7 +104,17 @@ def neutral_problem(value: str, what: str) -> Problem | None:
 
 
 def literal_problem(value: str, what: str) -> Problem | None:
-    """User text placed verbatim in policy XML: no named-value reference, no expression."""
+    """User text placed verbatim in policy XML: no named-value reference, no expression.
+
+    Nor a control character: XML 1.0 has no way to write one, so the policy would not
+    parse (found by tests/test_property_build.py with a CORS origin the schema allows).
+    """
+    if _XML_BAD.search(value):
+        return Problem(
+            "E-APIM-LITERAL",
+            f"{what} {value!r} holds a control character an API Management policy cannot carry",
+            "remove the control character; policies are XML documents",
+        )
     if "{{" not in value and "}}" not in value and not value.lstrip().startswith("@"):
         return None
     return Problem(
