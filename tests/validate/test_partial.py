@@ -136,3 +136,19 @@ def test_cli_reports_all_of_them_and_exits_1(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["validate", "--format", "github", str(path)])
     assert res.exit_code == 1
     assert "E-SCHEMA-TYPE" in res.output and "E-MIN-MAX" in res.output
+
+
+def test_a_broken_environments_section_does_not_hide_the_base(tmp_path: Path) -> None:
+    diags = _check(
+        tmp_path,
+        """\
+        apis:
+          - {name: b, version: v1, image: b:1, endpoints: [{path: /b}],
+             scaling: {minReplicas: 4, maxReplicas: 2}}
+        environments:
+          Prod: {}
+        """,
+    )
+    errors = [d.code for d in diags if d.severity == "error"]
+    assert "E-MIN-MAX" in errors
+    assert any(c.startswith("E-SCHEMA") for c in errors)
