@@ -54,8 +54,22 @@ class Pruned:
         for d in diags:
             if d.code in SECTION_WARNINGS:
                 continue
-            out.append(replace(d, json_path=self._original_path(d.json_path)))
+            out.append(
+                replace(
+                    d,
+                    json_path=self._original_path(d.json_path),
+                    message=self._original_message(d.json_path, d.message),
+                )
+            )
         return out
+
+    def _original_message(self, json_path: str, message: str) -> str:
+        """E-DUPLICATE-NAME names the first entry's index; give the document's."""
+        m, first = _ENTRY.match(json_path), _FIRST_AT.search(message)
+        if m is None or first is None or m.group(1) not in self.kept:
+            return message
+        index = self.kept[m.group(1)][int(first.group(1))]
+        return f"{message[: first.start(1)]}{index}{message[first.end(1) :]}"
 
     def _original_path(self, json_path: str) -> str:
         m = _ENTRY.match(json_path)
@@ -65,6 +79,7 @@ class Pruned:
         return f"$.{m.group(1)}[{index}]{json_path[m.end() :]}"
 
 
+_FIRST_AT = re.compile(r"\(first at index ([0-9]+)\)")
 _ENTRY = re.compile(r"^\$\.(" + "|".join(PRUNABLE) + r")\[([0-9]+)\]")
 
 

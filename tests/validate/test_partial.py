@@ -152,3 +152,18 @@ def test_a_broken_environments_section_does_not_hide_the_base(tmp_path: Path) ->
     errors = [d.code for d in diags if d.severity == "error"]
     assert "E-MIN-MAX" in errors
     assert any(c.startswith("E-SCHEMA") for c in errors)
+
+
+def test_a_duplicate_after_a_refused_entry_names_the_document_index(tmp_path: Path) -> None:
+    diags = _check(
+        tmp_path,
+        """\
+        apis:
+          - {name: x, version: v1, image: x:1, endpoints: [{path: /x}], port: bad}
+          - {name: a, version: v1, image: a:1, endpoints: [{path: /a}]}
+          - {name: a, version: v1, image: a:1, endpoints: [{path: /a}]}
+        """,
+    )
+    (dup,) = [d for d in diags if d.code == "E-DUPLICATE-NAME"]
+    assert dup.json_path == "$.apis[2]"
+    assert "(first at index 1)" in dup.message
