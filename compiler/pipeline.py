@@ -75,10 +75,14 @@ def check_platform(
 
 def check_document(doc: Document, environments: Sequence[str] | None = None) -> CheckResult:
     """Validate an already loaded document (see :func:`check_platform`)."""
-    from .validate import environments_diagnostics, schema_diagnostics
+    from .validate import environments_diagnostics
 
     diags: list[Diagnostic] = environments_diagnostics(doc.data, doc.source)
     if diags:
+        # No overlay can be merged, but the base is still checked: every problem at once.
+        with gc_paused():
+            data, source = base_view(doc)
+            diags.extend(_check_view(data, source, DEFAULT_ENV, doc.path.parent)[1])
         return CheckResult(document=doc, diagnostics=tuple(sorted(diags, key=Diagnostic.sort_key)))
     defined = environment_names(doc)
     if environments:
@@ -114,11 +118,8 @@ def check_document(doc: Document, environments: Sequence[str] | None = None) -> 
                 data, source = base_view(doc)
             else:
                 data, source = apply_environment(doc, env)
-            env_diags.extend(schema_diagnostics(data, source))
-            platform = None
-            if not any(d.severity is Severity.ERROR for d in env_diags):
-                platform, semantic = build_model(data, source, env, base_dir)
-                env_diags.extend(semantic)
+            platform, found = _check_view(data, source, env, base_dir)
+            env_diags.extend(found)
         results.append(
             EnvironmentResult(
                 name=env,
@@ -134,6 +135,27 @@ def check_document(doc: Document, environments: Sequence[str] | None = None) -> 
         environments=tuple(results),
         diagnostics=tuple(_merge_env_diagnostics(wanted, per_env, bool(defined))),
     )
+
+
+def _check_view(
+    data: dict[str, Any], source: SourceMap, env: str, base_dir: Path
+) -> tuple[Platform | None, list[Diagnostic]]:
+    """Schema and semantic diagnostics of one merged view, and its model when valid.
+
+    With schema errors, the semantic rules still run on every part the schema accepted
+    (:func:`ai4ec.validate.prune`): every problem at once.
+    """
+    from .validate import prune, schema_findings
+
+    diags, error_paths = schema_findings(data, source)
+    if not any(d.severity is Severity.ERROR for d in diags):
+        platform, semantic = build_model(data, source, env, base_dir)
+        return platform, diags + semantic
+    rest = prune(data, source, error_paths)
+    if rest is not None:
+        _, semantic = build_model(rest.data, rest.source, env, base_dir, rest.broken)
+        diags.extend(rest.restore(semantic))
+    return None, diags
 
 
 def _merge_env_diagnostics(

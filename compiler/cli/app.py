@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 
 import click
@@ -29,7 +28,7 @@ from .diff import diff
 from .exits import EXIT_INTERNAL, EXIT_OK, exit_code_for
 from .functions import functions
 from .init import init
-from .output import report_error
+from .output import report_error, report_internal
 from .schema import schema
 from .validate import validate
 
@@ -79,12 +78,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         click.echo("interrupted", err=True)
         sys.exit(exit_code_for(exc))
     except Exception as exc:  # noqa: BLE001 - the last line of defence
-        if debug:
-            traceback.print_exc()
-        click.echo(
-            f"internal error: {type(exc).__name__}: {exc}. This is an ai4ec bug; please "
-            "report it with the command you ran (rerun with --debug for a traceback).",
-            err=True,
-        )
+        report_internal(exc, debug)
         sys.exit(EXIT_INTERNAL)
     sys.exit(code if isinstance(code, int) else EXIT_OK)

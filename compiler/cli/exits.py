@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import click
 
-from ..errors import Ai4ecError
+from ..errors import Ai4ecError, RenderError
 
 EXIT_OK = 0
 EXIT_USER = 1
@@ -42,8 +42,11 @@ class CommandExit(click.ClickException):
 
 
 # Looked up along the exception's MRO, most specific first. Usage mistakes are user
-# errors (1): 2 stays reserved for "diff found changes".
+# errors (1): 2 stays reserved for "diff found changes". A render failure is a bug (70):
+# rendering runs only on a platform that validated, and every rule that can refuse user
+# input runs in validate (issue 12).
 EXIT_CODES: Mapping[type[BaseException], int] = {
+    RenderError: EXIT_INTERNAL,
     Ai4ecError: EXIT_USER,
     click.UsageError: EXIT_USER,
     click.ClickException: EXIT_USER,

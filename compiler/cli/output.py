@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import click
 
 from ..errors import Ai4ecError, Diagnostic
 from ..report import format_github, format_json, format_text
-from .exits import CommandExit, exit_code_for
+from .exits import EXIT_INTERNAL, CommandExit, exit_code_for
 
 # ctx.meta key under which a command's diagnostics --format is kept (see options.py), so
 # errors come out in the format the user asked for.
@@ -75,13 +76,56 @@ def report_step_error(exc: Ai4ecError) -> None:
         click.echo(scrub(f"  {d.code}: {d.message}"), err=True)
 
 
+#: What every internal error ends with: it is ours to fix, and how to give us the details.
+BUG_HINT = (
+    "This is an ai4ec bug; please report it with the command you ran "
+    "(rerun with --debug for a traceback)."
+)
+
+
+def debug_requested(ctx: click.Context | None = None) -> bool:
+    """Whether ``--debug`` (on the ``ai4ec`` group) or ``AI4EC_DEBUG=1`` asks for tracebacks."""
+    if os.environ.get("AI4EC_DEBUG") == "1":
+        return True
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
+def report_internal(exc: BaseException, debug: bool) -> None:
+    """Tell the user an ai4ec bug stopped the command, with the traceback under ``--debug``.
+
+    An :class:`Ai4ecError` has shown its diagnostics already, so only the hint follows.
+    """
+    from ..apply.scrub import scrub
+
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, Ai4ecError):
+        click.echo(f"internal error: {BUG_HINT}", err=True)
+    else:
+        click.echo(scrub(f"internal error: {type(exc).__name__}: {exc}. {BUG_HINT}"), err=True)
+
+
 class Command(click.Command):
-    """A click command whose ai4ec errors are reported, then end it with their exit code."""
+    """A click command whose ai4ec errors are reported, then end it with their exit code.
+
+    An error that maps to exit 70 (a render failure, or any exception ai4ec did not
+    expect) is a bug: after its diagnostics comes the bug hint, and with ``--debug`` the
+    traceback. Handling it here, not only in :func:`ai4ec.cli.app.main`, gives the same
+    exit code under click's own runner.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; an :class:`Ai4ecError` becomes a report and a :class:`CommandExit`."""
+        """Run the command; an error becomes a report and a :class:`CommandExit`."""
         try:
             return super().invoke(ctx)
         except Ai4ecError as exc:
+            code = exit_code_for(exc)
             report_error(exc, str(ctx.meta.get(DIAGNOSTIC_FORMAT, "text")))
-            raise CommandExit(exit_code_for(exc)) from None
+            if code == EXIT_INTERNAL:
+                report_internal(exc, debug_requested(ctx))
+            raise CommandExit(code) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug; reported, never a bare traceback
+            report_internal(exc, debug_requested(ctx))
+            raise CommandExit(EXIT_INTERNAL) from None

@@ -11,11 +11,13 @@ Runs only on data that passed the schema, so it may rely on types and required f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import Diagnostic, Severity
 from ..load import SourceMap
+from .apim_rules import check_apim
 from .apis import read_api
 from .capacity_rules import check_capacity_rules
 from .catalog_rules import check_catalog
@@ -44,6 +46,7 @@ def assemble(ctx: ModelContext) -> Platform:
     check_routes(ctx, apis, pipelines)
     products = read_products(ctx, apis, pipelines)
     check_capacity_rules(ctx, clusters, apis, products)
+    check_apim(ctx, apis, pipelines, products)
     tags = dict(sorted((meta.get("tags") or {}).items()))
     tags.setdefault("ai4ec-platform", meta["name"])
     tags.setdefault("ai4ec-environment", ctx.environment)
@@ -66,6 +69,7 @@ def build_model(
     source: SourceMap,
     environment: str,
     base_dir: Path | None = None,
+    broken: Mapping[str, frozenset[str]] | None = None,
 ) -> tuple[Platform | None, list[Diagnostic]]:
     """Build the model for one environment.
 
@@ -74,11 +78,13 @@ def build_model(
         source: Source map of ``data``.
         environment: Environment name (``default`` when the file defines none).
         base_dir: Directory of platform.yaml, for relative file references.
+        broken: Section -> names of entries the schema refused and ``data`` leaves out;
+            references to them are not reported (their schema error says what is wrong).
 
     Returns:
         The platform (``None`` when any error was found) and every diagnostic.
     """
-    ctx = ModelContext(data, source, environment, base_dir or Path())
+    ctx = ModelContext(data, source, environment, base_dir or Path(), broken)
     platform = assemble(ctx)
     has_error = any(d.severity is Severity.ERROR for d in ctx.diagnostics)
     return (None if has_error else platform), ctx.diagnostics

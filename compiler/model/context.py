@@ -7,6 +7,7 @@ naming, references, rules) sits in its own module.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,16 @@ class ModelContext:
     """Collects diagnostics, located through the merged document's source map."""
 
     def __init__(
-        self, data: dict[str, Any], source: SourceMap, environment: str, base_dir: Path
+        self,
+        data: dict[str, Any],
+        source: SourceMap,
+        environment: str,
+        base_dir: Path,
+        broken: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.data = data
+        #: Section -> names of entries the schema refused (left out of ``data``).
+        self.broken: Mapping[str, frozenset[str]] = broken or {}
         self.source = source
         self.environment = environment
         self.base_dir = base_dir
@@ -31,6 +39,14 @@ class ModelContext:
         # find_api's index of APIs by name, rebuilt when it is asked about another list.
         self.apis_by_name: dict[str, list[Api]] = {}
         self.apis_by_name_for: list[Api] | None = None
+
+    def is_broken(self, section: str, name: object = None) -> bool:
+        """Whether ``name`` (any name, when None) in ``section`` is a left-out entry.
+
+        Its schema error is reported already; an "unknown" error on top would be noise.
+        """
+        names = self.broken.get(section, frozenset())
+        return bool(names) if name is None else name in names
 
     def report(
         self,

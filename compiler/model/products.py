@@ -71,7 +71,11 @@ def read_products(
             matched = [
                 pid for n, v, pid in pipe_objs if n == name and (not version or v == version)
             ]
-            if not matched and not any(r["name"] == name for r in raw_pipes):
+            if (
+                not matched
+                and not any(r["name"] == name for r in raw_pipes)
+                and not ctx.is_broken("pipelines", name)
+            ):
                 ctx.report(
                     "E-REF-PIPELINE",
                     f"product {prod['name']!r} references unknown pipeline {ref!r}",

@@ -40,6 +40,8 @@ def resolve_cluster(
         for c in clusters:
             if c.name == a["cluster"]:
                 return c
+        if ctx.is_broken("clusters", a["cluster"]):
+            return None
         ctx.report(
             "E-REF-CLUSTER",
             f"API {a['name']!r} runs on unknown cluster {a['cluster']!r}",
@@ -47,6 +49,8 @@ def resolve_cluster(
             f"defined clusters: {', '.join(names)}",
         )
         return None
+    if ctx.is_broken("clusters"):
+        return None  # which cluster it would run on is unknown while one is left out
     if len(clusters) == 1:
         return clusters[0]
     ctx.report(
@@ -156,6 +160,8 @@ def find_api(
     matches = [a for a in ctx.apis_by_name.get(name, []) if version is None or a.version == version]
     if len(matches) == 1:
         return matches[0]
+    if not matches and ctx.is_broken("apis", name):
+        return None
     if not matches:
         known = sorted({f"{a.name}@{a.version}" for a in apis})
         close = [k for k in known if k.split("@")[0] == name]
@@ -191,6 +197,8 @@ def resolve_pipeline(
     cands = [i for i in by_name.get(name, []) if version is None or raw[i]["version"] == version]
     if len(cands) == 1:
         return cands[0]
+    if not cands and ctx.is_broken("pipelines", name):
+        return None
     if not cands:
         ctx.report(
             "E-REF-PIPELINE",
@@ -215,6 +223,8 @@ def pipeline_index(ctx: ModelContext) -> dict[str, int]:
 
 def unknown_product(ctx: ModelContext, name: str, path: JsonPath, names: set[str]) -> None:
     """Report a reference to a product that does not exist, naming the known ones."""
+    if ctx.is_broken("products", name):
+        return
     close = sorted(names)
     ctx.report(
         "E-REF-PRODUCT",

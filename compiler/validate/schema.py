@@ -107,14 +107,17 @@ def schema_diagnostics(data: Any, source: SourceMap) -> list[Diagnostic]:
     validator in a few milliseconds; only when it objects does jsonschema walk the
     document again to collect every error with its context.
     """
-    fast = fast_validator()
-    if fast is not None:
-        try:
-            fast(data)
-        except fastjsonschema.JsonSchemaException:
-            pass
-        else:
-            return _yaml11_bool_warnings(source, set())
+    return schema_findings(data, source)[0]
+
+
+def schema_findings(data: Any, source: SourceMap) -> tuple[list[Diagnostic], set[JsonPath]]:
+    """:func:`schema_diagnostics`, plus the JSON path of every error.
+
+    The paths tell :mod:`.partial` which parts of the document the schema refused, so
+    the semantic rules can still run on the rest.
+    """
+    if schema_accepts(data):
+        return _yaml11_bool_warnings(source, set()), set()
     out: list[Diagnostic] = []
     error_paths: set[JsonPath] = set()
     for error in _validator().iter_errors(data):
@@ -122,7 +125,19 @@ def schema_diagnostics(data: Any, source: SourceMap) -> list[Diagnostic]:
             out.append(diag)
             error_paths.add(path)
     out.extend(_yaml11_bool_warnings(source, error_paths))
-    return out
+    return out, error_paths
+
+
+def schema_accepts(data: Any) -> bool:
+    """Whether ``data`` is valid against the platform schema (fast when it is)."""
+    fast = fast_validator()
+    if fast is None:
+        return bool(_validator().is_valid(data))
+    try:
+        fast(data)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
 
 
 def _yaml11_bool_warnings(source: SourceMap, skip: set[JsonPath]) -> list[Diagnostic]:

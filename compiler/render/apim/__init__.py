@@ -1,6 +1,6 @@
 """API Management target: the platform's only public door.
 
-Model -> plan (:mod:`.plan`, its input rules in :mod:`.rules`) -> policy files
+Model -> plan (:mod:`.plan`, asserting the model's APIM rules through :mod:`.rules`) -> policy files
 (:mod:`.policies`) and the API Management children of the Azure template
 (:mod:`.resources`). The plan and every policy are rendered once per environment: the
 files in ``apim/`` and the ``properties.value`` of their ARM/Bicep policy resources are
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...errors import Diagnostic, RenderError
 from ...model.types import Platform
 from ..artifact import Artifact, RenderContext
 from .plan import build_plan
@@ -57,20 +56,6 @@ def render_apim(platform: Platform, context: RenderContext) -> ApimResult:
     return ApimResult(artifacts=artifacts, infrastructure=infrastructure)
 
 
-def rule_diagnostics(platform: Platform, source_dir: str) -> tuple[Diagnostic, ...]:
-    """What the APIM rules (:mod:`.rules`) say about a model; empty when it renders.
-
-    The entry point for validation to run them before ``build``. Today it plans the
-    environment and reports the first rule that fails; the rules themselves are plain
-    functions of model values, ready to be called one by one.
-    """
-    try:
-        build_plan(platform, source_dir, "")
-    except RenderError as exc:
-        return exc.diagnostics
-    return ()
-
-
 __all__ = [
     "APIM_API_VERSION",
     "INGRESS_PARAMETER",
@@ -78,5 +63,4 @@ __all__ = [
     "ApimInfrastructure",
     "ApimResult",
     "render_apim",
-    "rule_diagnostics",
 ]

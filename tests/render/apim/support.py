@@ -11,6 +11,7 @@ from typing import Any
 
 from lxml import etree
 
+from ai4ec.errors import RenderError
 from ai4ec.model.types import Api, Platform
 from ai4ec.pipeline import check_platform
 from ai4ec.render import render_targets
@@ -110,3 +111,15 @@ def upsert_body_code(root: etree._Element) -> str:
 def assigned_fields(code: str) -> dict[str, str]:
     """``task["X"] = <expr>;`` assignments of the upsert body code, in order."""
     return dict(re.findall(r'task\["(\w+)"\]\s*=\s*([^;]+);', code))
+
+
+def assert_rule_bug(error: RenderError, rule: str) -> None:
+    """``error`` is the renderer's assertion of a validate rule: an ai4ec bug, naming ``rule``.
+
+    The renderer still refuses such a model (built here by hand, past validate), but as an
+    internal error: validate reports the same rule as a user error at its field.
+    """
+    (diag,) = error.diagnostics
+    assert diag.code == "E-RENDER-RULE"
+    assert rule in diag.message
+    assert "ai4ec bug" in diag.hint
