@@ -99,6 +99,7 @@ _SINGLETONS = (
     "microsoft.containerregistry/registries",
     "microsoft.keyvault/vaults",
     "microsoft.cache/redis",
+    "microsoft.cache/redisenterprise",
     "microsoft.apimanagement/service",
     "microsoft.operationalinsights/workspaces",
     "microsoft.insights/components",

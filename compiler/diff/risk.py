@@ -152,6 +152,12 @@ FIELD_RULES: tuple[FieldRule, ...] = (
         Risk.DATA_LOSS,
         "fixed at creation: the cache is recreated and its data lost",
     ),
+    _rule(
+        "microsoft.cache/redisenterprise/databases",
+        r"^properties\.(clusteringPolicy|port|modules)$",
+        Risk.DATA_LOSS,
+        "fixed at creation: the database is recreated and its tasks and results are lost",
+    ),
     # Storage
     _rule(
         "microsoft.storage/storageaccounts",
@@ -263,6 +269,14 @@ REMOVAL_RULES: dict[str, tuple[Risk, str]] = {
         "its secrets, keys and certificates go (recoverable only during soft-delete retention)",
     ),
     "microsoft.cache/redis": (Risk.DATA_LOSS, "tasks and results held in Redis are lost"),
+    "microsoft.cache/redisenterprise": (
+        Risk.DATA_LOSS,
+        "tasks and results held in Redis are lost",
+    ),
+    "microsoft.cache/redisenterprise/databases": (
+        Risk.DATA_LOSS,
+        "tasks and results held in Redis are lost",
+    ),
     "microsoft.apimanagement/service": (
         Risk.DATA_LOSS,
         "API Management's subscriptions, keys and users are deleted",

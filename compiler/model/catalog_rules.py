@@ -85,16 +85,33 @@ def _pool_paths(cluster: dict[str, Any], index: int) -> list[tuple[str, JsonPath
     return out
 
 
+def _check_cache(ctx: ModelContext, cat: Catalog, cache: dict[str, Any], day: dt.date) -> None:
+    """The cache SKU against the catalog's offers (see :func:`check_catalog`)."""
+    if any(d.code == "E-CACHE-SKU" for d in ctx.diagnostics):
+        return  # read_azure said what is wrong; a catalog finding on top would repeat it
+    if cache.get("kind") == "legacy":
+        tier = cache.get("sku", "Basic")
+        family = cache.get("family", "P" if tier == "Premium" else "C")
+        finding = check_cache_sku(cat, f"{tier}_{family}{cache.get('capacity', 1)}", day)
+        if finding is not None and finding.severity is Severity.ERROR:
+            where = "sku" if "sku" in cache else "capacity" if "capacity" in cache else "kind"
+            _report(ctx, finding, ("azure", "cache", where))
+        else:
+            _report(ctx, finding, ("azure", "cache", "kind"))
+    elif "sku" in cache:
+        _report(ctx, check_cache_sku(cat, str(cache["sku"]), day), ("azure", "cache", "sku"))
+
+
 def check_catalog(ctx: ModelContext, on: dt.date | None = None) -> None:
     """Report every size, version, revision, region and cache SKU Azure would refuse.
 
     Only values written in platform.yaml are checked: ai4ec's own defaults are kept current
     by the samples' test, and a finding the user cannot locate would be no help.
 
-    The legacy-cache warning (W-AZ-CACHE-LEGACY) is not reported yet: the schema offers
-    only the legacy tiers until Azure Managed Redis is selectable (issue 12, item 7), so
-    every platform would warn with nothing it could change. Unknown or retired cache SKUs
-    are still errors.
+    The cache: Azure Managed Redis is the default, so choosing the legacy Azure Cache for
+    Redis (``kind: legacy``) is a warning (W-AZ-CACHE-LEGACY, at ``kind``) while Azure
+    still sells it - it is legal, and the only choice in clouds without Azure Managed
+    Redis - and an error once retired. An unknown managed SKU is an error.
     """
     if on is None:
         try:
@@ -106,20 +123,7 @@ def check_catalog(ctx: ModelContext, on: dt.date | None = None) -> None:
     cat = catalog()
     azure = ctx.data["azure"]
     _report(ctx, check_region(cat, azure["location"]), ("azure", "location"))
-    cache = azure.get("cache") or {}
-    if "sku" in cache or "capacity" in cache or "family" in cache:
-        tier = cache.get("sku", "Basic")
-        family = cache.get("family", "P" if tier == "Premium" else "C")
-        if any(d.code == "E-CACHE-SKU" for d in ctx.diagnostics):
-            family = ""  # read_azure said what is wrong; an unknown SKU on top would repeat it
-        finding = (
-            None
-            if not family
-            else check_cache_sku(cat, f"{tier}_{family}{cache.get('capacity', 1)}", day)
-        )
-        if finding is not None and finding.severity is Severity.ERROR:
-            where = "sku" if "sku" in cache else "capacity" if "capacity" in cache else "family"
-            _report(ctx, finding, ("azure", "cache", where))
+    _check_cache(ctx, cat, azure.get("cache") or {}, day)
     for i, c in enumerate(ctx.data["clusters"]):
         for size, path in _pool_paths(c, i):
             _report(ctx, check_vm_size(cat, size, day), path)

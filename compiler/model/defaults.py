@@ -161,13 +161,14 @@ def default_probe(
 
 
 def read_tasks(raw: dict[str, Any] | None) -> TaskPolicy:
-    """Task TTL and retry policy, with the documented defaults."""
+    """Task TTL, queue timeout and retry policy, with the documented defaults."""
     raw = raw or {}
     retry = raw.get("retry") or {}
     return TaskPolicy(
         ttl_seconds=seconds(raw.get("ttl", "7d")),
         max_attempts=retry.get("maxAttempts", 3),
         backoff_seconds=seconds(retry.get("backoff", "30s")),
+        queue_timeout_seconds=seconds(raw.get("queueTimeout", "15m")),
     )
 
 

@@ -17,8 +17,15 @@ from .context import ModelContext
 from .defaults import (
     seconds,
 )
-from .rules import check_apim_capacity, check_cache_sku, check_event_ttl
+from .rules import (
+    DEFAULT_MANAGED_CACHE_SKU,
+    check_apim_capacity,
+    check_cache_sku,
+    check_event_ttl,
+    check_managed_cache,
+)
 from .types import (
+    CACHE_MANAGED,
     ApiManagement,
     Azure,
     Cache,
@@ -65,10 +72,16 @@ def read_azure(ctx: ModelContext) -> Azure:
     apim_sku = apim.get("sku", "Developer")
     apim_capacity = apim.get("capacity", 0 if apim_sku == "Consumption" else 1)
     check_apim_capacity(ctx, apim_sku, apim_capacity)
-    cache_sku = cache.get("sku", "Basic")
-    family = cache.get("family", "P" if cache_sku == "Premium" else "C")
-    capacity = cache.get("capacity", 1)
-    check_cache_sku(ctx, cache_sku, family, capacity)
+    cache_kind = cache.get("kind", CACHE_MANAGED)
+    if cache_kind == CACHE_MANAGED:
+        cache_sku = cache.get("sku", DEFAULT_MANAGED_CACHE_SKU)
+        family, capacity = "", 0
+        check_managed_cache(ctx, cache)
+    else:
+        cache_sku = cache.get("sku", "Basic")
+        family = cache.get("family", "P" if cache_sku == "Premium" else "C")
+        capacity = cache.get("capacity", 1)
+        check_cache_sku(ctx, cache_sku, family, capacity)
     ttl_minutes = math.ceil(seconds(eg.get("eventTtl", "1d")) / 60)
     check_event_ttl(ctx, ttl_minutes)
 
@@ -95,7 +108,12 @@ def read_azure(ctx: ModelContext) -> Azure:
             ),
         ),
         cache=Cache(
-            name=f"{prefix}{dash}-redis-{u}", sku=cache_sku, family=family, capacity=capacity
+            name=f"{prefix}{dash}-redis-{u}",
+            kind=cache_kind,
+            sku=cache_sku,
+            family=family,
+            capacity=capacity,
+            location=a["location"],
         ),
         functions=Functions(
             app_name=f"{prefix}{dash}-tasks-{u}",

@@ -122,8 +122,50 @@ def check_apim_capacity(ctx: ModelContext, sku: str, capacity: int) -> None:
         ctx.report("E-APIM-CAPACITY", "the Developer tier has exactly 1 unit", _APIM_CAPACITY)
 
 
+#: Azure Managed Redis SKU when ``azure.cache.sku`` is omitted: 1 GB like the legacy
+#: default (Basic C1), with high availability (Balanced_B0 is only 0.5 GB).
+DEFAULT_MANAGED_CACHE_SKU = "Balanced_B1"
+#: Tiers of the legacy Azure Cache for Redis (``kind: legacy``).
+LEGACY_CACHE_TIERS = ("Basic", "Standard", "Premium")
+
+
+def check_managed_cache(ctx: ModelContext, cache: dict[str, Any]) -> None:
+    """Azure Managed Redis is sized by its SKU alone; legacy tiers and sizes do not apply.
+
+    Unknown managed SKUs are the catalog rules' (E-AZ-CACHE-SKU, with a did-you-mean).
+    """
+    sku = cache.get("sku")
+    if sku in LEGACY_CACHE_TIERS:
+        ctx.report(
+            "E-CACHE-SKU",
+            f"{sku} is a tier of the legacy Azure Cache for Redis, not of Azure Managed Redis",
+            ("azure", "cache", "sku"),
+            f"use an Azure Managed Redis SKU such as {DEFAULT_MANAGED_CACHE_SKU}, "
+            "or set kind: legacy",
+        )
+    for field in ("family", "capacity"):
+        if field in cache:
+            ctx.report(
+                "E-CACHE-SKU",
+                f"{field} sizes the legacy Azure Cache for Redis only; "
+                "Azure Managed Redis is sized by its SKU",
+                ("azure", "cache", field),
+                f"remove {field} and pick the size with sku (e.g. {DEFAULT_MANAGED_CACHE_SKU}), "
+                "or set kind: legacy",
+            )
+
+
 def check_cache_sku(ctx: ModelContext, sku: str, family: str, capacity: int) -> None:
     """Redis family must match the SKU (P for Premium, else C); Premium sizes are P1-P5."""
+    if sku not in LEGACY_CACHE_TIERS:
+        ctx.report(
+            "E-CACHE-SKU",
+            f"{sku} is not a tier of the legacy Azure Cache for Redis "
+            f"({', '.join(LEGACY_CACHE_TIERS)})",
+            ("azure", "cache", "sku"),
+            "remove kind: legacy to use Azure Managed Redis with this SKU",
+        )
+        return
     if (sku == "Premium") != (family == "P"):
         ctx.report(
             "E-CACHE-SKU",

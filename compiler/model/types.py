@@ -65,14 +65,59 @@ class ApiManagement:
     custom_domain: CustomDomain | None
 
 
+#: ``azure.cache.kind``: Azure Managed Redis (default) or the retiring Azure Cache for Redis.
+CACHE_MANAGED = "managed"
+CACHE_LEGACY = "legacy"
+#: Index shards of the runtime's keys on a Redis Cluster (``AI4EC_REDIS_SHARDS``). Fixed
+#: here because the Function App and every KEDA trigger must agree on it.
+CACHE_CLUSTER_SHARDS = 8
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cache:
-    """Azure Cache for Redis."""
+    """The task store's Redis.
+
+    ``managed`` is Azure Managed Redis (``Microsoft.Cache/redisEnterprise``) with the
+    OSS cluster policy, which the runtime serves with ``AI4EC_REDIS_MODE=cluster``;
+    ``legacy`` is Azure Cache for Redis (``Microsoft.Cache/redis``), one node.
+
+    Attributes:
+        name: The cache resource name.
+        kind: :data:`CACHE_MANAGED` or :data:`CACHE_LEGACY`.
+        sku: ``Balanced_B1`` and the like (managed) or ``Basic``/``Standard``/``Premium``.
+        family: ``C`` or ``P`` (legacy only; ``""`` for managed).
+        capacity: Size within the family (legacy only; 0 for managed).
+        location: Azure region (part of a managed cache's host name).
+    """
 
     name: str
+    kind: str
     sku: str
     family: str
     capacity: int
+    location: str
+
+    @property
+    def managed(self) -> bool:
+        """Whether this is Azure Managed Redis (a cluster with the OSS policy)."""
+        return self.kind == CACHE_MANAGED
+
+    @property
+    def host(self) -> str:
+        """The host name clients connect to (known before the cache exists)."""
+        if self.managed:
+            return f"{self.name}.{self.location}.redis.azure.net"
+        return f"{self.name}.redis.cache.windows.net"
+
+    @property
+    def port(self) -> int:
+        """The TLS port: 10000 on Azure Managed Redis, 6380 on Azure Cache for Redis."""
+        return 10000 if self.managed else 6380
+
+    @property
+    def shards(self) -> int:
+        """Index shards of the runtime's keys; 0 = one Redis, upstream's key names."""
+        return CACHE_CLUSTER_SHARDS if self.managed else 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -308,6 +353,8 @@ class TaskPolicy:
     ttl_seconds: int
     max_attempts: int
     backoff_seconds: int
+    #: How long a task may wait undelivered (``created``) before it is retried or failed.
+    queue_timeout_seconds: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

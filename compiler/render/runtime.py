@@ -31,11 +31,15 @@ def routing_table(platform: Platform) -> dict[str, Any]:
         apis[api.id] = {
             "taskTtlSeconds": api.tasks.ttl_seconds,
             "timeoutSeconds": max(e.timeout_seconds for e in async_eps),
+            "queueTimeoutSeconds": api.tasks.queue_timeout_seconds,
             "retry": {
                 "maxAttempts": api.tasks.max_attempts,
                 "backoffSeconds": api.tasks.backoff_seconds,
             },
             "paths": sorted(e.backend_path for e in async_eps),
+            # Dispatch posts the API's pipeline steps to this cluster's ingress
+            # (AI4EC_BACKEND_BASE_URLS), not to one ingress for the whole environment.
+            "cluster": api.cluster,
         }
     pipelines = {
         p.id: {
@@ -51,9 +55,16 @@ def app_settings(platform: Platform) -> dict[str, str]:
     """Function App settings; secret ones are Key Vault references, never values."""
     az = platform.azure
     vault = f"https://{az.key_vault.name}.vault.azure.net/secrets"
+    cache = az.cache
+    # The URL (host, port 10000 or 6380, rediss:// = TLS) is the Key Vault secret; the mode
+    # says how to talk to it: Azure Managed Redis (OSS cluster policy) is a Redis Cluster.
+    redis = {"AI4EC_REDIS_MODE": "cluster" if cache.managed else "single"}
+    if cache.shards:
+        redis["AI4EC_REDIS_SHARDS"] = str(cache.shards)
     return {
         "AI4EC_PLATFORM": platform.name,
         "AI4EC_ENVIRONMENT": platform.environment,
+        **redis,
         "AI4EC_REDIS_URL": f"@Microsoft.KeyVault(SecretUri={vault}/ai4ec-redis-url/)",
         "EVENT_GRID_TOPIC_URI": f"https://{az.event_grid.topic_name}.{az.location}-1.eventgrid.azure.net/api/events",
         "EVENT_GRID_KEY": f"@Microsoft.KeyVault(SecretUri={vault}/ai4ec-eventgrid-key/)",

@@ -165,8 +165,13 @@ def task_process_logger_timer(timer: func.TimerRequest) -> None:
 
 
 @app.function_name("TaskTimeoutSweeper")
-@app.timer_trigger(arg_name="timer", schedule="*/30 * * * * *", use_monitor=False)
+@app.timer_trigger(arg_name="timer", schedule="*/5 * * * * *", use_monitor=False)
 def task_timeout_sweeper_timer(timer: func.TimerRequest) -> None:
-    """Fail or retry tasks past their timeouts and re-dispatch due retries."""
+    """Fail or retry tasks past their timeouts, re-dispatch due retries, pump the queues.
+
+    Every 5 s: the same tick delivers what busy or cold backends left in the durable
+    per-API queues, so a task waits seconds after its backend becomes ready, not a
+    30 s tick (each tick is a few Redis calls when nothing is due).
+    """
     _note_past_due("TaskTimeoutSweeper", timer)
     task_timeout_sweeper(get_runtime())

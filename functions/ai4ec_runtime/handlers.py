@@ -176,6 +176,7 @@ class Runtime:
             redis_client,
             self.routing,
             backend_base_url=settings.backend_base_url,
+            backend_base_urls=settings.backend_base_urls,
             shards=settings.redis_shards,
             op_ttl_seconds=settings.op_ttl_seconds,
         )
@@ -641,7 +642,7 @@ def task_process_logger(rt: Runtime) -> dict[str, int]:
 
 
 def task_timeout_sweeper(rt: Runtime) -> dict[str, int]:
-    """Every 30 s: fail or retry tasks past their run/queue timeout, re-dispatch retries."""
+    """Every 5 s: fail or retry tasks past their run/queue timeout, re-dispatch retries."""
     counts = run_timers(rt.store, rt.dispatcher, rt.settings.sweep_batch)
     s = rt.settings
     # Deliver what busy or cold backends left in the durable per-API queues.

@@ -44,6 +44,10 @@ class ApiRoute:
         queue_timeout_seconds: how long a task may stay ``created`` (undelivered).
         retry: what happens when either timeout passes.
         paths: backend paths (``EndpointPath``) served by the API.
+        cluster: the cluster that runs the API ('' when routing.json does not say);
+            a pipeline step is posted to that cluster's ingress
+            (``AI4EC_BACKEND_BASE_URLS``), so steps on different clusters each reach
+            their own.
     """
 
     api_id: str
@@ -52,6 +56,7 @@ class ApiRoute:
     queue_timeout_seconds: int
     retry: RetryPolicy
     paths: tuple[str, ...]
+    cluster: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +78,30 @@ class Pipeline:
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
-    """Values used for paths routing.json does not know (upstream-style free paths)."""
+    """Values used for paths routing.json does not know (upstream-style free paths).
+
+    ``queue_timeout_seconds`` matches the compiler's ``tasks.queueTimeout`` default and
+    ``AI4EC_DEFAULT_QUEUE_TIMEOUT_SECONDS``: 15 minutes leaves a GPU node time to start,
+    and a task a crashed host left undelivered is retried or failed the same hour, not
+    the next day.
+    """
 
     task_ttl_seconds: int = 7 * 24 * 3600
     timeout_seconds: int = 3600
-    queue_timeout_seconds: int = 24 * 3600
+    queue_timeout_seconds: int = 15 * 60
 
 
 def _pos_int(doc: Mapping[str, Any], key: str, default: int, where: str) -> int:
     value = doc.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigurationError(f"routing.json: {where}.{key} must be a non-negative integer")
+    return value
+
+
+def _str(doc: Mapping[str, Any], key: str, where: str) -> str:
+    value = doc.get(key, "")
+    if not isinstance(value, str):
+        raise ConfigurationError(f"routing.json: {where}.{key} must be a string")
     return value
 
 
@@ -131,6 +149,7 @@ class Routing:
                 ),
                 retry=retry,
                 paths=paths,
+                cluster=_str(api, "cluster", where),
             )
             self.apis[api_id] = route
             for path in paths:
@@ -201,11 +220,28 @@ class Routing:
         ]
         return max(ttls)
 
+    def base_url(
+        self, api_id: str, by_cluster: Mapping[str, str], fallback: str | None
+    ) -> str | None:
+        """Scheme and host of the ingress that serves ``api_id``, or ``fallback``.
+
+        The API's cluster (routing.json ``cluster``) looked up in ``by_cluster``
+        (``AI4EC_BACKEND_BASE_URLS``) wins; without an entry, ``fallback``
+        (``AI4EC_BACKEND_BASE_URL``) applies, as it did when every API ran on one cluster.
+        """
+        route = self.apis.get(api_id)
+        if route is not None and route.cluster:
+            url = by_cluster.get(route.cluster)
+            if url:
+                return url
+        return fallback
+
 
 def step_url(current_endpoint: str, path: str, base_url: str | None) -> str:
     """Backend URL of a pipeline step.
 
-    Uses ``AI4EC_BACKEND_BASE_URL`` when set, else the scheme and host of the task's
+    Uses ``base_url`` (the step's cluster ingress from ``AI4EC_BACKEND_BASE_URLS``, else
+    ``AI4EC_BACKEND_BASE_URL``) when known, else the scheme and host of the task's
     current ``Endpoint`` (what upstream's ``AddPipelineTask`` did), so a pipeline works
     behind whatever ingress address APIM put into the first step's URL.
     """

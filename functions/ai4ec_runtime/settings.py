@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .models import ConfigurationError
 
@@ -56,6 +56,45 @@ def parse_stackexchange(conn: str) -> str:
     return f"{'rediss' if ssl else 'redis'}://{auth}{endpoint}/{db}"
 
 
+def parse_base_urls(raw: str) -> dict[str, str]:
+    """``AI4EC_BACKEND_BASE_URLS`` -> ``{cluster: base URL}`` without stand-ins.
+
+    The Azure template fills the setting from the ingress addresses ``apply`` found;
+    a cluster whose address was not found yet keeps the build's stand-in
+    ``<scheme>://<cluster>.ingress.invalid``. ``.invalid`` never resolves (RFC 2606), so
+    such an entry is dropped and the step falls back to ``AI4EC_BACKEND_BASE_URL`` or
+    the task's own Endpoint instead of failing every delivery.
+
+    Raises:
+        ConfigurationError: the value is not a JSON object of http(s) URLs.
+    """
+    if not raw.strip():
+        return {}
+    bad = ConfigurationError(
+        "App setting AI4EC_BACKEND_BASE_URLS must be a JSON object of cluster name -> "
+        'http(s) base URL, e.g. {"main": "https://ingress.example.org"}'
+    )
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise bad from None
+    if not isinstance(doc, dict):
+        raise bad
+    out: dict[str, str] = {}
+    for cluster, url in sorted(doc.items()):
+        if not isinstance(url, str):
+            raise bad
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            if url.strip():
+                raise bad
+            continue
+        if parts.hostname.endswith(".invalid"):
+            continue
+        out[str(cluster)] = url.strip().rstrip("/")
+    return out
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name, "")
     if raw.strip() == "":
@@ -85,7 +124,12 @@ class Settings:
         event_grid_topic_uri: ``EVENT_GRID_TOPIC_URI``.
         event_grid_key: ``EVENT_GRID_KEY``; absent means managed identity.
         routing_path: ``AI4EC_ROUTING_PATH`` (default: routing.json next to function_app.py).
-        backend_base_url: ``AI4EC_BACKEND_BASE_URL``: scheme+host dispatch targets.
+        backend_base_url: ``AI4EC_BACKEND_BASE_URL``: scheme+host dispatch targets when
+            the API's cluster has no entry in ``backend_base_urls``.
+        backend_base_urls: ``AI4EC_BACKEND_BASE_URLS``: a JSON object, cluster name ->
+            scheme+host of that cluster's ingress, so each pipeline step reaches the
+            cluster that runs its API. Entries on the reserved ``.invalid`` domain (the
+            compiler's stand-in for an address not yet known) are ignored.
         dispatch: ``AI4EC_DISPATCH``: ``eventgrid`` (Azure) or ``local`` (direct POST).
         not_found_status: ``AI4EC_NOT_FOUND_STATUS``: 404 (default) or upstream's 204.
         strict_answers: ``AI4EC_STRICT_ANSWERS``: answer task updates with 404/409/503
@@ -124,6 +168,7 @@ class Settings:
     event_grid_key: str | None = None
     routing_path: Path = field(default_factory=lambda: APP_DIR / "routing.json")
     backend_base_url: str | None = None
+    backend_base_urls: dict[str, str] = field(default_factory=dict)
     dispatch: str = "eventgrid"
     not_found_status: int = 404
     strict_answers: bool = False
@@ -188,6 +233,7 @@ class Settings:
             event_grid_key=e.get("EVENT_GRID_KEY") or None,
             routing_path=Path(routing_path) if routing_path else APP_DIR / "routing.json",
             backend_base_url=(e.get("AI4EC_BACKEND_BASE_URL") or "").rstrip("/") or None,
+            backend_base_urls=parse_base_urls(e.get("AI4EC_BACKEND_BASE_URLS") or ""),
             dispatch=dispatch,
             not_found_status=not_found,
             strict_answers=strict in ("true", "1"),

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +194,8 @@ class TaskStore:
             ``RedisCluster`` (see :func:`connect_redis`).
         routing: routing table used to resolve APIs and pipelines.
         backend_base_url: ``AI4EC_BACKEND_BASE_URL`` for pipeline step URLs.
+        backend_base_urls: ``AI4EC_BACKEND_BASE_URLS``: cluster name -> ingress base URL;
+            a step of an API whose cluster is listed goes there instead.
         clock: seconds since the epoch, passed to the scripts (tests only); by default
             the scripts read Redis ``TIME``.
         shards: index shards on a cluster (default :data:`DEFAULT_CLUSTER_SHARDS`);
@@ -207,6 +209,7 @@ class TaskStore:
         routing: Routing,
         *,
         backend_base_url: str | None = None,
+        backend_base_urls: Mapping[str, str] | None = None,
         clock: Callable[[], float] | None = None,
         shards: int = 0,
         op_ttl_seconds: int = DEFAULT_OP_TTL_SECONDS,
@@ -214,6 +217,7 @@ class TaskStore:
         self.redis = client
         self.routing = routing
         self.backend_base_url = backend_base_url
+        self.backend_base_urls: Mapping[str, str] = dict(backend_base_urls or {})
         self.clock = clock
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
         #: 0 on a single Redis: no hash tags, upstream's key names.
@@ -470,7 +474,10 @@ class TaskStore:
             table = []
             for s in pipeline.steps:
                 _, _, s_tmo, s_qto, s_max, s_boff = self._policy(self.routing.apis[s.api_id])
-                url = step_url(endpoint, s.path, self.backend_base_url)
+                base = self.routing.base_url(
+                    s.api_id, self.backend_base_urls, self.backend_base_url
+                )
+                url = step_url(endpoint, s.path, base)
                 table.append([url, s.path, s.api_id, s_tmo, s_qto, s_max, s_boff])
             table[step][0] = endpoint  # the first hop keeps APIM's exact URL (query too)
             steps = json.dumps(table, separators=(",", ":"))

@@ -52,8 +52,8 @@ def test_comments_key_order_and_quoting_only(repo_factory: RepoFactory) -> None:
             '  location: "eastus"\n',
         )
         text = text.replace(
-            "  cache: {sku: Standard, capacity: 1}",
-            "  cache:\n    capacity: 1.0\n    sku: Standard",
+            "  cache: {sku: Balanced_B1}     # Azure Managed Redis",
+            "  cache:\n    sku: 'Balanced_B1'",
         )
         return text.replace(
             "products: [public, partner]", "products:\n      - public\n      - partner"
@@ -304,8 +304,18 @@ def test_errors_exit_1(repo_factory: RepoFactory, tmp_path) -> None:
 # ----------------------------------------------------------------------- environments
 
 
+#: The legacy cache, whose tiers and prices the diff knows (Azure Managed Redis has none
+#: in prices.json yet); the tests below commit it as their base first.
+LEGACY_PROD_CACHE = "cache: {kind: legacy, sku: Standard, capacity: 2}"
+
+
+def _legacy_base(repo: Repo, managed: str, legacy: str) -> None:
+    repo.edit(lambda t: t.replace(managed, legacy))
+    repo.commit("legacy cache")
+
+
 def _prod_edit(text: str) -> str:
-    text = text.replace("cache: {sku: Standard, capacity: 2}", "cache: {sku: Basic, capacity: 2}")
+    text = text.replace(LEGACY_PROD_CACHE, "cache: {kind: legacy, sku: Basic, capacity: 2}")
     return text.replace(
         "          - name: gpu\n            autoscale: {min: 1, max: 8}",
         "          - name: gpu\n"
@@ -316,6 +326,7 @@ def _prod_edit(text: str) -> str:
 
 def test_multi_env_prod_overlay(repo_factory: RepoFactory) -> None:
     repo = repo_factory("multi-env")
+    _legacy_base(repo, "cache: {sku: Balanced_B3}", LEGACY_PROD_CACHE)
     repo.edit(_prod_edit)
     code, report = repo.json("-e", "prod")
     assert code == 2
@@ -325,7 +336,7 @@ def test_multi_env_prod_overlay(repo_factory: RepoFactory) -> None:
     # Standard C2 -> Basic C2
     assert redis["cost"]["delta"]["low"] == round((0.090 - 0.225) * HOURS, 2)
     # The source is the overlay line, not the base section.
-    assert redis["sources"][0]["line"] == _line_of(repo, "cache: {sku: Basic")
+    assert redis["sources"][0]["line"] == _line_of(repo, "cache: {kind: legacy, sku: Basic")
     pool = find(
         report,
         "Microsoft.ContainerService/managedClusters/agentPools",
@@ -339,6 +350,7 @@ def test_multi_env_prod_overlay(repo_factory: RepoFactory) -> None:
 
 def test_multi_env_all_envs(repo_factory: RepoFactory) -> None:
     repo = repo_factory("multi-env")
+    _legacy_base(repo, "cache: {sku: Balanced_B3}", LEGACY_PROD_CACHE)
     repo.edit(_prod_edit)
     code, report = repo.json("--all-envs")
     assert code == 2
@@ -374,11 +386,19 @@ def test_environment_added_at_head(repo_factory: RepoFactory) -> None:
 
 def test_each_change_names_its_own_cause(repo_factory: RepoFactory) -> None:
     repo = repo_factory("camera-trap")
+    _legacy_base(
+        repo,
+        "cache: {sku: Balanced_B1}     # Azure Managed Redis",
+        "cache: {kind: legacy, sku: Standard, capacity: 1}",
+    )
     repo.edit(
         lambda t: (
             t.replace("vmSize: Standard_NC24ads_A100_v4", "vmSize: Standard_NC48ads_A100_v4")
             .replace("  - name: species\n", "  - name: species-chain\n")
-            .replace("cache: {sku: Standard, capacity: 1}", "cache: {sku: Standard, capacity: 2}")
+            .replace(
+                "cache: {kind: legacy, sku: Standard, capacity: 1}",
+                "cache: {kind: legacy, sku: Standard, capacity: 2}",
+            )
         )
     )
     _, report = repo.json()

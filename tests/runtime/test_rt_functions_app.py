@@ -62,7 +62,7 @@ def test_registered_functions_and_bindings(functions: dict[str, Any]) -> None:
     timers = {
         "TaskQueueLogger": "*/30 * * * * *",
         "TaskProcessLogger": "0 */5 * * * *",
-        "TaskTimeoutSweeper": "*/30 * * * * *",
+        "TaskTimeoutSweeper": "*/5 * * * * *",
     }
     assert set(functions) == set(http) | set(timers) | {"BackendDeadLetterBlob"}
     for name, methods in http.items():

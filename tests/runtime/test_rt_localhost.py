@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from rt_support import Backend, start_backend, wait_for
+from rt_support import Backend, free_port, start_backend, wait_for
 from rt_upstream_client import UpstreamTaskClient
 
 from ai4ec_runtime.dispatch import LocalDispatcher, Outcome, RecordingDispatcher
@@ -26,12 +26,14 @@ Factory = Callable[..., LocalServer]
 def local_host(redis_url: str, r: redis.Redis) -> Iterator[Factory]:
     servers: list[LocalServer] = []
 
-    def start(routing: dict[str, Any], dispatcher: Any = None, **settings: Any) -> LocalServer:
+    def start(
+        routing: dict[str, Any], dispatcher: Any = None, port: int = 0, **settings: Any
+    ) -> LocalServer:
         base = Settings.from_env(env={}, bundled=None)
         fast = {"local_retry_base_seconds": 0.05, "local_retry_max_seconds": 0.2, **settings}
         server = make_server(
             "127.0.0.1",
-            0,
+            port,
             redis_url,
             routing=routing,
             settings=dataclasses.replace(base, **fast),
@@ -176,6 +178,38 @@ def test_async_api_and_declarative_pipeline(
             assert r.zscore(f"{path}_{st}", tid) is None
     assert r.zscore("/v1/classifier/classify_completed", tid) is not None
     assert r.zcard("ai4ec:pending:detector-v1") == r.zcard("ai4ec:pending:classifier-v1") == 0
+
+
+def test_pipeline_steps_reach_the_cluster_of_their_api(
+    local_host: Factory, backends: Callable[..., Backend], r: redis.Redis
+) -> None:
+    """Two clusters, two ingresses (two real HTTP backends): each step goes to its own.
+
+    The detector runs on cluster ``east``, the classifier on ``west``. The fallback
+    ``AI4EC_BACKEND_BASE_URL`` points at east, as it did when one ingress served a whole
+    environment: the classifier step must still reach west.
+    """
+    doc = routing()
+    doc["apis"]["detector-v1"]["cluster"] = "east"
+    doc["apis"]["classifier-v1"]["cluster"] = "west"
+    port = free_port()
+    # The backends report back to the task manager, so it gets its port first.
+    east, west = backends(f"http://127.0.0.1:{port}"), backends(f"http://127.0.0.1:{port}")
+    server = local_host(
+        doc,
+        port=port,
+        backend_base_url=east.url,
+        backend_base_urls={"east": east.url, "west": west.url},
+    )
+    task = apim_create(
+        server, east.url + "/v1/detector/detect", {"image": "x"}, Pipeline="species-v1"
+    )
+    final = poll(server, task["TaskId"], "completed")
+    assert final["EndpointPath"] == "/v1/classifier/classify"
+    assert final["Endpoint"] == west.url + "/v1/classifier/classify"
+    tid = task["TaskId"]
+    assert [(e["path"], e["taskId"]) for e in east.log()] == [("/v1/detector/detect", tid)]
+    assert [(e["path"], e["taskId"]) for e in west.log()] == [("/v1/classifier/classify", tid)]
 
 
 def test_busy_backend_is_retried_with_backoff(

@@ -80,6 +80,46 @@ def test_routing_validation_and_resolution(tmp_path: Path) -> None:
     )
 
 
+def test_backend_base_urls_per_cluster() -> None:
+    """AI4EC_BACKEND_BASE_URLS maps clusters to ingresses; stand-ins fall back."""
+    raw = json.dumps(
+        {
+            "east": "https://east.example.org/",
+            "west": "http://20.1.2.3",
+            "north": "http://north.ingress.invalid",
+            "south": "",
+        }
+    )
+    urls = Settings.from_env(env={"AI4EC_BACKEND_BASE_URLS": raw}, bundled=None).backend_base_urls
+    assert urls == {"east": "https://east.example.org", "west": "http://20.1.2.3"}
+    assert Settings.from_env(env={}, bundled=None).backend_base_urls == {}
+    for bad in ("[1]", "{", '{"a": 1}', '{"a": "ftp://x"}'):
+        with pytest.raises(ConfigurationError, match="AI4EC_BACKEND_BASE_URLS"):
+            Settings.from_env(env={"AI4EC_BACKEND_BASE_URLS": bad}, bundled=None)
+    table = Routing(
+        {
+            "apis": {
+                "a-v1": {"paths": ["/v1/a"], "cluster": "east"},
+                "b-v1": {"paths": ["/v1/b"], "cluster": "north"},
+                "c-v1": {"paths": ["/v1/c"]},
+            }
+        }
+    )
+    assert table.apis["a-v1"].cluster == "east"
+    assert table.base_url("a-v1", urls, "https://fallback") == "https://east.example.org"
+    assert table.base_url("b-v1", urls, "https://fallback") == "https://fallback"
+    assert table.base_url("c-v1", urls, None) is None
+    with pytest.raises(ConfigurationError, match="cluster"):
+        Routing({"apis": {"a-v1": {"paths": ["/v1/a"], "cluster": 3}}})
+
+
+def test_queue_timeout_defaults_to_minutes() -> None:
+    """Without queueTimeoutSeconds a lost task is retried or failed within 15 minutes."""
+    route = Routing({"apis": {"a-v1": {"paths": ["/v1/a"]}}}).apis["a-v1"]
+    assert route.queue_timeout_seconds == 15 * 60
+    assert Settings.from_env(env={}, bundled=None).default_queue_timeout_seconds == 15 * 60
+
+
 def test_strict_answers_setting() -> None:
     """Off by default (upstream clients need 200s); true/1 turn the strict codes on."""
     assert Settings.from_env(env={}, bundled=None).strict_answers is False

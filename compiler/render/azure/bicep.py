@@ -49,7 +49,11 @@ MODULE_ABOUT: dict[str, str] = {
         "Container registry of the model images. No admin user: each cluster's kubelet\n"
         "identity pulls with AcrPull (modules/roles.bicep)."
     ),
-    "redis": ("Azure Cache for Redis: the task store of the runtime. TLS only (port 6380)."),
+    "redis": (
+        "The task store of the runtime, TLS only: Azure Managed Redis (port 10000, OSS\n"
+        "cluster policy; the runtime runs with AI4EC_REDIS_MODE=cluster) by default, or the\n"
+        "legacy Azure Cache for Redis (port 6380) with azure.cache.kind: legacy."
+    ),
     "aks": (
         "AKS cluster with managed identity, OIDC issuer and workload identity, the Istio\n"
         "add-on (with its ingress gateway), KEDA, the Key Vault secrets-store CSI driver and\n"

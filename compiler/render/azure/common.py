@@ -31,6 +31,8 @@ API_VERSIONS: dict[str, str] = {
     "Microsoft.ContainerService/managedClusters": "2026-05-01",
     "Microsoft.ContainerService/managedClusters/agentPools": "2026-05-01",
     "Microsoft.Cache/redis": "2024-11-01",
+    "Microsoft.Cache/redisEnterprise": "2025-07-01",
+    "Microsoft.Cache/redisEnterprise/databases": "2025-07-01",
     "Microsoft.EventGrid/topics": "2025-02-15",
     "Microsoft.EventGrid/topics/eventSubscriptions": "2025-02-15",
     "Microsoft.Web/serverfarms": "2025-03-01",
@@ -65,6 +67,10 @@ EVENT_SUBSCRIPTION = "ai4ec-dispatch"
 #: Parameters of the template: (name, Bicep type, description).
 PARAM_LOCATION = "location"
 PARAM_BACKEND_URL = "backendBaseUrl"
+#: Object parameter cluster name -> ingress base URL. The APIM room declares it (its
+#: backends read it) and ``apply`` fills it; the Function App reads it too, so dispatch
+#: reaches every cluster (``AI4EC_BACKEND_BASE_URLS``).
+PARAM_INGRESS_URLS = "ai4ecIngressUrls"
 PARAM_EVENT_SUBSCRIPTION = "deployEventSubscription"
 #: Object id and kind of whoever deploys (``ai4ec apply`` fills both from its token):
 #: the clusters have Azure RBAC for Kubernetes, so without a role the deployer's own

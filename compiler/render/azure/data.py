@@ -187,10 +187,29 @@ def registry(spec: AzureSpec, platform: Platform) -> Resource:
     )
 
 
-def redis(spec: AzureSpec, platform: Platform) -> Resource:
-    """The task store: TLS only, sized from the model."""
+@dataclass(frozen=True, slots=True)
+class Redis:
+    """Handle of the redis module.
+
+    Attributes:
+        server: The resource whose ``hostName`` clients connect to (the cache, or the
+            Azure Managed Redis cluster).
+        keys_from: The resource ``listKeys()`` reads the access keys of (the cache, or
+            the Azure Managed Redis database).
+        port: The TLS port (6380, or 10000 on Azure Managed Redis).
+    """
+
+    server: Resource
+    keys_from: Resource
+    port: int
+
+
+def redis(spec: AzureSpec, platform: Platform) -> Redis:
+    """The task store: Azure Managed Redis by default, the legacy cache when chosen."""
     cache = platform.azure.cache
-    return spec.add(
+    if cache.managed:
+        return _managed_redis(spec, platform)
+    legacy = spec.add(
         new_resource(
             "redis",
             "Microsoft.Cache/redis",
@@ -214,6 +233,76 @@ def redis(spec: AzureSpec, platform: Platform) -> Resource:
                     },
                 },
             },
-            comment="Task store of the runtime (docs/contracts.md, Redis layout).",
+            comment="Task store of the runtime (docs/contracts.md, Redis layout): the legacy\n"
+            "Azure Cache for Redis (azure.cache.kind: legacy), one node, AI4EC_REDIS_MODE=single.",
         )
     )
+    return Redis(server=legacy, keys_from=legacy, port=cache.port)
+
+
+def _managed_redis(spec: AzureSpec, platform: Platform) -> Redis:
+    """Azure Managed Redis: the cluster and its one database, OSS cluster policy."""
+    cache = platform.azure.cache
+    database: dict[str, Any] = {
+        "clientProtocol": Note("Encrypted", f"TLS only, on port {cache.port}."),
+        "port": cache.port,
+        "clusteringPolicy": Note(
+            "OSSCluster",
+            "Clients see the shards (CLUSTER SLOTS) and talk to each directly. The runtime\n"
+            "supports it today: AI4EC_REDIS_MODE=cluster, keys hash-tagged per shard so each\n"
+            "script touches one slot; KEDA reads it with its redis-cluster trigger.",
+        ),
+        "evictionPolicy": Note(
+            "NoEviction",
+            "A task store must not silently drop tasks when memory runs out;\n"
+            "writes fail instead, and the runtime reports the error.",
+        ),
+        "accessKeysAuthentication": Note(
+            "Enabled",
+            "The runtime and KEDA sign in with the database key from Key Vault\n"
+            "(modules/secrets.bicep); new databases have keys switched off otherwise.",
+        ),
+    }
+    if not cache.sku.startswith("FlashOptimized_"):
+        database["persistence"] = Note(
+            {"aofEnabled": True, "aofFrequency": "1s"},
+            "An acknowledged task survives a node restart (Flash tiers have no persistence).",
+        )
+    server = spec.add(
+        new_resource(
+            "redis",
+            "Microsoft.Cache/redisEnterprise",
+            cache.name,
+            "redis",
+            body={
+                "location": LOCATION,
+                "tags": TAGS,
+                "sku": {"name": cache.sku},
+                "properties": {
+                    "minimumTlsVersion": "1.2",
+                    "highAvailability": Note(
+                        "Enabled", "A replica per shard: a node failure loses no task."
+                    ),
+                    "publicNetworkAccess": Note(
+                        "Enabled",
+                        "The Function App and the clusters reach it over its public endpoint\n"
+                        "(see docs/security.md).",
+                    ),
+                },
+            },
+            comment="Task store of the runtime (docs/contracts.md, Redis layout): Azure Managed\n"
+            "Redis, the successor of the retiring Azure Cache for Redis.",
+        )
+    )
+    db = spec.add(
+        new_resource(
+            "redisDatabase",
+            "Microsoft.Cache/redisEnterprise/databases",
+            "default",
+            "redis",
+            parent=server,
+            body={"properties": database},
+            comment="The one database of the cluster; its keys are the runtime's password.",
+        )
+    )
+    return Redis(server=server, keys_from=db, port=cache.port)

@@ -35,7 +35,11 @@ class Functions:
 
 
 def _site_config(
-    platform: Platform, topic: Resource, account: Resource, consumption: bool
+    platform: Platform,
+    topic: Resource,
+    account: Resource,
+    consumption: bool,
+    ingress_urls: Any | None,
 ) -> dict[str, Any]:
     """``siteConfig`` of the Function App: runtime, TLS, and app settings without secrets."""
     az = platform.azure
@@ -57,6 +61,9 @@ def _site_config(
             "AI4EC_BACKEND_BASE_URL": Param(PARAM_BACKEND_URL),
         }
     )
+    if ingress_urls is not None:
+        # Each cluster's ingress by name: a pipeline step goes to the cluster of its API.
+        settings["AI4EC_BACKEND_BASE_URLS"] = ingress_urls
     if consumption:
         settings["WEBSITE_RUN_FROM_PACKAGE"] = Interp(
             (account.ref("primaryEndpoints", "blob"), f"{PACKAGE_CONTAINER}/{PACKAGE_BLOB}")
@@ -85,9 +92,17 @@ def _site_config(
 
 
 def functions(
-    spec: AzureSpec, platform: Platform, storage_account: Resource, backend_url_default: str
+    spec: AzureSpec,
+    platform: Platform,
+    storage_account: Resource,
+    backend_url_default: str,
+    ingress_urls: Any | None = None,
 ) -> Functions:
-    """Event Grid topic, plan and Function App of the task manager (runtime)."""
+    """Event Grid topic, plan and Function App of the task manager (runtime).
+
+    ``ingress_urls`` is the JSON text of the cluster -> ingress URL map (an expression
+    over the template parameter), or None when the template has no such parameter.
+    """
     az = platform.azure
     fn = az.functions
     module = "functions"
@@ -146,7 +161,7 @@ def functions(
             comment=f"{'Consumption' if consumption else 'Elastic Premium'} plan of the runtime.",
         )
     )
-    site_config = _site_config(platform, topic, storage_account, consumption)
+    site_config = _site_config(platform, topic, storage_account, consumption, ingress_urls)
     site = spec.add(
         new_resource(
             "site",

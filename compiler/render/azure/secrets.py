@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .common import SECRET_NAMES, TAGS, AzureSpec, new_resource
+from .data import Redis
 from .functions import Functions
 from .roles import Grants
 from .spec import Fn, Interp, Note, Resource, camel, referenced
@@ -13,7 +14,7 @@ from .spec import Fn, Interp, Note, Resource, camel, referenced
 def secrets(
     spec: AzureSpec,
     vault: Resource,
-    cache: Resource,
+    cache: Redis,
     functions: Functions,
     app_insights: Resource,
     grants: Grants,
@@ -28,7 +29,7 @@ def secrets(
             ("https://", app_host, f"/api/{function}?code=", Fn("uriComponent", (host_key,)))
         )
 
-    redis_key = cache.keys("primaryKey")
+    redis_key = cache.keys_from.keys("primaryKey")
     values: dict[str, tuple[Any, str]] = {
         "ai4ec-redis-url": (
             Interp(
@@ -36,8 +37,8 @@ def secrets(
                     "rediss://:",
                     Fn("uriComponent", (redis_key,)),
                     "@",
-                    cache.ref("hostName"),
-                    ":6380/0",
+                    cache.server.ref("hostName"),
+                    f":{cache.port}/0",
                 )
             ),
             "The key is URL-encoded: Redis keys may contain / and +.",

@@ -20,14 +20,14 @@ from ...model.types import Mode, Platform
 from ..artifact import RenderContext
 from .aks import ClusterHandle, aks
 from .apim_service import apim_service
-from .common import PARAM_LOCATION, TENANT_ID, AzureSpec
+from .common import PARAM_INGRESS_URLS, PARAM_LOCATION, TENANT_ID, AzureSpec
 from .data import key_vault, redis, registry, storage
 from .dispatch import dispatch
 from .functions import functions
 from .monitoring import monitoring
 from .roles import roles
 from .secrets import secrets
-from .spec import Output, Parameter, Resource, referenced, to_arm
+from .spec import Fn, Output, Param, Parameter, Resource, referenced, to_arm
 
 #: Module of the API Management children (and prefix of their split templates).
 APIM_MODULE = "apim-apis"
@@ -134,7 +134,10 @@ def build_template(
     acr = registry(spec, platform)
     cache = redis(spec, platform)
     clusters = [aks(spec, platform, c, mon.workspace) for c in platform.clusters]
-    fns = functions(spec, platform, store.account, _backend_url_default(platform))
+    ingress_urls = None
+    if apim is not None and any(p.name == PARAM_INGRESS_URLS for p in apim.parameters):
+        ingress_urls = Fn("string", (Param(PARAM_INGRESS_URLS),))
+    fns = functions(spec, platform, store.account, _backend_url_default(platform), ingress_urls)
     service = apim_service(spec, platform, vault)
     grants = roles(spec, vault, store, acr, fns, service, clusters)
     written = secrets(spec, vault, cache, fns, mon.app_insights, grants)

@@ -20,6 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ai4ec_runtime import keys as runtime_keys
+
 from ...errors import Diagnostic, RenderError
 from ...model.types import Api, Cluster, Mode, Platform, Probe
 from ...resources import templates_dir
@@ -48,6 +50,8 @@ _RUNTIME_ENV_KEYS = {
     "CACHE_CONNECTOR_GET_URI": "cache-connector-get-uri",
     "CURRENT_PROCESSING_UPSERT_URI": "current-processing-upsert-uri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "appinsights-connection-string",
+    # Upstream Framework images log to Application Insights only through this one.
+    "APPINSIGHTS_INSTRUMENTATIONKEY": "appinsights-instrumentation-key",
 }
 
 
@@ -188,6 +192,7 @@ def _autoscaling(platform: Platform, cluster: Cluster, api: Api) -> dict[str, An
     can_wake = redis_trigger or bool(cron)
     min_replicas = s.min_replicas if (keda and can_wake) else max(1, s.min_replicas)
     cache = platform.azure.cache
+    prometheus = _prometheus(platform, cluster, api)
     return {
         "enabled": True,
         "minReplicas": min_replicas,
@@ -206,8 +211,15 @@ def _autoscaling(platform: Platform, cluster: Cluster, api: Api) -> dict[str, An
             "cooldownPeriod": s.cooldown_seconds,
             "redis": {
                 "enabled": redis_trigger,
-                "address": f"{cache.name}.redis.cache.windows.net:6380",
-                "listName": f"ai4ec:pending:{api.id}",
+                # Azure Managed Redis is a Redis Cluster (OSS policy): the runtime keeps one
+                # pending set per index shard, hash-tagged, and KEDA reads each of them.
+                "cluster": cache.managed,
+                "address": f"{cache.host}:{cache.port}",
+                "listName": runtime_keys.pending(api.id),
+                "listNames": [
+                    runtime_keys.pending(api.id, runtime_keys.shard_tag(i))
+                    for i in range(cache.shards)
+                ],
                 "listLength": pending or 1,
                 "activationListLength": 0,
                 "enableTLS": True,
@@ -220,9 +232,44 @@ def _autoscaling(platform: Platform, cluster: Cluster, api: Api) -> dict[str, An
                     "passwordKey": "",
                 },
             },
-            "prometheus": _prometheus(platform, cluster, api),
+            "prometheus": prometheus,
             "cron": cron,
+            "scalingModifiers": _scaling_modifiers(
+                cache.shards if redis_trigger and cache.managed else 0,
+                pending or 1,
+                prometheus,
+                len(cron),
+            ),
         },
+    }
+
+
+def _scaling_modifiers(
+    shards: int, per_replica: int, prometheus: dict[str, Any], crons: int
+) -> dict[str, str]:
+    """KEDA's composite metric over the per-shard backlog triggers (empty: none).
+
+    On a Redis Cluster an API's backlog is spread over one pending set per shard, each
+    read by its own ``redis-cluster`` trigger (``pending_<i>``); the HPA must scale on
+    their sum, not on the largest. A composite metric replaces every external metric of
+    the ScaledObject, so a Prometheus or cron trigger (``prometheus``, ``cron_<i>``) is
+    folded in as replicas wanted: ``max(backlog / per_replica, rps / threshold, cron)``
+    against a target of 1.
+    """
+    if not shards:
+        return {"formula": "", "target": "", "activationTarget": "", "metricType": ""}
+    backlog = " + ".join(f"pending_{i}" for i in range(shards))
+    others = [f"prometheus / {prometheus['threshold']}"] if prometheus["enabled"] else []
+    others += [f"cron_{i}" for i in range(crons)]
+    if not others:
+        formula, target = backlog, str(per_replica)
+    else:
+        formula, target = f"max(({backlog}) / {per_replica}, {', '.join(others)})", "1"
+    return {
+        "formula": formula,
+        "target": target,
+        "activationTarget": "0",
+        "metricType": "AverageValue",
     }
 
 

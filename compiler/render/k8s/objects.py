@@ -32,6 +32,7 @@ NVIDIA_DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 #: Kubernetes keys of the runtime Secret, and the Key Vault secrets they come from.
 RUNTIME_SECRET_KEYS: tuple[tuple[str, str], ...] = (
     ("appinsights-connection-string", "ai4ec-appinsights-connection-string"),
+    ("appinsights-instrumentation-key", "ai4ec-appinsights-instrumentation-key"),
     ("cache-connector-get-uri", "ai4ec-cache-connector-get-uri"),
     ("cache-connector-upsert-uri", "ai4ec-cache-connector-upsert-uri"),
     ("current-processing-upsert-uri", "ai4ec-current-processing-upsert-uri"),

@@ -27,6 +27,7 @@ TAGGED = {
     "Microsoft.ContainerRegistry/registries",
     "Microsoft.ContainerService/managedClusters",
     "Microsoft.Cache/redis",
+    "Microsoft.Cache/redisEnterprise",
     "Microsoft.EventGrid/topics",
     "Microsoft.Web/serverfarms",
     "Microsoft.Web/sites",
@@ -258,11 +259,23 @@ def test_two_clusters_get_two_modules_and_roles() -> None:
 
 def test_redis_is_tls_only() -> None:
     plat = _platform()
+    cache = dataclasses.replace(
+        plat.azure.cache, kind="legacy", sku="Standard", family="C", capacity=1
+    )
+    plat = dataclasses.replace(plat, azure=dataclasses.replace(plat.azure, cache=cache))
     redis = _one(_arm(plat), "Microsoft.Cache/redis")["properties"]
     assert redis["enableNonSslPort"] is False
     assert redis["minimumTlsVersion"] == "1.2"
-    cache = plat.azure.cache
     assert redis["sku"] == {"name": cache.sku, "family": cache.family, "capacity": cache.capacity}
+
+
+def test_managed_redis_is_tls_only() -> None:
+    arm = _arm(_platform())
+    server = _one(arm, "Microsoft.Cache/redisEnterprise")
+    assert server["properties"]["minimumTlsVersion"] == "1.2"
+    db = _one(arm, "Microsoft.Cache/redisEnterprise/databases")
+    assert db["properties"]["clientProtocol"] == "Encrypted"
+    assert db["properties"]["port"] == 10000
 
 
 def test_event_grid_subscription() -> None:

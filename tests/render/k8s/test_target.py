@@ -152,12 +152,14 @@ def test_scale_to_zero_only_for_async() -> None:
     docs = _case("camera-trap")
     scaled = _by_kind(docs, "ScaledObject")
     assert scaled["detector-v1"]["spec"]["minReplicaCount"] == 0
-    trigger = next(t for t in scaled["detector-v1"]["spec"]["triggers"] if t["type"] == "redis")
-    assert trigger["metadata"]["listName"] == "ai4ec:pending:detector-v1"
-    assert trigger["authenticationRef"]["name"] == "ai4ec-redis"
+    triggers = [
+        t for t in scaled["detector-v1"]["spec"]["triggers"] if t["type"] == "redis-cluster"
+    ]
+    assert triggers[0]["metadata"]["listName"] == "{ai4ec:0}ai4ec:pending:detector-v1"
+    assert triggers[0]["authenticationRef"]["name"] == "ai4ec-redis"
     sync = scaled["detector-sync-v1"]["spec"]
     assert sync["minReplicaCount"] >= 1
-    assert all(t["type"] != "redis" for t in sync["triggers"])
+    assert all(not t["type"].startswith("redis") for t in sync["triggers"])
 
 
 def test_no_secret_value_is_inline() -> None:
@@ -166,6 +168,7 @@ def test_no_secret_value_is_inline() -> None:
         "CACHE_CONNECTOR_GET_URI",
         "CURRENT_PROCESSING_UPSERT_URI",
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "APPINSIGHTS_INSTRUMENTATIONKEY",
         "RESULTS_STORAGE_KEY",
     }
     for _s, _e, _c, docs, _v in CASES:

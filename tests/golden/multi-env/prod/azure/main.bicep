@@ -85,6 +85,7 @@ module functionsModule 'modules/functions.bicep' = {
   params: {
     location: location
     backendBaseUrl: backendBaseUrl
+    ai4ecIngressUrls: ai4ecIngressUrls
   }
 }
 

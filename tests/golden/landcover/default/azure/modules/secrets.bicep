@@ -19,8 +19,12 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 resource keyVault 'Microsoft.KeyVault/vaults@2026-02-01' existing = {
   name: 'landcov-kv-e53c5'
 }
-resource redis 'Microsoft.Cache/redis@2024-11-01' existing = {
+resource redis 'Microsoft.Cache/redisEnterprise@2025-07-01' existing = {
   name: 'landcov-redis-e53c5'
+}
+resource redisDatabase 'Microsoft.Cache/redisEnterprise/databases@2025-07-01' existing = {
+  parent: redis
+  name: 'default'
 }
 resource topic 'Microsoft.EventGrid/topics@2025-02-15' existing = {
   name: 'landcov-tasks-e53c5'
@@ -39,7 +43,7 @@ resource secretRedisUrl 'Microsoft.KeyVault/vaults/secrets@2026-02-01' = {
   tags: tags
   properties: {
     // The key is URL-encoded: Redis keys may contain / and +.
-    value: 'rediss://:${uriComponent(redis.listKeys().primaryKey)}@${redis.properties.hostName}:6380/0'
+    value: 'rediss://:${uriComponent(redisDatabase.listKeys().primaryKey)}@${redis.properties.hostName}:10000/0'
     contentType: 'text/plain'
     attributes: {
       enabled: true
@@ -52,7 +56,7 @@ resource secretRedisPassword 'Microsoft.KeyVault/vaults/secrets@2026-02-01' = {
   name: 'ai4ec-redis-password'
   tags: tags
   properties: {
-    value: redis.listKeys().primaryKey
+    value: redisDatabase.listKeys().primaryKey
     contentType: 'text/plain'
     attributes: {
       enabled: true

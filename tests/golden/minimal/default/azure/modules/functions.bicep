@@ -12,6 +12,9 @@ param location string
 @description('Scheme and host of the cluster\'s Istio ingress that dispatch posts tasks to (AI4EC_BACKEND_BASE_URL), e.g. https://ingress.example.org or http://20.1.2.3. The ingress address exists only once the cluster and its gateway run, so `ai4ec apply` reads it from the cluster and deploys again with it.')
 param backendBaseUrl string
 
+@description('Base URL (scheme://host) of each cluster\'s Istio ingress, by cluster name; API Management\'s backends and named values use it.')
+param ai4ecIngressUrls object
+
 var tags = {
   'ai4ec-environment': 'default'
   'ai4ec-platform': 'my-platform'
@@ -88,6 +91,10 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
           value: backendBaseUrl
         }
         {
+          name: 'AI4EC_BACKEND_BASE_URLS'
+          value: string(ai4ecIngressUrls)
+        }
+        {
           name: 'AI4EC_ENVIRONMENT'
           value: 'default'
         }
@@ -98,6 +105,14 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
         {
           name: 'AI4EC_PLATFORM'
           value: 'my-platform'
+        }
+        {
+          name: 'AI4EC_REDIS_MODE'
+          value: 'cluster'
+        }
+        {
+          name: 'AI4EC_REDIS_SHARDS'
+          value: '8'
         }
         {
           name: 'AI4EC_REDIS_URL'
