@@ -41,11 +41,18 @@ bench: install
 	$(BIN)/python bench/compile_scale.py
 
 # Task-manager throughput against Celery and Dramatiq on the same Redis; the peers live in
-# their own venv because Celery pins libraries that conflict with ours.
-bench-runtime: redis install
-	[ -x .venv-bench/bin/python ] || { $(PY) -m venv .venv-bench && \
-	  .venv-bench/bin/pip install -q celery==5.7.0 'dramatiq[redis]==2.2.1' redis==8.1.0 packaging; }
+# their own venv because Celery pins libraries that conflict with ours. Their pins are the
+# `bench-peers` extra of setup.cfg (installed alone: the peers' venv needs no ai4ec).
+BENCH_PEERS = $(shell $(PY) -c "import configparser as c, shlex; p = c.RawConfigParser(); \
+	p.read('setup.cfg'); print(shlex.join(p['options.extras_require']['bench-peers'].split()))")
+
+bench-runtime: redis install .venv-bench/.installed
 	$(BIN)/python bench/taskmanager.py
+
+.venv-bench/.installed: setup.cfg
+	$(PY) -m venv .venv-bench
+	.venv-bench/bin/pip install -q $(BENCH_PEERS)
+	touch $@
 
 sample: install
 	$(BIN)/ai4ec build samples/camera-trap/platform.yaml -o out

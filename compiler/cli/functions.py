@@ -64,7 +64,14 @@ def functions() -> None:
     type=click.IntRange(1, 1024),
     default=32,
     show_default=True,
-    help="Threads running handlers (concurrent task-store calls).",
+    help="Threads running handlers (concurrent task-store calls), per process.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Host processes sharing the port (SO_REUSEPORT), to use more than one core.",
 )
 @click.option(
     "--keys",
@@ -89,6 +96,7 @@ def serve(
     idle_timeout: float,
     max_connections: int,
     workers: int,
+    processes: int,
     keys_file: Path | None,
     insecure_no_auth: bool,
 ) -> None:
@@ -145,6 +153,7 @@ def serve(
         idle_timeout=idle_timeout,
         max_connections=max_connections,
         workers=workers,
+        processes=processes,
     )
 
     def keys(routing_table: object) -> AccessKeys:

@@ -81,10 +81,16 @@ def start_host(
     redis_url: str,
     *extra: str,
     routing_doc: dict[str, Any] | None = None,
+    port: int | None = None,
     **env: str,
 ) -> Host:
-    port = free_port()
+    """Start the host (on ``port``, or a free one) and wait for its banner."""
+    port = port or free_port()
     log_path = tmp / f"host-{port}.log"
+    restarts = 0
+    while log_path.exists():  # a restart on the same port keeps the earlier log
+        restarts += 1
+        log_path = tmp / f"host-{port}.{restarts}.log"
     with log_path.open("w") as sink:
         proc = subprocess.Popen(
             serve_cmd(port, redis_url, *extra),

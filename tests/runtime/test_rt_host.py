@@ -330,3 +330,49 @@ def test_refused_updates_answer_200_in_the_client_shape_unless_strict(host: Host
         assert answer is not None and answer.status == strict_status[code]
         assert json.loads(answer.body)["error"] == code
     assert "Traceback" not in host.log()
+
+
+def _listeners(port: int) -> dict[int, int]:
+    """pid -> listening sockets on ``port`` (from /proc: the kernel's own view)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    out: dict[int, int] = {}
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            links = [os.readlink(fd) for fd in (pid_dir / "fd").iterdir()]
+        except OSError:
+            continue
+        count = sum(1 for link in links if link in inodes)
+        if count:
+            out[int(pid_dir.name)] = count
+    return out
+
+
+def test_processes_share_the_port_and_die_with_the_host(tmp_path: Path, redis_url: str) -> None:
+    """``--processes 3``: three processes listen on one port (SO_REUSEPORT) and answer.
+
+    Killing the first one with SIGKILL takes the others down too (parent-death signal),
+    so no orphan keeps serving a port nobody manages.
+    """
+    host = start_host(tmp_path, redis_url, "--processes", "3")
+    try:
+        wait_for(lambda: len(_listeners(host.port)) == 3, timeout=30)
+        pids = set(_listeners(host.port))
+        assert host.proc.pid in pids
+        for i in range(30):  # fresh connections: the kernel spreads them over the three
+            ans = raw(host, post("/api/CacheConnectorUpsert", create_doc(f"http://b/v1/p/{i}")))
+            assert ans is not None and ans.status == 200, ans
+        host.proc.kill()
+        host.proc.wait(timeout=10)
+        wait_for(lambda: not _listeners(host.port), timeout=20)
+        assert "Traceback" not in host.log()
+    finally:
+        host.stop()
