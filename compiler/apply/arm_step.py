@@ -1,0 +1,145 @@
+"""The Azure steps: ARM what-if, then deployments of the parts with changes.
+
+Deployments that fail only for reasons that go away by themselves (a busy AKS, an
+identity not yet replicated, the Event Grid handshake while the Functions host
+restarts) are deployed again with backoff until ``--ready-timeout``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import ApplyError
+from . import arm
+from .context import Context
+from .options import Confirm
+from .plan import ApplyAction, StepPlan
+from .steps import Step, confirm_step, input_digest, show_plan
+
+#: ARM error codes that go away on their own: retried with backoff until the deadline.
+TRANSIENT_ARM = frozenset(
+    {
+        "AnotherOperationInProgress",
+        "DeploymentActive",
+        "PrincipalNotFound",
+        "RetryableError",
+        "ServiceUnavailable",
+        "InternalServerError",
+        "GatewayTimeout",
+        "TooManyRequests",
+        "ResourceNotReady",
+        # Event Grid could not complete the webhook handshake: the host is restarting.
+        "Url validation",
+    }
+)
+#: Failure texts that are transient whatever their code (``listKeys`` of a new site).
+TRANSIENT_TEXT = ("from host runtime", "validation handshake failed")
+
+
+class ArmStep(Step):
+    """Deployments of one group of :func:`ai4ec.apply.arm.build_parts`."""
+
+    def __init__(self, key: str, title: str, group: str) -> None:
+        self.key, self.title, self._group = key, title, group
+
+    def run(self, ctx: Context, confirm: Confirm) -> StepPlan:
+        """What-if each deployment, then deploy those with changes, then record."""
+        plan = self._run(ctx, confirm)
+        if self._group == "azure" and not ctx.options.plan and ctx.rediscover():
+            ctx.console.say("  ingress address now known: deploying again with it")
+            again = self._run(ctx, confirm)
+            plan.changes.extend(again.pending)
+        return plan
+
+    def _run(self, ctx: Context, confirm: Confirm) -> StepPlan:
+        plan = StepPlan(self.key)
+        parts = ctx.parts()[self._group]
+        if not parts:
+            plan.notes.append("nothing to deploy (the build has no such resources)")
+            return plan
+        t = ctx.target()
+        digest = input_digest(t.subscription_id, t.resource_group, *(p.digest() for p in parts))
+        if not ctx.options.refresh and ctx.recorded(self.key) == digest:
+            plan.notes.append(f"no changes since the last apply (record {digest[:12]})")
+            show_plan(ctx, plan)
+            return plan
+        rg = ctx.resource_group()
+        env = ctx.build.environment
+        todo: list[arm.Part] = []
+        for part in parts:
+            name = part.deployment_name(env)
+            if rg is None:
+                changes = arm.template_changes(part)
+            else:
+                ctx.console.say(f"  what-if {name} in {t.resource_group}")
+                changes = arm.whatif_changes(
+                    ctx.azure().what_if(t.resource_group, name, part.payload())
+                )
+            if any(c.action is not ApplyAction.NOOP for c in changes):
+                todo.append(part)
+            elif "outputs" in part.template and rg is not None and ctx.outputs() is None:
+                todo.append(part)  # unchanged, but its outputs are needed and not recorded
+            plan.changes.extend(changes)
+        if rg is None:
+            plan.notes.append(
+                f"resource group {t.resource_group} does not exist yet: created in {t.location}"
+            )
+        show_plan(ctx, plan)
+        if ctx.options.plan:
+            return plan
+        confirm_step(ctx, plan, confirm)
+        ctx.ensure_resource_group()
+        for part in todo:
+            name = part.deployment_name(env)
+            ctx.console.say(f"  deploying {name} ...")
+            started = time.monotonic()
+            outputs = _deploy(ctx, t.resource_group, name, part.payload())
+            ctx.console.say(f"  deployed {name} in {time.monotonic() - started:.0f}s")
+            if "outputs" in part.template:
+                ctx.set_outputs(outputs)
+        if not todo:
+            ctx.console.say("  no changes")
+        ctx.record(self.key, digest)
+        return plan
+
+
+def _transient(exc: ApplyError) -> bool:
+    """Whether a failed deployment failed only for reasons that go away by themselves."""
+    codes = tuple(getattr(exc, "codes", ()) or ())
+    text = exc.message.lower()
+    if any(t in text for t in TRANSIENT_TEXT):
+        return True
+    return bool(codes) and all(c in TRANSIENT_ARM for c in codes)
+
+
+def _deploy(ctx: Context, rg: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Deploy, first waiting out a running deployment of the name, retrying transients.
+
+    ``AnotherOperationInProgress`` (AKS busy), ``PrincipalNotFound`` (a new identity not
+    yet replicated), a ``listKeys`` of a site whose host is starting, the Event Grid
+    handshake while the Functions host restarts: each fails a first real run and
+    succeeds minutes later. They are retried with backoff until ``--ready-timeout``;
+    anything else stops at once.
+    """
+    from .azure import DeploymentFailed
+
+    az = ctx.azure()
+    o = ctx.options
+    deadline = time.monotonic() + o.ready_timeout
+    attempt = 0
+    while True:
+        attempt += 1
+        az.wait_until_idle(rg, name, max(0.0, deadline - time.monotonic()))
+        try:
+            return dict(az.deploy(rg, name, payload))
+        except DeploymentFailed as exc:
+            if not _transient(exc) or time.monotonic() >= deadline:
+                raise
+            wait = o.retry.delay(attempt, None)
+            first = exc.message.splitlines()[0]
+            ctx.console.say(
+                f"  {name}: transient failure ({', '.join(exc.codes) or first}); "
+                f"deploying again in {wait:.1f}s"
+            )
+            o.retry.sleep(wait)
