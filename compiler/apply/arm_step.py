@@ -44,17 +44,14 @@ class ArmStep(Step):
         self.key, self.title, self._group = key, title, group
 
     def run(self, ctx: Context, confirm: Confirm) -> StepPlan:
-        """What-if each deployment, then deploy those with changes, then record."""
-        plan = self._run(ctx, confirm)
-        if self._group == "azure" and not ctx.options.plan and ctx.rediscover():
-            ctx.console.say("  ingress address now known: deploying again with it")
-            again = self._run(ctx, confirm)
-            plan.changes.extend(again.pending)
-        return plan
+        """What-if each deployment, then deploy those with changes, in order, then record.
 
-    def _run(self, ctx: Context, confirm: Confirm) -> StepPlan:
+        A part that reads an ingress address (``functions``) is looked at again after
+        the parts before it were deployed: on a first run the clusters exist only then,
+        and the address found is deployed with that part, once.
+        """
         plan = StepPlan(self.key)
-        parts = ctx.parts()[self._group]
+        parts = list(ctx.parts()[self._group])
         if not parts:
             plan.notes.append("nothing to deploy (the build has no such resources)")
             return plan
@@ -66,7 +63,7 @@ class ArmStep(Step):
             return plan
         rg = ctx.resource_group()
         env = ctx.build.environment
-        todo: list[arm.Part] = []
+        todo: set[str] = set()
         for part in parts:
             name = part.deployment_name(env)
             if rg is None:
@@ -77,9 +74,9 @@ class ArmStep(Step):
                     ctx.azure().what_if(t.resource_group, name, part.payload())
                 )
             if any(c.action is not ApplyAction.NOOP for c in changes):
-                todo.append(part)
+                todo.add(part.name)
             elif "outputs" in part.template and rg is not None and ctx.outputs() is None:
-                todo.append(part)  # unchanged, but its outputs are needed and not recorded
+                todo.add(part.name)  # unchanged, but its outputs are needed and not recorded
             plan.changes.extend(changes)
         if rg is None:
             plan.notes.append(
@@ -90,18 +87,44 @@ class ArmStep(Step):
             return plan
         confirm_step(ctx, plan, confirm)
         ctx.ensure_resource_group()
-        for part in todo:
+        deployed = False
+        for i in range(len(parts)):
+            if deployed and _reads_ingress(parts[i]) and ctx.rediscover():
+                parts[i:] = self._refreshed(ctx, parts[i:], todo)
+            part = parts[i]
+            if part.name not in todo:
+                continue
             name = part.deployment_name(env)
             ctx.console.say(f"  deploying {name} ...")
             started = time.monotonic()
             outputs = _deploy(ctx, t.resource_group, name, part.payload())
             ctx.console.say(f"  deployed {name} in {time.monotonic() - started:.0f}s")
+            deployed = True
             if "outputs" in part.template:
                 ctx.set_outputs(outputs)
         if not todo:
             ctx.console.say("  no changes")
-        ctx.record(self.key, digest)
+        final = input_digest(t.subscription_id, t.resource_group, *(p.digest() for p in parts))
+        ctx.record(self.key, final)
         return plan
+
+    def _refreshed(self, ctx: Context, rest: list[arm.Part], todo: set[str]) -> list[arm.Part]:
+        """``rest`` with the ingress address just found; a part it changes is deployed."""
+        fresh = {p.name: p for p in ctx.parts()[self._group]}
+        out = []
+        for old in rest:
+            new = fresh.get(old.name, old)
+            if new.digest() != old.digest() and old.name not in todo:
+                ctx.console.say(f"  ingress address now known: {old.name} is deployed with it")
+                todo.add(old.name)
+            out.append(new)
+        return out
+
+
+def _reads_ingress(part: arm.Part) -> bool:
+    """Whether ``part`` declares a parameter that holds an ingress address."""
+    declared = part.template.get("parameters") or {}
+    return arm.PARAM_BACKEND_URL in declared or arm.PARAM_INGRESS_URLS in declared
 
 
 def _transient(exc: ApplyError) -> bool:

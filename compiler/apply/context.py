@@ -205,9 +205,11 @@ class Context:
         self._rg, self._rg_read = {"location": t.location, "tags": dict(tags)}, True
         self.lock()
 
-    def infra_deployment(self) -> str:
-        """Name of the deployment that carries the outputs."""
-        return arm.Part(arm.INFRA, {}, {}).deployment_name(self.build.environment)
+    def outputs_deployment(self) -> str:
+        """Name of the deployment that carries the outputs (the clusters' part)."""
+        templates = self.build.templates()
+        part = arm.outputs_part(templates[0].template) if templates else arm.CLUSTERS
+        return arm.Part(part, {}, {}).deployment_name(self.build.environment)
 
     def outputs(self) -> dict[str, Any] | None:
         """Plain Azure outputs: --outputs, this run's deployment, or the live deployment."""
@@ -223,7 +225,7 @@ class Context:
                 self._outputs = normalize_outputs(raw)
             elif self.resource_group() is not None:
                 found = self.azure().deployment_outputs(
-                    self.target().resource_group, self.infra_deployment()
+                    self.target().resource_group, self.outputs_deployment()
                 )
                 self._outputs = None if found is None else normalize_outputs(found)
             self._outputs_read = True
@@ -291,7 +293,7 @@ class Context:
     def rediscover(self) -> bool:
         """Look again for ingress addresses still missing; True when one was found.
 
-        On a first apply the clusters only exist once the infra deployment is done, so
+        On a first apply the clusters only exist once their deployment is done, so
         the addresses are looked up again then, and the parameters that use them change.
         """
         if not self._wants_discovery() or self._discovered is None:

@@ -2,7 +2,8 @@
 
 Steps, in the order the platform needs them:
 
-1. ``azure`` - the resource group (created when missing) and the ``infra`` deployment;
+1. ``azure`` - the resource group (created when missing) and the ``data``, ``clusters``,
+   ``functions`` and ``apim-service`` deployments, each only when what-if shows changes;
 2. ``functions`` - the Functions bundle (zip deploy, or a package blob on Consumption);
 3. ``dispatch`` - the Event Grid subscription, which needs the running bundle;
 4. ``k8s:<cluster>`` - every object of the cluster by server-side apply, then rollouts,

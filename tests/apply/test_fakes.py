@@ -72,9 +72,10 @@ def test_arm_409s_a_put_of_a_running_deployment(
 ) -> None:
     azure, _kube = fakes
     assert run(azure, tls, project.env_dir, yes=True, targets=("azure",)).error is None
-    azure.active["ai4ec-default-infra"] = 1
+    azure.active["ai4ec-default-clusters"] = 1
     path = (
-        f"{RG}/providers/Microsoft.Resources/deployments/ai4ec-default-infra?api-version=2025-04-01"
+        f"{RG}/providers/Microsoft.Resources/deployments/ai4ec-default-clusters"
+        "?api-version=2025-04-01"
     )
     status, body = _call(azure, tls, "PUT", path, {"properties": {}})
     assert status == 409 and body["error"]["code"] == "DeploymentActive"
@@ -155,17 +156,18 @@ def test_whatif_returns_deploy_noeffect_and_noise(
         "Microsoft.ContainerService/managedClusters": "Deploy",
         "Microsoft.EventGrid/topics": "NoEffect",
     }
-    body = next(
-        q.json()
-        for q in azure.requests
-        if q.method == "PUT" and q.path.endswith("/ai4ec-default-infra")
-    )
-    path = (
-        f"{RG}/providers/Microsoft.Resources/deployments/ai4ec-default-infra/whatIf"
-        "?api-version=2025-04-01"
-    )
-    status, _ = _call(azure, tls, "POST", path, body)
-    assert status == 202
+    for part in ("clusters", "functions"):
+        body = next(
+            q.json()
+            for q in azure.requests
+            if q.method == "PUT" and q.path.endswith(f"/ai4ec-default-{part}")
+        )
+        path = (
+            f"{RG}/providers/Microsoft.Resources/deployments/ai4ec-default-{part}/whatIf"
+            "?api-version=2025-04-01"
+        )
+        status, _ = _call(azure, tls, "POST", path, body)
+        assert status == 202
     kinds = {
         c["changeType"]
         for o in azure.operations.values()
