@@ -14,7 +14,8 @@ from ..errors import ApplyError
 from . import arm
 from .context import Context
 from .options import Confirm
-from .plan import ApplyAction, StepPlan
+from .plan import ApplyAction, PlannedChange, StepPlan
+from .prune import APIM_API, apim_prune_candidates
 from .steps import Step, confirm_step, input_digest, show_plan
 
 #: ARM error codes that go away on their own: retried with backoff until the deadline.
@@ -57,7 +58,10 @@ class ArmStep(Step):
             return plan
         t = ctx.target()
         digest = input_digest(t.subscription_id, t.resource_group, *(p.digest() for p in parts))
-        if not ctx.options.refresh and ctx.recorded(self.key) == digest:
+        pruning = ctx.options.prune and self._group == "apim"
+        # With --prune the step always looks: leftovers of a run without --prune (or
+        # made outside ai4ec) are found only by listing the service.
+        if not ctx.options.refresh and not pruning and ctx.recorded(self.key) == digest:
             plan.notes.append(f"no changes since the last apply (record {digest[:12]})")
             show_plan(ctx, plan)
             return plan
@@ -78,6 +82,10 @@ class ArmStep(Step):
             elif "outputs" in part.template and rg is not None and ctx.outputs() is None:
                 todo.add(part.name)  # unchanged, but its outputs are needed and not recorded
             plan.changes.extend(changes)
+        doomed = apim_prune_candidates(ctx, parts, plan) if pruning else []
+        plan.changes.extend(
+            PlannedChange(ApplyAction.DELETE, d.type, d.name, note="prune") for d in doomed
+        )
         if rg is None:
             plan.notes.append(
                 f"resource group {t.resource_group} does not exist yet: created in {t.location}"
@@ -102,7 +110,10 @@ class ArmStep(Step):
             deployed = True
             if "outputs" in part.template:
                 ctx.set_outputs(outputs)
-        if not todo:
+        for d in doomed:
+            ctx.azure().delete_child(d.path, APIM_API)
+            ctx.console.say(f"  deleted {d.type} {d.name}")
+        if not todo and not doomed:
             ctx.console.say("  no changes")
         final = input_digest(t.subscription_id, t.resource_group, *(p.digest() for p in parts))
         ctx.record(self.key, final)

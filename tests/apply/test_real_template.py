@@ -199,8 +199,12 @@ def test_sample_applies_against_the_fakes(
     spc = kube.get_object("SecretProviderClass", namespace, "ai4ec-runtime")
     assert spc is not None
     assert "$(azure:" not in json.dumps(spc)
-    again = run(azure, tls, env_dir, yes=True, deployer_principal_id=DEPLOYER)
-    assert again.error is None and not again.result.changed  # type: ignore[union-attr]
+    # --prune on the same build lists API Management (the real template's ownership
+    # tags included) and Kubernetes, and finds nothing of ai4ec's to delete.
+    again = run(azure, tls, env_dir, yes=True, deployer_principal_id=DEPLOYER, prune=True)
+    assert again.error is None and not again.result.changed, again.text  # type: ignore[union-attr]
+    assert azure.count("GET", r"/Microsoft\.ApiManagement/service/[^/]+/apis$") == 1
+    assert not [w for w in azure.writes() if w.startswith("DELETE")]
 
 
 def test_package_blob_matches_the_azure_target() -> None:
