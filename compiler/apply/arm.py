@@ -1,9 +1,18 @@
 """The build's ARM templates cut into the deployments ``apply`` runs, in order.
 
-``azure/main.json`` holds every Azure resource of the environment. ``apply`` deploys it
-as three deployments, because two of its parts can only go in later:
+``azure/main.json`` holds every Azure resource of the environment (one template, for
+``az deployment group create`` and Bicep users). ``apply`` deploys it as separate
+deployments, so that what-if decides *what* to deploy, not only *whether*: a change to
+one part re-PUTs that part alone, and a first run deploys each part once.
 
-* ``infra`` - everything except the two parts below; carries the template's outputs;
+* ``data`` - monitoring, storage, Key Vault, registry, cache, and the secrets and role
+  assignments that need nothing later;
+* ``clusters`` - the AKS clusters, their pools, monitoring rules and role assignments
+  (the deployer's and the admin groups'); carries the template's outputs;
+* ``functions`` - the Event Grid topic and the Function App with its plan, and what
+  needs them (function-key secrets, their roles). It reads the ingress address, which
+  ``apply`` can only look up once the clusters exist, so it comes after them;
+* ``apim-service`` - the API Management service (its identity's Key Vault role);
 * ``dispatch`` - the Event Grid subscription (``Microsoft.EventGrid/topics/
   eventSubscriptions``). Event Grid validates the webhook when the subscription is
   created, so it must wait until the Functions bundle is published (the template says
@@ -12,11 +21,17 @@ as three deployments, because two of its parts can only go in later:
   service/*``), deployed after the runtime they call, as the platform's public door
   opens last. The split ``apim-apis-<n>.json`` templates of very large platforms follow.
 
-The parts together are exactly the resources of main.json (a test pins this on the real
-renderer's output). Every part keeps main's parameters and variables (ARM ignores unused
-ones), and ``dependsOn`` entries naming a resource of an earlier part are dropped:
-those resources exist by then, and ARM rejects a dependency on a resource that is not in
-the template. All deployments are incremental: ARM never deletes a resource here.
+A resource goes to the part of its type, or to a later part when it depends on a
+resource there: main.json's ``dependsOn`` lists every resource a resource references
+(the renderer derives it from the references), so the cut never leaves a resource
+before what it needs. The parts together are exactly the resources of main.json (a test
+pins this on the real renderer's output). Resources of other parts are referenced by
+``resourceId`` with an API version, which ARM resolves against the resource group, so
+no value has to travel between parts; ``dependsOn`` entries naming a resource of an
+earlier part are dropped (ARM rejects a dependency on a resource not in the template).
+Each part declares only the parameters it reads, so a value one part uses (the ingress
+address) does not change another part's digest. All deployments are incremental: ARM
+never deletes a resource here.
 """
 
 from __future__ import annotations
@@ -32,7 +47,11 @@ from ..errors import ApplyError
 from .builddir import Template
 from .plan import ApplyAction, PlannedChange
 
-INFRA, DISPATCH, APIM = "infra", "dispatch", "apim"
+DATA, CLUSTERS, FUNCTIONS, APIM_SERVICE = "data", "clusters", "functions", "apim-service"
+DISPATCH, APIM = "dispatch", "apim"
+#: Every part, in deployment order; the first four are the ``azure`` step.
+PARTS = (DATA, CLUSTERS, FUNCTIONS, APIM_SERVICE, DISPATCH, APIM)
+AZURE_PARTS = (DATA, CLUSTERS, FUNCTIONS, APIM_SERVICE)
 #: Parameter the template uses to hold the Event Grid subscription back.
 PARAM_EVENT_SUBSCRIPTION = "deployEventSubscription"
 PARAM_BACKEND_URL = "backendBaseUrl"
@@ -47,13 +66,25 @@ UNKNOWN_INGRESS_SUFFIX = ".ingress.invalid"
 _APIM_CHILD = "microsoft.apimanagement/service/"
 _EVENT_SUBSCRIPTION = "microsoft.eventgrid/topics/eventsubscriptions"
 _SPACE = re.compile(r"\s+")
+_PARAMETER = re.compile(r"parameters\(\s*'([^']+)'\s*\)")
+_VARIABLE = re.compile(r"variables\(\s*'([^']+)'\s*\)")
+#: Part of a resource type before its dependencies are considered (anything not named
+#: here, role assignments and secrets included, starts in ``data``).
+_TYPE_PARTS = {
+    "microsoft.containerservice/managedclusters": CLUSTERS,
+    "microsoft.containerservice/managedclusters/agentpools": CLUSTERS,
+    "microsoft.eventgrid/topics": FUNCTIONS,
+    "microsoft.web/serverfarms": FUNCTIONS,
+    "microsoft.web/sites": FUNCTIONS,
+    "microsoft.apimanagement/service": APIM_SERVICE,
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Part:
     """One deployment ``apply`` makes: a name, its template and parameter values."""
 
-    #: ``infra``, ``dispatch``, ``apim`` or ``apim-apis-<n>``.
+    #: One of :data:`PARTS`, or ``apim-apis-<n>``.
     name: str
     template: dict[str, Any]
     #: ``{name: value}`` for the parameters this template declares.
@@ -77,13 +108,17 @@ class Part:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _part_of(resource: dict[str, Any]) -> str:
+def _base_part(resource: dict[str, Any]) -> str:
     kind = str(resource.get("type", "")).lower()
     if kind.startswith(_APIM_CHILD):
         return APIM
     if kind == _EVENT_SUBSCRIPTION:
         return DISPATCH
-    return INFRA
+    if kind in _TYPE_PARTS:
+        return _TYPE_PARTS[kind]
+    if kind.startswith("microsoft.web/sites/"):
+        return FUNCTIONS
+    return DATA
 
 
 def _quote(value: str) -> str:
@@ -136,17 +171,24 @@ def reference_forms(resource: dict[str, Any]) -> set[str]:
     return {_SPACE.sub("", f) for f in forms}
 
 
+def _used(doc: dict[str, Any], pattern: re.Pattern[str]) -> set[str]:
+    return set(pattern.findall(json.dumps(doc)))
+
+
 def _subset(
     template: dict[str, Any],
     resources: list[dict[str, Any]],
     elsewhere: list[dict[str, Any]],
     outputs: bool,
 ) -> dict[str, Any]:
-    """A template with ``resources`` only; dependencies on ``elsewhere`` are dropped."""
+    """A template with ``resources`` only; dependencies on ``elsewhere`` are dropped.
+
+    It declares only the parameters and variables it reads, so its digest (and
+    whether it is deployed) depends on its own inputs alone.
+    """
     gone: set[str] = set()
     for r in elsewhere:
         gone |= reference_forms(r)
-    doc = {k: copy.deepcopy(v) for k, v in template.items() if k not in ("resources", "outputs")}
     kept = []
     for r in resources:
         r = copy.deepcopy(r)
@@ -157,9 +199,22 @@ def _subset(
             else:
                 del r["dependsOn"]
         kept.append(r)
-    doc["resources"] = kept
+    body: dict[str, Any] = {"resources": kept}
     if outputs and "outputs" in template:
-        doc["outputs"] = copy.deepcopy(template["outputs"])
+        body["outputs"] = copy.deepcopy(template["outputs"])
+    variables = template.get("variables") or {}
+    var_names = _used(body, _VARIABLE)
+    used_vars = {k: copy.deepcopy(v) for k, v in variables.items() if k in var_names}
+    param_names = _used(body, _PARAMETER) | _used(used_vars, _PARAMETER)
+    doc: dict[str, Any] = {}
+    for k, v in template.items():
+        if k == "parameters":
+            doc[k] = {n: copy.deepcopy(p) for n, p in v.items() if n in param_names}
+        elif k == "variables":
+            doc[k] = used_vars
+        elif k not in ("resources", "outputs"):
+            doc[k] = copy.deepcopy(v)
+    doc.update(body)
     return doc
 
 
@@ -168,19 +223,63 @@ def _declared(template: dict[str, Any], values: dict[str, Any]) -> dict[str, Any
     return {k: v for k, v in values.items() if k in declared}
 
 
+def _placement(resources: list[dict[str, Any]]) -> list[str]:
+    """The part of each resource: its type's, or the latest part of what it needs.
+
+    main.json lists resources after their dependencies, so one pass in order sees every
+    dependency placed before the resource that names it.
+    """
+    order = {p: i for i, p in enumerate(PARTS)}
+    where: dict[str, str] = {}
+    out: list[str] = []
+    for r in resources:
+        part = _base_part(r)
+        for d in r.get("dependsOn") or []:
+            dep = where.get(_SPACE.sub("", str(d)))
+            if dep is not None and order[dep] > order[part]:
+                part = dep
+        out.append(part)
+        for form in reference_forms(r):
+            where[form] = part
+    return out
+
+
+def _outputs_part(
+    template: dict[str, Any], resources: list[dict[str, Any]], placed: list[str]
+) -> str:
+    """The part that carries the outputs: the latest part of a resource they read."""
+    text = _SPACE.sub("", json.dumps(template.get("outputs") or {}))
+    order = {p: i for i, p in enumerate(PARTS)}
+    best = DATA
+    for r, part in zip(resources, placed, strict=True):
+        if part in AZURE_PARTS and order[part] > order[best]:
+            if any(f.strip("[]") in text for f in reference_forms(r) if f.startswith("[")):
+                best = part
+    return best
+
+
+def outputs_part(template: dict[str, Any]) -> str:
+    """Name of the part of ``template`` (main.json) whose deployment holds the outputs."""
+    resources = [r for r in template.get("resources") or [] if isinstance(r, dict)]
+    return _outputs_part(template, resources, _placement(resources))
+
+
 def split_main(main: Template) -> dict[str, dict[str, Any]]:
-    """main.json as ``{infra, dispatch, apim}`` templates (empty parts left out)."""
-    groups: dict[str, list[dict[str, Any]]] = {INFRA: [], DISPATCH: [], APIM: []}
-    for r in main.template["resources"]:
-        if not isinstance(r, dict):
-            raise ApplyError("azure/main.json: a resource is not an object")
-        groups[_part_of(r)].append(r)
+    """main.json as one template per part of :data:`PARTS` (empty parts left out)."""
+    resources = main.template["resources"]
+    if not all(isinstance(r, dict) for r in resources):
+        raise ApplyError("azure/main.json: a resource is not an object")
+    placed = _placement(resources)
+    groups: dict[str, list[dict[str, Any]]] = {p: [] for p in PARTS}
+    for r, part in zip(resources, placed, strict=True):
+        groups[part].append(r)
+    with_outputs = _outputs_part(main.template, resources, placed)
     out: dict[str, dict[str, Any]] = {}
     for name, rs in groups.items():
-        if not rs and name != INFRA:
+        if not rs and name != with_outputs:
             continue
         others = [r for n, group in groups.items() if n != name for r in group]
-        out[name] = _subset(main.template, rs, others, outputs=name == INFRA)
+        out[name] = _subset(main.template, rs, others, outputs=name == with_outputs)
     return out
 
 
@@ -203,6 +302,8 @@ def build_parts(
     templates: list[Template], overrides: dict[str, Any], discovered: dict[str, Any]
 ) -> dict[str, list[Part]]:
     """The deployments per step: ``{"azure": [...], "dispatch": [...], "apim": [...]}``.
+
+    ``azure`` holds the parts of :data:`AZURE_PARTS` that have resources, in order.
 
     Args:
         templates: ``main`` first, then the split APIM templates.
@@ -235,12 +336,13 @@ def build_parts(
 
     main, *split = templates
     parts = split_main(main)
-    infra_values = values(parts[INFRA], main.parameters)
     out: dict[str, list[Part]] = {"azure": [], "dispatch": [], "apim": []}
-    infra = dict(infra_values)
-    if PARAM_EVENT_SUBSCRIPTION in infra:
-        infra[PARAM_EVENT_SUBSCRIPTION] = False
-    out["azure"].append(Part(INFRA, parts[INFRA], infra))
+    for name in AZURE_PARTS:
+        if name in parts:
+            infra = values(parts[name], main.parameters)
+            if PARAM_EVENT_SUBSCRIPTION in infra:
+                infra[PARAM_EVENT_SUBSCRIPTION] = False
+            out["azure"].append(Part(name, parts[name], infra))
     if DISPATCH in parts:
         dispatch = values(parts[DISPATCH], main.parameters)
         if PARAM_EVENT_SUBSCRIPTION in dispatch and PARAM_EVENT_SUBSCRIPTION not in overrides:

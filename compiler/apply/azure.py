@@ -594,6 +594,45 @@ class Azure:
         body = _body(response)
         return dict(body) if isinstance(body, dict) else None
 
+    def list_children(self, path: str, api: str) -> list[dict[str, Any]] | None:
+        """Every item of an ARM collection (``nextLink`` followed); None on 404.
+
+        Any other failure (403, 405, 5xx after retries) is an error: prune must not read
+        a collection it may not list as empty.
+        """
+        what = f"list {path}"
+        response = self._send(what, "GET", path, api=api)
+        items: list[dict[str, Any]] = []
+        for _page in range(1000):
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise ApplyError(
+                    f"{what}: HTTP {response.status_code}: {self._response_error(response)}"
+                )
+            body = _body(response) or {}
+            items.extend(i for i in body.get("value") or [] if isinstance(i, dict))
+            link = body.get("nextLink")
+            if not link:
+                break
+            response = self._get_absolute(what, str(link))
+        return items
+
+    def delete_child(self, path: str, api: str) -> None:
+        """DELETE an API Management child with ``If-Match: *`` (APIM requires an ETag).
+
+        A 404 means someone deleted it already: the goal is reached.
+        """
+        from azure.core.rest import HttpRequest
+
+        what = f"delete {path}"
+        req = HttpRequest("DELETE", path, params={"api-version": api}, headers={"If-Match": "*"})
+        response = self._call(what, lambda: self.resources.send_request(req))
+        if response.status_code not in (200, 202, 204, 404):
+            raise ApplyError(
+                f"{what}: HTTP {response.status_code}: {self._response_error(response)}"
+            )
+
     def site_id(self, rg: str, app: str) -> str:
         """Resource id of a Function App."""
         return (

@@ -167,5 +167,6 @@ def read_cluster(ctx: ModelContext, c: dict[str, Any], index: int) -> Cluster:
         ),
         keda=(c.get("keda") or {}).get("enabled", True),
         nvidia_device_plugin=plugin == "auto" and any(p.gpu for p in pools),
+        admin_groups=tuple(dict.fromkeys(g.lower() for g in c.get("adminGroupObjectIds", ()))),
         json_path=format_path(path),
     )

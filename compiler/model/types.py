@@ -263,6 +263,8 @@ class Cluster:
     ingress: Ingress
     keda: bool
     nvidia_device_plugin: bool
+    #: Entra ID groups granted AKS RBAC Cluster Admin on the cluster (lowercase ids).
+    admin_groups: tuple[str, ...] = ()
     json_path: str = ""
 
     def pool(self, name: str) -> Pool:

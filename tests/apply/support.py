@@ -702,6 +702,9 @@ class FakeAzure(FakeServer):
         )
         if a:
             return self._aks(req, rg, a.group(1), a.group(2))
+        apim = re.match(r"^/providers/Microsoft\.ApiManagement/service/([^/]+)/(.+)$", rest)
+        if apim:
+            return self._apim(req, rg, apim.group(1), apim.group(2))
         mc = re.match(r"^/providers/Microsoft\.ContainerService/managedClusters/([^/]+)$", rest)
         if mc and req.method == "GET":
             rid = self._rid(rg, "Microsoft.ContainerService/managedClusters", mc.group(1)).lower()
@@ -711,6 +714,91 @@ class FakeAzure(FakeServer):
             return Response(200, {"name": mc.group(1), "properties": {"fqdn": fqdn}})
         self.violate(f"unexpected {req.method} {p}")
         return Response(404, {"error": {"code": "NotFound", "message": p}})
+
+    def _apim(self, req: Request, rg: str, service: str, rel: str) -> Response:
+        """API Management children: list a collection, delete one item.
+
+        As the service does: a DELETE without ``If-Match`` is refused (the header is
+        required), a named value a remaining policy uses (``{{name}}``) or a backend a
+        policy routes to (``backend-id``) cannot be deleted, deleting an API deletes its
+        operations, policies, tag links and product links, and a missing service is 404.
+        """
+        self._api(req, "2024-05-01")
+        svc = self._rid(rg, "Microsoft.ApiManagement/service", service).lower()
+        if svc not in self.resources:
+            return Response(404, {"error": {"code": "ResourceNotFound", "message": service}})
+        segs = rel.split("/")
+        prefix = f"{svc}/{rel.lower()}"
+        if len(segs) % 2 == 1 and req.method == "GET":
+            items = []
+            for key, body in sorted(self.resources.items()):
+                if key.startswith(prefix + "/") and "/" not in key[len(prefix) + 1 :]:
+                    items.append(
+                        {
+                            "id": key,
+                            "type": body.get("type"),
+                            "name": str(body.get("name", "")).rsplit("/", 1)[-1],
+                            "properties": body.get("properties") or {},
+                        }
+                    )
+            return Response(200, {"value": items})
+        if len(segs) % 2 == 0 and req.method == "DELETE":
+            if not req.headers.get("if-match"):
+                return Response(
+                    400,
+                    {
+                        "error": {
+                            "code": "ValidationError",
+                            "message": "If-Match header is required",
+                        }
+                    },
+                )
+            if prefix not in self.resources:
+                return Response(404, {"error": {"code": "ResourceNotFound", "message": rel}})
+            name = segs[-1]
+            doomed = {k for k in self.resources if k == prefix or k.startswith(prefix + "/")}
+            if segs[0] == "apis":
+                doomed |= {
+                    k
+                    for k in self.resources
+                    if re.fullmatch(
+                        rf"{re.escape(svc)}/products/[^/]+/apis/{re.escape(name.lower())}", k
+                    )
+                }
+            policies = [
+                str((b.get("properties") or {}).get("value") or "")
+                for k, b in self.resources.items()
+                if k.startswith(svc + "/")
+                and k not in doomed
+                and str(b.get("type", "")).endswith("/policies")
+            ]
+            if segs[0] == "namedvalues" or segs[0] == "namedValues":
+                if any("{{" + name + "}}" in text for text in policies):
+                    return Response(
+                        400,
+                        {
+                            "error": {
+                                "code": "ValidationError",
+                                "message": f"Named value '{name}' is used in policies",
+                            }
+                        },
+                    )
+            if segs[0] == "backends":
+                if any(f'backend-id="{name}"' in text for text in policies):
+                    return Response(
+                        400,
+                        {
+                            "error": {
+                                "code": "ValidationError",
+                                "message": f"Backend '{name}' is used in policies",
+                            }
+                        },
+                    )
+            for k in doomed:
+                del self.resources[k]
+            return Response(200, None)
+        self.violate(f"unexpected {req.method} {req.path}")
+        return Response(405, {"error": {"code": "MethodNotAllowed", "message": req.method}})
 
     def _site(self, req: Request, rg: str, app: str, action_path: str) -> Response:
         p = req.path

@@ -68,10 +68,13 @@ def test_first_apply_deploys_everything_in_order(
     rg = "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/my-platform-rg"
     assert writes[0].lower() == f"put {rg}"  # resource group created first
     puts = [w.rsplit("/", 1)[1] for w in writes if "/deployments/" in w]
-    # infra twice: the ingress address is known only once the cluster exists.
+    # Each part once, in order: the ingress address, known only once the cluster
+    # exists, is looked up before the functions part, which is the one that reads it.
     assert puts == [
-        "ai4ec-default-infra",
-        "ai4ec-default-infra",
+        "ai4ec-default-data",
+        "ai4ec-default-clusters",
+        "ai4ec-default-functions",
+        "ai4ec-default-apim-service",
         "ai4ec-default-dispatch",
         "ai4ec-default-apim",
     ]
@@ -81,12 +84,26 @@ def test_first_apply_deploys_everything_in_order(
     assert zip_at < dispatch_at < apim_at
     assert len(azure.kudu) == 1
 
-    infra = _deploy_bodies(azure, "ai4ec-default-infra")
-    types = {res["type"] for res in infra[-1]["template"]["resources"]}
-    assert "Microsoft.EventGrid/topics/eventSubscriptions" not in types
-    assert not any(t.startswith("Microsoft.ApiManagement/service/") for t in types)
-    assert infra[0]["parameters"]["backendBaseUrl"]["value"] == ""
-    assert infra[-1]["parameters"]["backendBaseUrl"]["value"] == "http://20.1.2.3"
+    kinds = {
+        part: [
+            res["type"]
+            for res in _deploy_bodies(azure, f"ai4ec-default-{part}")[0]["template"]["resources"]
+        ]
+        for part in ("data", "clusters", "functions", "apim-service")
+    }
+    assert kinds == {
+        "data": ["Microsoft.Storage/storageAccounts", "Microsoft.KeyVault/vaults/secrets"],
+        "clusters": ["Microsoft.ContainerService/managedClusters"],
+        "functions": ["Microsoft.EventGrid/topics", "Microsoft.Web/sites"],
+        "apim-service": ["Microsoft.ApiManagement/service"],
+    }
+    clusters = _deploy_bodies(azure, "ai4ec-default-clusters")[0]
+    assert "outputs" in clusters["template"]
+    # A part declares only the parameters it reads: the address changes the functions
+    # part alone.
+    assert set(clusters["parameters"]) == {"location", "nodeCount"}
+    functions = _deploy_bodies(azure, "ai4ec-default-functions")[0]
+    assert functions["parameters"]["backendBaseUrl"]["value"] == "http://20.1.2.3"
     dispatch = _deploy_bodies(azure, "ai4ec-default-dispatch")[0]
     assert dispatch["parameters"]["deployEventSubscription"]["value"] is True
     assert [res["type"] for res in dispatch["template"]["resources"]] == [
@@ -145,7 +162,7 @@ def test_refresh_compares_live_and_writes_only_the_bundle(
     kube.reset_log()
     r = run(azure, tls, project.env_dir, yes=True, refresh=True)
     assert r.error is None, r.text
-    assert azure.count("POST", "/whatIf$") == 3
+    assert azure.count("POST", "/whatIf$") == 6  # four azure parts, dispatch, apim
     assert [w for w in azure.writes() if "/deployments/" in w] == []
     # The bundle cannot be compared with what runs, so --refresh publishes it again,
     # under the resource group's lock (a tag taken before and removed after).
@@ -413,7 +430,7 @@ def test_transient_faults_are_retried(
 ) -> None:
     """429 + Retry-After, 503 and dropped connections (local HTTPS fakes) are retried."""
     azure, kube = fakes
-    azure.fail("PUT", r"/deployments/ai4ec-default-infra$", 429, headers={"Retry-After": "1"})
+    azure.fail("PUT", r"/deployments/ai4ec-default-clusters$", 429, headers={"Retry-After": "1"})
     azure.fail("POST", r"/whatIf$", 503)
     azure.drop("HEAD", r"/resource[gG]roups/my-platform-rg$")
     azure.drop("POST", r"/api/zipdeploy$")
@@ -437,20 +454,20 @@ def test_permanent_azure_error_stops_with_the_cause(
     azure, kube = fakes
     azure.fail(
         "PUT",
-        r"/deployments/ai4ec-default-infra$",
+        r"/deployments/ai4ec-default-data$",
         400,
         body={
             "error": {
                 "code": "InvalidTemplateDeployment",
-                "message": "The template deployment 'ai4ec-default-infra' is not valid",
+                "message": "The template deployment 'ai4ec-default-data' is not valid",
             }
         },
     )
     r = run(azure, tls, project.env_dir, yes=True)
     assert isinstance(r.error, ApplyError)
-    assert "deployment ai4ec-default-infra in my-platform-rg: HTTP 400" in str(r.error)
+    assert "deployment ai4ec-default-data in my-platform-rg: HTTP 400" in str(r.error)
     assert "InvalidTemplateDeployment" in str(r.error)
-    assert azure.count("PUT", r"/deployments/ai4ec-default-infra$") == 1
+    assert azure.count("PUT", r"/deployments/ai4ec-default-data$") == 1
 
 
 def test_conflict_needs_force(
@@ -674,7 +691,7 @@ def test_long_deployment_shows_it_is_alive(
     azure.deploy_polls = 15
     r = run(azure, tls, project.env_dir, yes=True, targets=("azure",))
     assert r.error is None, r.text
-    assert "deployment ai4ec-default-infra: still running (0 min)" in r.text
+    assert "deployment ai4ec-default-clusters: still running (0 min)" in r.text
 
 
 def test_ingress_lookup_failure_is_an_error(

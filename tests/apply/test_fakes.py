@@ -40,12 +40,15 @@ def _call(
     body: Any = None,
     token: str = ARM,
     content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     ctx = ssl.create_default_context(cafile=str(tls.ca_file))
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(fake.url + path, data=data, method=method)
     req.add_header("Authorization", f"Bearer {token}")
     req.add_header("Content-Type", content_type)
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
     try:
         with urllib.request.urlopen(req, context=ctx) as r:  # noqa: S310 - local fake
             raw = r.read()
@@ -72,9 +75,10 @@ def test_arm_409s_a_put_of_a_running_deployment(
 ) -> None:
     azure, _kube = fakes
     assert run(azure, tls, project.env_dir, yes=True, targets=("azure",)).error is None
-    azure.active["ai4ec-default-infra"] = 1
+    azure.active["ai4ec-default-clusters"] = 1
     path = (
-        f"{RG}/providers/Microsoft.Resources/deployments/ai4ec-default-infra?api-version=2025-04-01"
+        f"{RG}/providers/Microsoft.Resources/deployments/ai4ec-default-clusters"
+        "?api-version=2025-04-01"
     )
     status, body = _call(azure, tls, "PUT", path, {"properties": {}})
     assert status == 409 and body["error"]["code"] == "DeploymentActive"
@@ -155,17 +159,18 @@ def test_whatif_returns_deploy_noeffect_and_noise(
         "Microsoft.ContainerService/managedClusters": "Deploy",
         "Microsoft.EventGrid/topics": "NoEffect",
     }
-    body = next(
-        q.json()
-        for q in azure.requests
-        if q.method == "PUT" and q.path.endswith("/ai4ec-default-infra")
-    )
-    path = (
-        f"{RG}/providers/Microsoft.Resources/deployments/ai4ec-default-infra/whatIf"
-        "?api-version=2025-04-01"
-    )
-    status, _ = _call(azure, tls, "POST", path, body)
-    assert status == 202
+    for part in ("clusters", "functions"):
+        body = next(
+            q.json()
+            for q in azure.requests
+            if q.method == "PUT" and q.path.endswith(f"/ai4ec-default-{part}")
+        )
+        path = (
+            f"{RG}/providers/Microsoft.Resources/deployments/ai4ec-default-{part}/whatIf"
+            "?api-version=2025-04-01"
+        )
+        status, _ = _call(azure, tls, "POST", path, body)
+        assert status == 202
     kinds = {
         c["changeType"]
         for o in azure.operations.values()
@@ -218,3 +223,31 @@ def test_kube_merges_server_side_apply_by_field_manager(
     assert status == 200 and obj["spec"]["replicas"] == 1
     assert [m["manager"] for m in obj["metadata"]["managedFields"]] == ["ai4ec"]
     assert kube.violations == []
+
+
+def test_apim_refuses_deletes_without_if_match_or_of_what_policies_use(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """API Management: If-Match is required on DELETE; a named value a policy uses
+    cannot go; deleting the API (and so its policy) first lets it go; no service, 404."""
+    azure, _kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    svc = f"{RG}/providers/Microsoft.ApiManagement/service/myplat-apim-e61b8"
+    api = "?api-version=2024-05-01"
+    base = f"/subscriptions/{SUBSCRIPTION}/resourcegroups/my-platform-rg/providers/"
+    policy = (
+        f"{base}microsoft.apimanagement/service/myplat-apim-e61b8/apis/hello-v1/policies/policy"
+    )
+    azure.resources[policy.lower()]["properties"]["value"] = "<p>{{ai4ec-ingress-main}}</p>"
+    nv = f"{svc}/namedValues/ai4ec-ingress-main{api}"
+    status, body = _call(azure, tls, "DELETE", nv)
+    assert status == 400 and "If-Match" in body["error"]["message"]
+    status, body = _call(azure, tls, "DELETE", nv, headers={"If-Match": "*"})
+    assert status == 400 and "used in policies" in body["error"]["message"]
+    status, _ = _call(azure, tls, "DELETE", f"{svc}/apis/hello-v1{api}", headers={"If-Match": "*"})
+    assert status == 200
+    assert _call(azure, tls, "DELETE", nv, headers={"If-Match": "*"})[0] == 200
+    status, body = _call(azure, tls, "GET", f"{svc}/apis{api}")
+    assert status == 200 and body["value"] == []
+    other = f"{RG}/providers/Microsoft.ApiManagement/service/nope/apis{api}"
+    assert _call(azure, tls, "GET", other)[0] == 404

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ai4ec.errors import ApplyError
 
 from .conftest import Project, run, synthetic_template, write_template
@@ -150,7 +152,7 @@ def test_kubernetes_403_is_waited_out_while_the_role_propagates(
     infra = [
         q.json()["properties"]["parameters"]
         for q in azure.requests
-        if q.method == "PUT" and q.path.endswith("/ai4ec-default-infra")
+        if q.method == "PUT" and q.path.endswith("/ai4ec-default-clusters")
     ]
     assert infra[0]["deployerPrincipalId"] == {"value": DEPLOYER}
     assert "forbidden (HTTP 403); waiting for the role assignment" in r.text
@@ -178,12 +180,12 @@ def test_a_running_deployment_of_the_same_name_is_waited_for(
 ) -> None:
     """A deployment left running (Ctrl-C) is waited for instead of a 409 DeploymentActive."""
     azure, kube = fakes
-    azure.active["ai4ec-default-infra"] = 3
+    azure.active["ai4ec-default-clusters"] = 3
     r = run(azure, tls, project.env_dir, yes=True, targets=("azure",))
     assert r.error is None, r.text
-    assert "deployment ai4ec-default-infra is still running (running): waiting" in r.text
+    assert "deployment ai4ec-default-clusters is still running (running): waiting" in r.text
     assert not any(
-        q.method == "PUT" and q.path.endswith("/ai4ec-default-infra") for q in azure.requests[:3]
+        q.method == "PUT" and q.path.endswith("/ai4ec-default-clusters") for q in azure.requests[:3]
     )
     _clean(azure, kube)
 
@@ -194,7 +196,7 @@ def test_transient_arm_codes_are_retried_with_backoff(
     """AnotherOperationInProgress, PrincipalNotFound, a failed handshake: deployed again."""
     azure, kube = fakes
     azure.transient = {
-        "ai4ec-default-infra": ("AnotherOperationInProgress", 1),
+        "ai4ec-default-clusters": ("AnotherOperationInProgress", 1),
         "ai4ec-default-dispatch": ("Url validation", 1),
         "ai4ec-default-apim": ("PrincipalNotFound", 2),
     }
@@ -391,3 +393,40 @@ def test_a_saved_plan_is_applied_exactly_or_refused_as_stale(
     other = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
     assert isinstance(other.error, ApplyError)
     assert "made from another build" in str(other.error)
+
+
+# ------------------------------------------------------------------ only what changed
+
+
+@pytest.mark.parametrize(
+    ("change", "part"),
+    [("nodeCount", "clusters"), ("storage", "data"), ("apim", "apim-service")],
+)
+def test_a_change_to_one_part_puts_that_deployment_only(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project, change: str, part: str
+) -> None:
+    """AKS, the data services and API Management are separate deployments: what-if
+    decides which to PUT (the ARM fake counts PUTs), so a change to one never re-PUTs
+    the others, and the first run PUT each exactly once."""
+    azure, kube = fakes
+    template = synthetic_template(project.platform_file)
+    write_template(project.env_dir, template)
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    first = _puts(azure)
+    assert sorted(first) == sorted(set(first))  # each deployment once
+    assert len(first) == 6
+    azure.reset_log()
+    if change == "nodeCount":
+        write_template(project.env_dir, template, {"nodeCount": 3})
+    else:
+        kind = {
+            "storage": "Microsoft.Storage/storageAccounts",
+            "apim": "Microsoft.ApiManagement/service",
+        }[change]
+        res = next(r for r in template["resources"] if r["type"] == kind)
+        res["sku"] = {"name": "Premium_LRS" if change == "storage" else "Standard", "capacity": 1}
+        write_template(project.env_dir, template)
+    r = run(azure, tls, project.env_dir, yes=True)
+    assert r.error is None, r.text
+    assert _puts(azure) == [f"ai4ec-default-{part}"]
+    _clean(azure, kube)

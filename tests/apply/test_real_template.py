@@ -2,9 +2,11 @@
 
 The Azure renderer (``ai4ec.render.azure``) is developed alongside; these tests use its
 output directly when it is importable and are skipped otherwise. They pin the contract
-``apply`` relies on: main.json splits into infra / dispatch / apim parts that together
-hold each resource exactly once, no part depends on a resource it does not deploy, the
-parameters ``apply`` fills exist, and the outputs name what the placeholders need.
+``apply`` relies on: main.json splits into data / clusters / functions / apim-service /
+dispatch / apim parts that together hold each resource exactly once, each resource of a
+kind in its own part, no part depends on a resource it does not deploy or reads one a
+later part deploys, the parameters ``apply`` fills exist, and the outputs name what the
+placeholders need.
 """
 
 from __future__ import annotations
@@ -68,7 +70,37 @@ def test_split_holds_every_resource_once(sample: Path) -> None:
             for r in t["resources"]:
                 for d in r.get("dependsOn") or []:
                     assert forms["".join(d.split())] in mine, (name, r["name"], d)
-        assert "outputs" in parts[arm.INFRA]
+        # Each kind where it belongs: AKS, APIM and the data services apart.
+        where = {_key(r): name for name, t in parts.items() for r in t["resources"]}
+        expect = {
+            "microsoft.cache/redis": arm.DATA,
+            "microsoft.keyvault/vaults": arm.DATA,
+            "microsoft.storage/storageaccounts": arm.DATA,
+            "microsoft.operationalinsights/workspaces": arm.DATA,
+            "microsoft.containerservice/managedclusters": arm.CLUSTERS,
+            "microsoft.web/sites": arm.FUNCTIONS,
+            "microsoft.eventgrid/topics": arm.FUNCTIONS,
+            "microsoft.apimanagement/service": arm.APIM_SERVICE,
+            "microsoft.eventgrid/topics/eventsubscriptions": arm.DISPATCH,
+        }
+        for key, name in where.items():
+            if key[0] in expect:
+                assert name == expect[key[0]], (key, name)
+        # A resource never reads (reference/listKeys by resourceId) one of a later part.
+        order = {n: i for i, n in enumerate(arm.PARTS)}
+        by_form = {
+            f.strip("[]"): where[_key(r)]
+            for r in main["resources"]
+            for f in arm.reference_forms(r)
+            if f.startswith("[resourceId(")
+        }
+        for name, t in parts.items():
+            text = "".join(json.dumps(t["resources"]).split())
+            for form, other in by_form.items():
+                if form in text:
+                    assert order[other] <= order[name], (name, form, other)
+        assert "outputs" in parts[arm.CLUSTERS]
+        assert arm.outputs_part(main) == arm.CLUSTERS
         outputs = main["outputs"]
         assert {"tenantId", "clusters"} <= set(outputs)
         clusters = outputs["clusters"]["value"]
@@ -85,8 +117,8 @@ def test_split_holds_every_resource_once(sample: Path) -> None:
             arm.PARAM_DEPLOYER,
             arm.PARAM_DEPLOYER_TYPE,
         } <= declared
-        # The deployer's AKS role: one per cluster, in the infra deployment with it.
-        infra = parts[arm.INFRA]
+        # The deployer's AKS role: one per cluster, in the clusters deployment with it.
+        infra = parts[arm.CLUSTERS]
         aks = {
             f"Microsoft.ContainerService/managedClusters/{r['name']}"
             for r in infra["resources"]
@@ -156,19 +188,23 @@ def test_sample_applies_against_the_fakes(
     infra = [
         q.json()["properties"]["parameters"]
         for q in azure.requests
-        if q.method == "PUT" and q.path.endswith(f"/ai4ec-{env}-infra")
+        if q.method == "PUT" and q.path.endswith(f"/ai4ec-{env}-clusters")
     ]
     assert infra and all(p[arm.PARAM_DEPLOYER] == {"value": DEPLOYER} for p in infra)
     assert DEPLOYER in kube.granted
     deployments = [w.rsplit("/", 1)[1] for w in azure.writes() if "/deployments/" in w]
-    assert deployments[-2:] == [f"ai4ec-{env}-dispatch", f"ai4ec-{env}-apim"]
-    assert set(deployments) == {f"ai4ec-{env}-{p}" for p in ("infra", "dispatch", "apim")}
+    # The first run deploys each part exactly once, in order.
+    assert deployments == [f"ai4ec-{env}-{p}" for p in arm.PARTS]
     namespace = platform.clusters[0].namespace
     spc = kube.get_object("SecretProviderClass", namespace, "ai4ec-runtime")
     assert spc is not None
     assert "$(azure:" not in json.dumps(spc)
-    again = run(azure, tls, env_dir, yes=True, deployer_principal_id=DEPLOYER)
-    assert again.error is None and not again.result.changed  # type: ignore[union-attr]
+    # --prune on the same build lists API Management (the real template's ownership
+    # tags included) and Kubernetes, and finds nothing of ai4ec's to delete.
+    again = run(azure, tls, env_dir, yes=True, deployer_principal_id=DEPLOYER, prune=True)
+    assert again.error is None and not again.result.changed, again.text  # type: ignore[union-attr]
+    assert azure.count("GET", r"/Microsoft\.ApiManagement/service/[^/]+/apis$") == 1
+    assert not [w for w in azure.writes() if w.startswith("DELETE")]
 
 
 def test_package_blob_matches_the_azure_target() -> None:

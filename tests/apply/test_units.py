@@ -83,20 +83,32 @@ def _template() -> dict[str, Any]:
         },
         "variables": {"v": 1},
         "resources": [
-            {"type": "Microsoft.Web/sites", "name": "app"},
+            {
+                "type": "Microsoft.Web/sites",
+                "name": "app",
+                "properties": {"url": "[parameters('backendBaseUrl')]", "p": "[parameters('p')]"},
+            },
             {
                 "type": "Microsoft.Authorization/roleAssignments",
                 "name": "[guid('x')]",
                 "scope": "Microsoft.KeyVault/vaults/kv",
             },
             {
+                "type": "Microsoft.Authorization/roleAssignments",
+                "name": "[guid('y')]",
+                "scope": "Microsoft.KeyVault/vaults/kv",
+                "dependsOn": ["[resourceId('Microsoft.Web/sites', 'app')]"],
+            },
+            {
                 "type": "Microsoft.EventGrid/topics/eventSubscriptions",
                 "name": "t/s",
+                "condition": "[parameters('deployEventSubscription')]",
                 "dependsOn": ["[resourceId('Microsoft.Web/sites', 'app')]"],
             },
             {
                 "type": "Microsoft.ApiManagement/service/apis",
                 "name": "apim/x",
+                "properties": {"u": "[parameters('ai4ecIngressUrls').a]", "p": "[parameters('p')]"},
                 "dependsOn": [
                     "[resourceId('Microsoft.Web/sites', 'app')]",
                     "[extensionResourceId(resourceId('Microsoft.KeyVault/vaults', 'kv'), "
@@ -104,22 +116,42 @@ def _template() -> dict[str, Any]:
                     "[resourceId('Microsoft.ApiManagement/service/apis', 'apim', 'y')]",
                 ],
             },
-            {"type": "Microsoft.ApiManagement/service/apis", "name": "apim/y"},
+            {
+                "type": "Microsoft.ApiManagement/service/apis",
+                "name": "apim/y",
+                "tags": "[variables('v')]",
+            },
         ],
-        "outputs": {"o": {"type": "string", "value": "v"}},
+        "outputs": {
+            "o": {
+                "type": "string",
+                "value": "[reference(resourceId('Microsoft.Web/sites', 'app'), '1').x]",
+            }
+        },
     }
 
 
 def test_split_main_cuts_dependencies_on_earlier_parts() -> None:
-    """infra/dispatch/apim parts (no server): dependsOn kept only inside a part."""
+    """Parts by kind (no server): a resource follows what it needs to a later part;
+    dependsOn kept only inside a part; each part declares only what it reads."""
     parts = arm.split_main(Template("main", _template(), {}))
-    assert [r["name"] for r in parts["infra"]["resources"]] == ["app", "[guid('x')]"]
+    assert list(parts) == ["data", "functions", "dispatch", "apim"]
+    assert [r["name"] for r in parts["data"]["resources"]] == ["[guid('x')]"]
+    # The role on the vault for the site goes with the site, after it.
+    assert [r["name"] for r in parts["functions"]["resources"]] == ["app", "[guid('y')]"]
+    assert parts["functions"]["resources"][1]["dependsOn"] == [
+        "[resourceId('Microsoft.Web/sites', 'app')]"
+    ]
     assert "dependsOn" not in parts["dispatch"]["resources"][0]
+    assert set(parts["functions"]["parameters"]) == {"backendBaseUrl", "p"}
+    assert set(parts["dispatch"]["parameters"]) == {"deployEventSubscription"}
+    assert parts["data"]["parameters"] == {} and parts["data"]["variables"] == {}
     apis = parts["apim"]["resources"]
     assert apis[0]["dependsOn"] == [
         "[resourceId('Microsoft.ApiManagement/service/apis', 'apim', 'y')]"
     ]
-    assert "outputs" in parts["infra"] and "outputs" not in parts["apim"]
+    # The outputs read the site: they go with its part.
+    assert "outputs" in parts["functions"] and "outputs" not in parts["apim"]
     assert parts["apim"]["variables"] == {"v": 1}
 
 
@@ -131,19 +163,22 @@ def test_build_parts_fills_parameters_in_order_of_precedence() -> None:
         "backendBaseUrl": "http://1.2.3.4",
     }
     parts = arm.build_parts([t], {}, discovered)
-    infra = parts["azure"][0].parameters
+    assert [p.name for p in parts["azure"]] == ["data", "functions"]
+    infra = parts["azure"][1].parameters
     assert infra["p"] == "file"
-    assert infra["deployEventSubscription"] is False
     assert infra["backendBaseUrl"] == "http://1.2.3.4"
     # Only the stand-in is replaced; a real host from platform.yaml stays.
-    assert infra["ai4ecIngressUrls"] == {"a": "http://1.2.3.4", "b": "https://b.example.org"}
+    apim = parts["apim"][0].parameters
+    assert apim["ai4ecIngressUrls"] == {"a": "http://1.2.3.4", "b": "https://b.example.org"}
     assert parts["dispatch"][0].parameters["deployEventSubscription"] is True
     over = arm.build_parts(
         [t], arm.parse_overrides(('p="x"', "backendBaseUrl=http://h")), discovered
     )
     assert over["apim"][0].parameters["p"] == "x"
-    assert over["azure"][0].parameters["backendBaseUrl"] == "http://h"
-    assert parts["azure"][0].digest() != over["azure"][0].digest()
+    assert over["azure"][1].parameters["backendBaseUrl"] == "http://h"
+    assert parts["azure"][1].digest() != over["azure"][1].digest()
+    # ...and a part that does not read the changed values keeps its digest (not redeployed).
+    assert parts["azure"][0].digest() == over["azure"][0].digest()
     with pytest.raises(ApplyError, match="no such template parameter"):
         arm.build_parts([t], {"zzz": 1}, {})
     with pytest.raises(ApplyError, match="expected NAME=VALUE"):

@@ -48,6 +48,10 @@ APIM_API_VERSION = "2024-05-01"
 POLICY_FORMAT = "xml"
 #: Object parameter: cluster name -> base URL of its Istio ingress (``https://host``).
 INGRESS_PARAMETER = "ai4ecIngressUrls"
+#: Ownership marker: an API Management tag linked to every API and product ai4ec
+#: creates, and a tag of every named value it creates. ``apply --prune`` deletes only
+#: objects that carry it, so an API made by hand in the same service is never touched.
+OWNER_TAG = "ai4ec"
 
 _SERVICE_TYPE = "Microsoft.ApiManagement/service"
 
@@ -138,6 +142,7 @@ class _Builder:
     named_values: dict[str, Resource] = field(default_factory=dict)
     backends: dict[str, Resource] = field(default_factory=dict)
     apis: dict[str, Resource] = field(default_factory=dict)
+    owner: Resource | None = None
 
     def add(
         self,
@@ -171,10 +176,18 @@ class _Builder:
         return self.add(kind, "policy", parent, props, waits)
 
     def named_value(self, name: str, props: dict[str, Any]) -> None:
+        props = {**props, "tags": [OWNER_TAG]}
         self.named_values[name] = self.add("namedValues", name, self.service, props)
+
+    def mark(self, res: Resource) -> None:
+        """Link the ownership tag to an API or product (what ``apply --prune`` reads)."""
+        if self.owner is None:  # pragma: no cover - build() creates it before any API
+            raise RuntimeError("the ownership tag is created first")
+        self.add("tags", OWNER_TAG, res, None, [self.owner])
 
     def build(self) -> list[Resource]:
         plan = self.plan
+        self.owner = self.add("tags", OWNER_TAG, self.service, {"displayName": OWNER_TAG})
         self.named_value(
             FUNCTION_KEY_NAMED_VALUE,
             {
@@ -256,6 +269,7 @@ class _Builder:
                 if p.subscriptions_limit is not None:
                     product_props["subscriptionsLimit"] = p.subscriptions_limit
             product = self.add("products", p.name, self.service, product_props)
+            self.mark(product)
             self.policy(product, p.policy_path)
             for api_name in p.apis:
                 self.add("apis", api_name, product, None, [self.apis[api_name]])
@@ -278,6 +292,7 @@ class _Builder:
             props["format"] = api.openapi.format
             props["value"] = api.openapi.value
         res = self.apis[api.name] = self.add("apis", api.name, self.service, props)
+        self.mark(res)
         self.policy(res, api.policy_path)
         for op in api.operations:
             if op.policy_path is None:  # imported from OpenAPI, routed by the API policy

@@ -217,10 +217,37 @@ def deployer_role_assignment(
     )
 
 
+def group_role_assignment(
+    scope: Resource, group_id: str, role: str, module: str, description: str
+) -> Resource:
+    """A role for an Entra ID group named in platform.yaml (a literal object id).
+
+    The name is ``guid(scope, group id, role)``, so each group gets its own assignment
+    and a rerun finds the same one.
+    """
+    role_id = ROLES[role]
+    return new_resource(
+        camel("role", "group", scope.symbol, group_id[:8], role),
+        "Microsoft.Authorization/roleAssignments",
+        Fn("guid", (scope.id(), group_id, role_id)),
+        module,
+        scope=scope,
+        body={
+            "properties": {
+                "roleDefinitionId": _role_definition(role),
+                "principalId": group_id,
+                "principalType": "Group",
+                "description": description,
+            }
+        },
+    )
+
+
 __all__ = [
     "AzureSpec",
     "camel",
     "deployer_role_assignment",
+    "group_role_assignment",
     "new_resource",
     "role_assignment",
 ]

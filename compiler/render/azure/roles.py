@@ -11,6 +11,7 @@ from .common import (
     PARAM_DEPLOYER_TYPE,
     AzureSpec,
     deployer_role_assignment,
+    group_role_assignment,
     role_assignment,
 )
 from .data import Storage
@@ -146,6 +147,16 @@ def roles(
                 "roles",
                 f"The deployer (ai4ec apply) manages Kubernetes objects of cluster {cluster.name}.",
             )
+        )
+        grants.extend(
+            group_role_assignment(
+                cl,
+                group,
+                DEPLOYER_ROLE,
+                "roles",
+                f"Admin group of cluster {cluster.name} (clusters[].adminGroupObjectIds).",
+            )
+            for group in cluster.admin_groups
         )
     grants.append(
         role_assignment(

@@ -176,6 +176,7 @@ def test_named_values_and_ingress_parameter() -> None:
         "displayName": "ai4ec-functions-url",
         "secret": False,
         "value": f"https://{platform.azure.functions.app_name}.azurewebsites.net",
+        "tags": ["ai4ec"],
     }
     ingress = res[f"{svc}/ai4ec-ingress-main"]["properties"]
     assert ingress["value"] == f"[parameters('{INGRESS_PARAMETER}').main]"
@@ -216,3 +217,30 @@ def test_plan_names_exactly_what_each_policy_refers_to(sample_name, env, platfor
         text = content.decode("utf-8")
         assert set(re.findall(r"\{\{([^{}]+)\}\}", text)) == needs[path].named_values, path
         assert set(re.findall(r'backend-id="([^"]+)"', text)) == needs[path].backends, path
+
+
+@pytest.mark.parametrize(("sample_name", "env", "platform", "ctx"), CASES, ids=IDS)
+def test_every_api_product_and_named_value_carries_the_owner_tag(
+    sample_name, env, platform, ctx
+) -> None:
+    """Issue 17: ``apply --prune`` deletes only APIM objects ai4ec created; the marker is
+    an API Management tag linked to each API and product, and a tag on each named value."""
+    from ai4ec.render.apim.resources import OWNER_TAG
+
+    svc = platform.azure.api_management.name
+    rs = arm(platform, ctx)
+    by_type: dict[str, list[dict]] = {}
+    for r in rs:
+        by_type.setdefault(r["type"].removeprefix("Microsoft.ApiManagement/service"), []).append(r)
+    [tag] = by_type["/tags"]
+    assert tag["name"] == f"{svc}/{OWNER_TAG}"
+    assert tag["properties"] == {"displayName": OWNER_TAG}
+    for kind in ("apis", "products"):
+        owned = {r["name"] for r in by_type[f"/{kind}"]}
+        links = {r["name"].rsplit("/", 1)[0] for r in by_type[f"/{kind}/tags"]}
+        assert links == owned and owned, kind
+        for link in by_type[f"/{kind}/tags"]:
+            assert link["name"].endswith(f"/{OWNER_TAG}")
+            assert f"'{OWNER_TAG}')]" in " ".join(link["dependsOn"])
+    for nv in by_type["/namedValues"]:
+        assert nv["properties"]["tags"] == [OWNER_TAG]

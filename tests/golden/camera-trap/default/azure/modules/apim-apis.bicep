@@ -14,6 +14,14 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' existing = {
   name: 'camtrap-apim-62e62'
 }
 
+resource apimTagsAi4ec 'Microsoft.ApiManagement/service/tags@2024-05-01' = {
+  parent: apim
+  name: 'ai4ec'
+  properties: {
+    displayName: 'ai4ec'
+  }
+}
+
 resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
   parent: apim
   name: 'ai4ec-function-key'
@@ -23,6 +31,9 @@ resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedV
     keyVault: {
       secretIdentifier: 'https://camtrap-kv-62e62.vault.azure.net/secrets/ai4ec-function-key'
     }
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -33,6 +44,9 @@ resource apimNamedValuesAi4ecFunctionsUrl 'Microsoft.ApiManagement/service/named
     displayName: 'ai4ec-functions-url'
     secret: false
     value: 'https://camtrap-tasks-62e62.azurewebsites.net'
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -43,6 +57,9 @@ resource apimNamedValuesAi4ecIngressMain 'Microsoft.ApiManagement/service/namedV
     displayName: 'ai4ec-ingress-main'
     secret: false
     value: ai4ecIngressUrls.main
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -87,6 +104,14 @@ resource apimApisClassifierV1 'Microsoft.ApiManagement/service/apis@2024-05-01' 
       query: 'subscription-key'
     }
   }
+}
+
+resource apimTagsClassifierV1Ai4ec 'Microsoft.ApiManagement/service/apis/tags@2024-05-01' = {
+  parent: apimApisClassifierV1
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
 }
 
 resource apimPoliciesClassifierV1Policy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
@@ -142,6 +167,14 @@ resource apimApisDetectorSyncV1 'Microsoft.ApiManagement/service/apis@2024-05-01
   }
 }
 
+resource apimTagsDetectorSyncV1Ai4ec 'Microsoft.ApiManagement/service/apis/tags@2024-05-01' = {
+  parent: apimApisDetectorSyncV1
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
+}
+
 resource apimPoliciesDetectorSyncV1Policy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
   parent: apimApisDetectorSyncV1
   name: 'policy'
@@ -191,6 +224,14 @@ resource apimApisDetectorV1 'Microsoft.ApiManagement/service/apis@2024-05-01' = 
       query: 'subscription-key'
     }
   }
+}
+
+resource apimTagsDetectorV1Ai4ec 'Microsoft.ApiManagement/service/apis/tags@2024-05-01' = {
+  parent: apimApisDetectorV1
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
 }
 
 resource apimPoliciesDetectorV1Policy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
@@ -247,6 +288,14 @@ resource apimApisSpeciesV1 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
   }
 }
 
+resource apimTagsSpeciesV1Ai4ec 'Microsoft.ApiManagement/service/apis/tags@2024-05-01' = {
+  parent: apimApisSpeciesV1
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
+}
+
 resource apimPoliciesSpeciesV1Policy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
   parent: apimApisSpeciesV1
   name: 'policy'
@@ -298,6 +347,14 @@ resource apimApisTaskStatus 'Microsoft.ApiManagement/service/apis@2024-05-01' = 
       query: 'subscription-key'
     }
   }
+}
+
+resource apimTagsTaskStatusAi4ec 'Microsoft.ApiManagement/service/apis/tags@2024-05-01' = {
+  parent: apimApisTaskStatus
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
 }
 
 resource apimPoliciesTaskStatusPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
@@ -354,6 +411,14 @@ resource apimProductsPublic 'Microsoft.ApiManagement/service/products@2024-05-01
   }
 }
 
+resource apimTagsPublicAi4ec 'Microsoft.ApiManagement/service/products/tags@2024-05-01' = {
+  parent: apimProductsPublic
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
+}
+
 resource apimPoliciesPublicPolicy 'Microsoft.ApiManagement/service/products/policies@2024-05-01' = {
   parent: apimProductsPublic
   name: 'policy'
@@ -381,6 +446,14 @@ resource apimProductsPartner 'Microsoft.ApiManagement/service/products@2024-05-0
     description: 'Async detection and the species pipeline for approved partners'
     approvalRequired: true
   }
+}
+
+resource apimTagsPartnerAi4ec 'Microsoft.ApiManagement/service/products/tags@2024-05-01' = {
+  parent: apimProductsPartner
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
 }
 
 resource apimPoliciesPartnerPolicy 'Microsoft.ApiManagement/service/products/policies@2024-05-01' = {

@@ -14,6 +14,14 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' existing = {
   name: 'landcov-apim-e53c5'
 }
 
+resource apimTagsAi4ec 'Microsoft.ApiManagement/service/tags@2024-05-01' = {
+  parent: apim
+  name: 'ai4ec'
+  properties: {
+    displayName: 'ai4ec'
+  }
+}
+
 resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
   parent: apim
   name: 'ai4ec-function-key'
@@ -23,6 +31,9 @@ resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedV
     keyVault: {
       secretIdentifier: 'https://landcov-kv-e53c5.vault.azure.net/secrets/ai4ec-function-key'
     }
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -33,6 +44,9 @@ resource apimNamedValuesAi4ecFunctionsUrl 'Microsoft.ApiManagement/service/named
     displayName: 'ai4ec-functions-url'
     secret: false
     value: 'https://landcov-tasks-e53c5.azurewebsites.net'
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -43,6 +57,9 @@ resource apimNamedValuesAi4ecIngressMain 'Microsoft.ApiManagement/service/namedV
     displayName: 'ai4ec-ingress-main'
     secret: false
     value: ai4ecIngressUrls.main
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -87,6 +104,14 @@ resource apimApisLandcoverV1 'Microsoft.ApiManagement/service/apis@2024-05-01' =
       query: 'subscription-key'
     }
   }
+}
+
+resource apimTagsLandcoverV1Ai4ec 'Microsoft.ApiManagement/service/apis/tags@2024-05-01' = {
+  parent: apimApisLandcoverV1
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
 }
 
 resource apimPoliciesLandcoverV1Policy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
@@ -184,6 +209,14 @@ resource apimApisLandcoverV2 'Microsoft.ApiManagement/service/apis@2024-05-01' =
       query: 'subscription-key'
     }
   }
+}
+
+resource apimTagsLandcoverV2Ai4ec 'Microsoft.ApiManagement/service/apis/tags@2024-05-01' = {
+  parent: apimApisLandcoverV2
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
 }
 
 resource apimPoliciesLandcoverV2Policy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
@@ -333,6 +366,14 @@ resource apimApisTaskStatus 'Microsoft.ApiManagement/service/apis@2024-05-01' = 
   }
 }
 
+resource apimTagsTaskStatusAi4ec 'Microsoft.ApiManagement/service/apis/tags@2024-05-01' = {
+  parent: apimApisTaskStatus
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
+}
+
 resource apimPoliciesTaskStatusPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
   parent: apimApisTaskStatus
   name: 'policy'
@@ -383,6 +424,14 @@ resource apimProductsResearch 'Microsoft.ApiManagement/service/products@2024-05-
     state: 'published'
     approvalRequired: false
   }
+}
+
+resource apimTagsResearchAi4ec 'Microsoft.ApiManagement/service/products/tags@2024-05-01' = {
+  parent: apimProductsResearch
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
 }
 
 resource apimPoliciesResearchPolicy 'Microsoft.ApiManagement/service/products/policies@2024-05-01' = {

@@ -14,6 +14,14 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' existing = {
   name: 'myplat-apim-e61b8'
 }
 
+resource apimTagsAi4ec 'Microsoft.ApiManagement/service/tags@2024-05-01' = {
+  parent: apim
+  name: 'ai4ec'
+  properties: {
+    displayName: 'ai4ec'
+  }
+}
+
 resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
   parent: apim
   name: 'ai4ec-function-key'
@@ -23,6 +31,9 @@ resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedV
     keyVault: {
       secretIdentifier: 'https://myplat-kv-e61b8.vault.azure.net/secrets/ai4ec-function-key'
     }
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -33,6 +44,9 @@ resource apimNamedValuesAi4ecFunctionsUrl 'Microsoft.ApiManagement/service/named
     displayName: 'ai4ec-functions-url'
     secret: false
     value: 'https://myplat-tasks-e61b8.azurewebsites.net'
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -43,6 +57,9 @@ resource apimNamedValuesAi4ecIngressMain 'Microsoft.ApiManagement/service/namedV
     displayName: 'ai4ec-ingress-main'
     secret: false
     value: ai4ecIngressUrls.main
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -83,6 +100,14 @@ resource apimApisHelloV1 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
       query: 'subscription-key'
     }
   }
+}
+
+resource apimTagsHelloV1Ai4ec 'Microsoft.ApiManagement/service/apis/tags@2024-05-01' = {
+  parent: apimApisHelloV1
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
 }
 
 resource apimPoliciesHelloV1Policy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
@@ -126,6 +151,14 @@ resource apimProductsPublic 'Microsoft.ApiManagement/service/products@2024-05-01
     state: 'published'
     approvalRequired: false
   }
+}
+
+resource apimTagsPublicAi4ec 'Microsoft.ApiManagement/service/products/tags@2024-05-01' = {
+  parent: apimProductsPublic
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
 }
 
 resource apimPoliciesPublicPolicy 'Microsoft.ApiManagement/service/products/policies@2024-05-01' = {

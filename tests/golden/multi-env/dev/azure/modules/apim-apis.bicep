@@ -14,6 +14,14 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' existing = {
   name: 'wildlife-dev-apim-4078c'
 }
 
+resource apimTagsAi4ec 'Microsoft.ApiManagement/service/tags@2024-05-01' = {
+  parent: apim
+  name: 'ai4ec'
+  properties: {
+    displayName: 'ai4ec'
+  }
+}
+
 resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
   parent: apim
   name: 'ai4ec-function-key'
@@ -23,6 +31,9 @@ resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedV
     keyVault: {
       secretIdentifier: 'https://wildlife-dev-kv-4078c.vault.azure.net/secrets/ai4ec-function-key'
     }
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -33,6 +44,9 @@ resource apimNamedValuesAi4ecFunctionsUrl 'Microsoft.ApiManagement/service/named
     displayName: 'ai4ec-functions-url'
     secret: false
     value: 'https://wildlife-dev-tasks-4078c.azurewebsites.net'
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -43,6 +57,9 @@ resource apimNamedValuesAi4ecIngressMain 'Microsoft.ApiManagement/service/namedV
     displayName: 'ai4ec-ingress-main'
     secret: false
     value: ai4ecIngressUrls.main
+    tags: [
+      'ai4ec'
+    ]
   }
 }
 
@@ -83,6 +100,14 @@ resource apimApisDetectorV1 'Microsoft.ApiManagement/service/apis@2024-05-01' = 
       query: 'subscription-key'
     }
   }
+}
+
+resource apimTagsDetectorV1Ai4ec 'Microsoft.ApiManagement/service/apis/tags@2024-05-01' = {
+  parent: apimApisDetectorV1
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
 }
 
 resource apimPoliciesDetectorV1Policy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
@@ -138,6 +163,14 @@ resource apimApisTaskStatus 'Microsoft.ApiManagement/service/apis@2024-05-01' = 
   }
 }
 
+resource apimTagsTaskStatusAi4ec 'Microsoft.ApiManagement/service/apis/tags@2024-05-01' = {
+  parent: apimApisTaskStatus
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
+}
+
 resource apimPoliciesTaskStatusPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
   parent: apimApisTaskStatus
   name: 'policy'
@@ -188,6 +221,14 @@ resource apimProductsDefault 'Microsoft.ApiManagement/service/products@2024-05-0
     state: 'published'
     approvalRequired: false
   }
+}
+
+resource apimTagsDefaultAi4ec 'Microsoft.ApiManagement/service/products/tags@2024-05-01' = {
+  parent: apimProductsDefault
+  name: 'ai4ec'
+  dependsOn: [
+    apimTagsAi4ec
+  ]
 }
 
 resource apimPoliciesDefaultPolicy 'Microsoft.ApiManagement/service/products/policies@2024-05-01' = {
