@@ -839,6 +839,10 @@ class FakeAzure(FakeServer):
                 if refused:
                     failed.append(_failed_op(r, "Url validation", refused))
                     continue
+            refused = self.refuse(rg, r, body)
+            if refused is not None:
+                failed.append(_failed_op(r, *refused))
+                continue
             if r["type"] == "Microsoft.Authorization/roleAssignments" and self.kube is not None:
                 self.kube.grant(str((body.get("properties") or {}).get("principalId")))
             if (r["type"], r["name"]) == self.fail_resource or (
@@ -903,6 +907,14 @@ class FakeAzure(FakeServer):
                 "Retry-After": "0",
             },
         )
+
+    def refuse(self, rg: str, r: dict[str, Any], body: dict[str, Any]) -> tuple[str, str] | None:
+        """(code, message) when ARM would refuse creating resource ``r`` now; None: create.
+
+        Subclasses model resource lifecycles (soft-deleted Key Vault names, for one).
+        """
+        del rg, r, body
+        return None
 
     def _whatif(self, req: Request, rg: str, where: str) -> Response:
         if req.method != "POST":
