@@ -6,7 +6,7 @@ platform.yaml gives the same name), so an ``apply`` after a ``destroy`` would me
 ``ConflictError``/``VaultAlreadyExists`` for up to 90 days. Two ways out, both used:
 
 * ``apply`` looks for a soft-deleted vault of each name before deploying and, when it
-  finds one, deploys with ``keyVaultCreateMode=recover``: the template sets the vault's
+  finds one, deploys with ``vaultCreateMode=recover``: the template sets the vault's
   ``createMode`` from that parameter, and Azure restores the vault (its secrets too,
   which the deployment then overwrites). This works whether or not purge protection is on.
 * ``destroy`` purges a vault it deleted when purge protection is off (Azure refuses a
@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import ApplyError
 
 #: Template parameter that sets the vault's ``createMode`` (``default`` or ``recover``).
-PARAM_CREATE_MODE = "keyVaultCreateMode"
+PARAM_CREATE_MODE = "vaultCreateMode"
 RECOVER, DEFAULT = "recover", "default"
 VAULT_TYPE = "microsoft.keyvault/vaults"
 #: API version of the deleted-vault calls when the template names none.
@@ -120,7 +120,7 @@ def purge_vault(
 def create_mode_overrides(
     az: Any, template: dict[str, Any], location: str, overrides: dict[str, Any]
 ) -> tuple[dict[str, Any], list[str]]:
-    """``{keyVaultCreateMode: recover}`` when a vault of the template is soft-deleted.
+    """``{vaultCreateMode: recover}`` when a vault of the template is soft-deleted.
 
     Returns the parameter values to add and one line per vault to recover. Nothing when
     the template does not declare the parameter (an older build) or ``-p`` sets it.

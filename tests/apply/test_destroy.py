@@ -59,13 +59,13 @@ def lifecycle_template(platform_file: Path, purge_protection: bool) -> dict[str,
     p = require_ok(check_platform(platform_file))[0]
     kv = p.azure.key_vault.name
     tpl = synthetic_template(platform_file)
-    tpl["parameters"]["keyVaultCreateMode"] = {
+    tpl["parameters"]["vaultCreateMode"] = {
         "type": "string",
         "defaultValue": "default",
         "allowedValues": ["default", "recover"],
     }
     props: dict[str, Any] = {
-        "createMode": "[parameters('keyVaultCreateMode')]",
+        "createMode": "[parameters('vaultCreateMode')]",
         "enableSoftDelete": True,
         "softDeleteRetentionInDays": 90,
     }
@@ -236,16 +236,16 @@ def test_recreate_recovers_a_soft_deleted_vault_with_purge_protection(
     assert any("kept soft-deleted (purge protection)" in x for x in lines)
 
     # A plain create over the soft-deleted name is what Azure refuses...
-    plain = run(azure, tls, project.env_dir, yes=True, parameters=("keyVaultCreateMode=default",))
+    plain = run(azure, tls, project.env_dir, yes=True, parameters=("vaultCreateMode=default",))
     assert isinstance(plain.error, ApplyError)
     assert "ConflictError" in str(plain.error) and SOFT_DELETED_MESSAGE in str(plain.error)
     # ... and apply, left to itself, finds the deleted vault and recovers it.
     again = run(azure, tls, project.env_dir, yes=True)
     assert again.error is None, again.text
-    assert f"Key Vault {kv}" in again.text.lower() or "keyVaultCreateMode=recover" in again.text
+    assert f"Key Vault {kv}" in again.text.lower() or "vaultCreateMode=recover" in again.text
     assert azure.recovered == [kv] and azure.deleted_vaults == {}
     infra = azure.deployments["ai4ec-default-infra"]["params"]
-    assert infra["keyVaultCreateMode"] == "recover"
+    assert infra["vaultCreateMode"] == "recover"
     assert azure.violations == [], azure.violations
 
 
