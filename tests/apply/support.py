@@ -32,6 +32,8 @@ from urllib.parse import parse_qs, urlparse
 
 import yaml
 
+from .catalog_reads import CatalogReads
+
 ARM_API = "2025-04-01"
 AKS_AAD_SERVER = "6dae42f8-4368-4678-94ff-3960e28e3630"
 ARM_AUDIENCE = "https://management.core.windows.net/"
@@ -551,6 +553,8 @@ class FakeAzure(FakeServer):
         #: Deployment name -> error code its next ``times`` PUTs fail with (in a resource
         #: operation, as ARM reports AnotherOperationInProgress or PrincipalNotFound).
         self.transient: dict[str, tuple[str, int]] = {}
+        #: The region's offer for apply --plan's live catalog checks (catalog_reads.py).
+        self.catalog_reads = CatalogReads()
 
     # -- helpers
 
@@ -653,6 +657,11 @@ class FakeAzure(FakeServer):
             return Response(
                 401, {"error": {"code": "AuthenticationFailed", "message": "bad token"}}
             )
+        if re.match(
+            rf"^/subscriptions/{self.subscription}/providers/Microsoft\.(Compute|ContainerService)/",
+            p,
+        ):
+            return self.catalog_reads.handle(self, req)  # apply --plan's live checks
         m = re.match(rf"^/subscriptions/{self.subscription}/resource[gG]roups/([^/]+)(/.*)?$", p)
         if p.startswith("/operations/"):
             return self._operation(req)
