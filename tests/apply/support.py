@@ -662,6 +662,13 @@ class FakeAzure(FakeServer):
             p,
         ):
             return self.catalog_reads.handle(self, req)  # apply --plan's live checks
+        if req.method == "GET" and re.match(
+            rf"^/subscriptions/{self.subscription}/providers/Microsoft\.KeyVault/locations/"
+            r"[^/]+/deletedVaults/[^/]+$",
+            p,
+        ):
+            # No vault is soft-deleted here (lifecycle.py models soft delete).
+            return Response(404, {"error": {"code": "ResourceNotFound", "message": p}})
         m = re.match(rf"^/subscriptions/{self.subscription}/resource[gG]roups/([^/]+)(/.*)?$", p)
         if p.startswith("/operations/"):
             return self._operation(req)
