@@ -244,6 +244,15 @@ class Context:
                 self._discovered = self._discover_ingress() if self._wants_discovery() else {}
             overrides = arm.parse_overrides(self.options.parameters)
             overrides.update(self._deployer(templates, overrides))
+            if templates:  # a vault a destroy left soft-deleted is recovered (vaults.py)
+                from .vaults import create_mode_overrides
+
+                modes, lines = create_mode_overrides(
+                    self.azure(), templates[0].template, self.target().location, overrides
+                )
+                overrides.update(modes)
+                for line in lines:
+                    self.console.say(f"  {line}")
             self._parts = arm.build_parts(templates, overrides, self._discovered)
         return self._parts
 

@@ -400,3 +400,123 @@ def refresh_file(
     if write:
         write_catalog(target, result.doc)
     return result
+
+
+@dataclass(frozen=True)
+class LiveAsk:
+    """What one build needs from the region, for ``apply --plan``'s live checks.
+
+    Each value is paired with where it comes from (``cluster main, pool gpu``), so a
+    finding names the place in platform.yaml a reader has to change.
+    """
+
+    vm_sizes: tuple[tuple[str, str], ...] = ()
+    kubernetes: tuple[tuple[str, str], ...] = ()
+    mesh: tuple[tuple[str, str], ...] = ()
+    pools: tuple[PoolDemand, ...] = ()
+
+
+def check_live(
+    credential: Any,
+    subscription_id: str,
+    location: str,
+    ask: LiveAsk,
+    catalog: Catalog | None = None,
+    **client_options: Any,
+) -> list[Finding]:
+    """``apply --plan``: the catalog rules against what the region offers right now.
+
+    The dated catalog can be months old; a size can be restricted for this subscription,
+    a Kubernetes minor or mesh revision can have left AKS, and quota is never in it. The
+    codes are validate's (E-AZ-VM-SIZE, E-AZ-K8S-VERSION, E-AZ-MESH-REVISION, E-AZ-QUOTA),
+    with messages that say the answer came from the live API.
+
+    Raises:
+        CatalogError: Azure refused or could not be reached (message from the service).
+    """
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.containerservice import ContainerServiceClient
+
+    from ..errors import Severity
+
+    out: list[Finding] = []
+    compute = ComputeManagementClient(credential, subscription_id, **client_options)
+    aks = ContainerServiceClient(credential, subscription_id, **client_options)
+    if ask.vm_sizes:
+        skus = _call(
+            f"the VM sizes (resource SKUs) of {location}",
+            lambda: list(compute.resource_skus.list(filter=f"location eq '{location}'")),
+        )
+        offered = {
+            (s.name or "").lower()
+            for s in skus
+            if (s.resource_type or "") == "virtualMachines" and not _restricted(s)
+        }
+        for where, size in ask.vm_sizes:
+            if size.lower() not in offered:
+                out.append(
+                    Finding(
+                        "E-AZ-VM-SIZE",
+                        Severity.ERROR,
+                        f"{where}: VM size {size} is not offered to this subscription in "
+                        f"{location} (live resource SKUs)",
+                        "pick a size the region offers (az vm list-skus -l "
+                        f"{location}) or ask Azure support to lift the restriction",
+                    )
+                )
+    if ask.kubernetes:
+        versions = _call(
+            f"the AKS Kubernetes versions of {location}",
+            lambda: aks.managed_clusters.list_kubernetes_versions(location),
+        )
+        minors: dict[str, set[str]] = {}
+        for v in versions.values_property or []:
+            key = minor_key(v.version or "")
+            if key is None or v.is_preview:
+                continue
+            patches = set((v.patch_versions or {}).keys())
+            minors[f"{key[0]}.{key[1]}"] = patches
+        for where, version in ask.kubernetes:
+            key = minor_key(version)
+            minor = f"{key[0]}.{key[1]}" if key else version
+            patch_ok = version.count(".") < 2 or version in minors.get(minor, set())
+            if minor not in minors or not patch_ok:
+                offered_text = ", ".join(sorted(minors, key=lambda m: minor_key(m) or (0, 0)))
+                out.append(
+                    Finding(
+                        "E-AZ-K8S-VERSION",
+                        Severity.ERROR,
+                        f"{where}: Kubernetes {version} is not offered by AKS in {location} "
+                        "(live list of versions)",
+                        f"use one of {offered_text}" if offered_text else "",
+                    )
+                )
+    if ask.mesh:
+        profiles = _call(
+            f"the AKS mesh revisions of {location}",
+            lambda: list(aks.managed_clusters.list_mesh_revision_profiles(location)),
+        )
+        revisions = {
+            rev.revision
+            for profile in profiles
+            for rev in getattr(profile.properties, "mesh_revisions", None) or []
+            if rev.revision
+        }
+        for where, revision in ask.mesh:
+            if revision not in revisions:
+                out.append(
+                    Finding(
+                        "E-AZ-MESH-REVISION",
+                        Severity.ERROR,
+                        f"{where}: Istio add-on revision {revision} is not offered by AKS in "
+                        f"{location} (live mesh revision profiles)",
+                        f"use {' or '.join(sorted(revisions))}" if revisions else "",
+                    )
+                )
+    if ask.pools:
+        out.extend(
+            check_live_quota(
+                credential, subscription_id, location, ask.pools, catalog, **client_options
+            )
+        )
+    return out

@@ -23,6 +23,7 @@ from ..errors import Ai4ecError
 from .apply import apply
 from .build import build
 from .catalog import catalog
+from .destroy import destroy
 from .dev import dev
 from .diff import diff
 from .exits import EXIT_INTERNAL, EXIT_OK, exit_code_for
@@ -47,13 +48,14 @@ def cli(debug: bool) -> None:
       ai4ec dev --demo                run it all on this machine, no Azure needed
       ai4ec diff --base main          review what a change does (PRs)
       ai4ec apply out/prod            deploy a build
+      ai4ec destroy out/prod          remove what apply created
 
     FILE defaults to ./platform.yaml everywhere.
     """  # noqa: D301 - click needs the \b escape
     del debug  # read by main() before click runs, so it also covers startup errors
 
 
-for _command in (validate, build, schema, init, dev, functions, diff, apply, catalog):
+for _command in (validate, build, schema, init, dev, functions, diff, apply, destroy, catalog):
     cli.add_command(_command)
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -211,6 +212,12 @@ def _interactive_confirm(question: str) -> bool:
     is_flag=True,
     help="Take the resource group's apply lock even if another run holds it.",
 )
+@click.option(
+    "--no-live-checks",
+    is_flag=True,
+    help="With --plan: skip the live checks of VM sizes, Kubernetes versions, mesh "
+    "revisions and GPU quota against the region.",
+)
 @report_format_option("With --plan: the report in `ai4ec diff`'s formats (text, markdown, json).")
 @click.option(
     "--detailed-exitcode", is_flag=True, help="With --plan: exit 2 when there are changes."
@@ -243,6 +250,7 @@ def apply(
     plan_output: Path | None,
     from_plan: Path | None,
     break_lock: bool,
+    no_live_checks: bool,
     fmt: str,
     detailed_exitcode: bool,
 ) -> None:
@@ -301,6 +309,9 @@ def apply(
     except Ai4ecError as exc:
         report_step_error(exc)
         raise CommandExit(EXIT_USER) from None
+    live_errors = 0
+    if plan and not no_live_checks and not offline:
+        live_errors = _live_checks(options)
     if plan:
         from ..apply.report import plan_report
         from ..diff.formats import format_json, format_markdown, format_text
@@ -320,5 +331,33 @@ def apply(
             "steps": [p.to_dict() for p in result.plans],
         }
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
+    if live_errors:
+        click.echo(
+            f"error: the live checks found {live_errors} problem(s) the deployment would meet",
+            err=True,
+        )
+        raise CommandExit(EXIT_USER)
     if plan and detailed_exitcode and result.changed:
         raise CommandExit(EXIT_CHANGES)
+
+
+def _live_checks(options: Any) -> int:
+    """Run and print ``--plan``'s live catalog checks; returns how many are errors."""
+    from ..apply.livecheck import live_plan_findings
+    from ..errors import Ai4ecError, Severity
+
+    click.echo("live checks: VM sizes, Kubernetes versions, mesh revisions, GPU quota", err=True)
+    try:
+        findings = live_plan_findings(options)
+    except Ai4ecError as exc:
+        report_step_error(exc)
+        raise CommandExit(EXIT_USER) from None
+    errors = 0
+    for f in findings:
+        word = "error" if f.severity is Severity.ERROR else "warning"
+        errors += f.severity is Severity.ERROR
+        hint = f" ({f.hint})" if f.hint else ""
+        click.echo(f"  {word} {f.code}: {f.message}{hint}", err=True)
+    if not findings:
+        click.echo("  everything the build needs is offered, within quota", err=True)
+    return errors

@@ -32,6 +32,8 @@ from urllib.parse import parse_qs, urlparse
 
 import yaml
 
+from .catalog_reads import CatalogReads
+
 ARM_API = "2025-04-01"
 AKS_AAD_SERVER = "6dae42f8-4368-4678-94ff-3960e28e3630"
 ARM_AUDIENCE = "https://management.core.windows.net/"
@@ -551,6 +553,8 @@ class FakeAzure(FakeServer):
         #: Deployment name -> error code its next ``times`` PUTs fail with (in a resource
         #: operation, as ARM reports AnotherOperationInProgress or PrincipalNotFound).
         self.transient: dict[str, tuple[str, int]] = {}
+        #: The region's offer for apply --plan's live catalog checks (catalog_reads.py).
+        self.catalog_reads = CatalogReads()
 
     # -- helpers
 
@@ -653,6 +657,18 @@ class FakeAzure(FakeServer):
             return Response(
                 401, {"error": {"code": "AuthenticationFailed", "message": "bad token"}}
             )
+        if re.match(
+            rf"^/subscriptions/{self.subscription}/providers/Microsoft\.(Compute|ContainerService)/",
+            p,
+        ):
+            return self.catalog_reads.handle(self, req)  # apply --plan's live checks
+        if req.method == "GET" and re.match(
+            rf"^/subscriptions/{self.subscription}/providers/Microsoft\.KeyVault/locations/"
+            r"[^/]+/deletedVaults/[^/]+$",
+            p,
+        ):
+            # No vault is soft-deleted here (lifecycle.py models soft delete).
+            return Response(404, {"error": {"code": "ResourceNotFound", "message": p}})
         m = re.match(rf"^/subscriptions/{self.subscription}/resource[gG]roups/([^/]+)(/.*)?$", p)
         if p.startswith("/operations/"):
             return self._operation(req)
@@ -927,6 +943,10 @@ class FakeAzure(FakeServer):
                 if refused:
                     failed.append(_failed_op(r, "Url validation", refused))
                     continue
+            refused = self.refuse(rg, r, body)
+            if refused is not None:
+                failed.append(_failed_op(r, *refused))
+                continue
             if r["type"] == "Microsoft.Authorization/roleAssignments" and self.kube is not None:
                 self.kube.grant(str((body.get("properties") or {}).get("principalId")))
             if (r["type"], r["name"]) == self.fail_resource or (
@@ -991,6 +1011,14 @@ class FakeAzure(FakeServer):
                 "Retry-After": "0",
             },
         )
+
+    def refuse(self, rg: str, r: dict[str, Any], body: dict[str, Any]) -> tuple[str, str] | None:
+        """(code, message) when ARM would refuse creating resource ``r`` now; None: create.
+
+        Subclasses model resource lifecycles (soft-deleted Key Vault names, for one).
+        """
+        del rg, r, body
+        return None
 
     def _whatif(self, req: Request, rg: str, where: str) -> Response:
         if req.method != "POST":

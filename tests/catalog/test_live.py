@@ -434,3 +434,54 @@ def test_refresh_file_and_dry_run(arm: FakeArm, tls: Tls, tmp_path: Path) -> Non
     with pytest.raises(CatalogError, match=r"azure-catalog\.json: \$\.takenOn: missing"):
         refresh_file(path, **kwargs)
     assert arm.requests == []  # refused before asking Azure anything
+
+
+def test_check_live_against_the_region(arm: FakeArm, tls: Tls) -> None:
+    """apply --plan's live checks: restricted/unknown sizes, versions, revisions, quota."""
+    from ai4ec.catalog.live import LiveAsk, check_live
+
+    ask = LiveAsk(
+        vm_sizes=(
+            ("cluster main, pool system", "Standard_D4s_v5"),
+            ("cluster main, pool big", "Standard_NC80adis_H100_v5"),  # restricted here
+            ("cluster main, pool old", "Standard_NC6s_v3"),  # not offered at all
+        ),
+        kubernetes=(("cluster main", "1.36"), ("cluster b", "1.36.2"), ("cluster c", "1.33")),
+        mesh=(("cluster main", "asm-1-30"), ("cluster c", "asm-1-25")),
+        pools=(PoolDemand("main", "gpu", "Standard_NC4as_T4_v3", 6),),
+    )
+    findings = check_live(FakeCredential(), SUB, LOCATION, ask, load_catalog(), **options(arm, tls))
+    assert arm.violations == []
+    assert [(f.code, f.message) for f in findings] == [
+        (
+            "E-AZ-VM-SIZE",
+            "cluster main, pool big: VM size Standard_NC80adis_H100_v5 is not offered to this "
+            "subscription in westeurope (live resource SKUs)",
+        ),
+        (
+            "E-AZ-VM-SIZE",
+            "cluster main, pool old: VM size Standard_NC6s_v3 is not offered to this "
+            "subscription in westeurope (live resource SKUs)",
+        ),
+        (
+            "E-AZ-K8S-VERSION",
+            "cluster c: Kubernetes 1.33 is not offered by AKS in westeurope (live list of "
+            "versions)",
+        ),
+        (
+            "E-AZ-MESH-REVISION",
+            "cluster c: Istio add-on revision asm-1-25 is not offered by AKS in westeurope "
+            "(live mesh revision profiles)",
+        ),
+        (
+            "E-AZ-QUOTA",
+            "pools main/gpu need up to 24 vCPUs of standardNCASv3_T4Family in westeurope; "
+            "the quota is 24 with 8 in use (16 free)",
+        ),
+    ]
+    assert findings[2].hint == "use one of 1.35, 1.36, 1.37"  # previews are not offered
+    kinds = sorted({r.path.rpartition("/")[2] for r in arm.requests})
+    assert kinds == ["kubernetesVersions", "meshRevisionProfiles", "skus", "usages"]
+    arm.reset_log()
+    assert check_live(FakeCredential(), SUB, LOCATION, LiveAsk(), **options(arm, tls)) == []
+    assert arm.requests == []  # nothing asked: no call

@@ -16,7 +16,20 @@ from .common import (
     AzureSpec,
     new_resource,
 )
-from .spec import Note, Resource
+from .spec import Note, Param, Parameter, Resource
+
+#: Contract with ``ai4ec apply`` (ai4ec.apply.vaults.PARAM_CREATE_MODE): ``recover`` when a
+#: vault of this name is soft-deleted (after ``ai4ec destroy``), else ``default``.
+PARAM_VAULT_CREATE_MODE = "vaultCreateMode"
+KEY_VAULT_CREATE_MODE = Parameter(
+    PARAM_VAULT_CREATE_MODE,
+    "string",
+    "default",
+    "createMode of the Key Vault: 'recover' restores a soft-deleted vault of the same name "
+    "(ai4ec apply sets it after ai4ec destroy; vault names are deterministic and stay taken "
+    "while soft-deleted), 'default' creates or updates it.",
+    allowed=("default", "recover"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +136,9 @@ def storage(spec: AzureSpec, platform: Platform) -> Storage:
 def key_vault(spec: AzureSpec, platform: Platform) -> Resource:
     """The vault every secret lives in, with RBAC, soft delete and purge protection."""
     kv = platform.azure.key_vault
+    spec.params.append(KEY_VAULT_CREATE_MODE)
     props: dict[str, Any] = {
+        "createMode": Param(PARAM_VAULT_CREATE_MODE),
         "tenantId": TENANT_ID,
         "sku": {"family": "A", "name": kv.sku},
         "enableRbacAuthorization": Note(

@@ -13,6 +13,13 @@ targetScope = 'resourceGroup'
 @description('Azure region of every resource (platform.yaml azure.location).')
 param location string = 'westus2'
 
+@description('createMode of the Key Vault: \'recover\' restores a soft-deleted vault of the same name (ai4ec apply sets it after ai4ec destroy; vault names are deterministic and stay taken while soft-deleted), \'default\' creates or updates it.')
+@allowed([
+  'default'
+  'recover'
+])
+param vaultCreateMode string = 'default'
+
 @description('Scheme and host of the cluster\'s Istio ingress that dispatch posts tasks to (AI4EC_BACKEND_BASE_URL), e.g. https://ingress.example.org or http://20.1.2.3. The ingress address exists only once the cluster and its gateway run, so `ai4ec apply` reads it from the cluster and deploys again with it.')
 param backendBaseUrl string = 'https://landcover.example.org'
 
@@ -53,6 +60,7 @@ module keyvaultModule 'modules/keyvault.bicep' = {
   name: 'ai4ec-default-keyvault'
   params: {
     location: location
+    vaultCreateMode: vaultCreateMode
   }
 }
 

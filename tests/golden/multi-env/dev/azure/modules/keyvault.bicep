@@ -8,6 +8,13 @@ targetScope = 'resourceGroup'
 @description('Azure region of every resource (platform.yaml azure.location).')
 param location string
 
+@description('createMode of the Key Vault: \'recover\' restores a soft-deleted vault of the same name (ai4ec apply sets it after ai4ec destroy; vault names are deterministic and stay taken while soft-deleted), \'default\' creates or updates it.')
+@allowed([
+  'default'
+  'recover'
+])
+param vaultCreateMode string
+
 var tags = {
   'ai4ec-environment': 'dev'
   'ai4ec-platform': 'wildlife'
@@ -20,6 +27,7 @@ resource keyVault 'Microsoft.KeyVault/vaults@2026-02-01' = {
   location: location
   tags: tags
   properties: {
+    createMode: vaultCreateMode
     tenantId: subscription().tenantId
     sku: {
       family: 'A'
