@@ -99,7 +99,7 @@ def make_platform(n_apis: int) -> dict:
                         "autoscale": {"min": 0, "max": 50},
                     },
                 ],
-                "istio": {"ingress": {"protocol": "http"}},
+                "istio": {"ingress": {"certificate": {"keyVaultCertificate": "ingress-tls"}}},
             }
         ],
         "apis": apis,
