@@ -101,7 +101,12 @@ def make_platform(n_apis: int) -> dict:
                         "autoscale": {"min": 0, "max": min(1000, max(50, -(-n_apis // 4)))},
                     },
                 ],
-                "istio": {"ingress": {"protocol": "http"}},
+                "istio": {
+                    "ingress": {
+                        "hosts": ["api.bench.example.org"],
+                        "certificate": {"keyVaultCertificate": "ingress-tls"},
+                    }
+                },
             }
         ],
         "apis": apis,

@@ -54,6 +54,7 @@ INGRESS_NAMESPACE = "aks-istio-ingress"
 #: the like are never listed: controllers own them.
 PRUNE_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "Namespace"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
     ("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass"),
     ("v1", "ServiceAccount"),
     ("v1", "Secret"),

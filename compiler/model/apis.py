@@ -36,6 +36,7 @@ from .types import (
     Scaling,
     Schedule,
     SecretRef,
+    SecurityContext,
 )
 
 
@@ -110,6 +111,7 @@ def read_api(
         auth=read_auth(a.get("auth")),
         cors=read_cors(a.get("cors")),
         upstream_status_codes=(a.get("compatibility") or {}).get("upstreamStatusCodes", False),
+        security_context=read_security_context(ctx, a.get("securityContext") or {}, path),
         json_path=format_path(path),
     )
 
@@ -278,3 +280,27 @@ def read_env(
             )
         secrets[k] = SecretRef(key_vault_secret=ref["keyVaultSecret"], version=ref.get("version"))
     return tuple(sorted(env.items())), tuple(sorted(secrets.items()))
+
+
+def read_security_context(ctx: ModelContext, sc: dict[str, Any], path: JsonPath) -> SecurityContext:
+    """``apis[].securityContext`` with the non-root defaults filled.
+
+    ``runAsNonRoot`` with user 0 is refused here: the kubelet would refuse to start every
+    pod (CreateContainerConfigError), far from platform.yaml.
+    """
+    out = SecurityContext(
+        run_as_non_root=sc.get("runAsNonRoot", True),
+        run_as_user=sc.get("runAsUser", 1000),
+        run_as_group=sc.get("runAsGroup", 1000),
+        fs_group=sc.get("fsGroup", 1000),
+        read_only_root_filesystem=sc.get("readOnlyRootFilesystem", False),
+    )
+    if out.run_as_non_root and out.run_as_user == 0:
+        ctx.report(
+            "E-SECURITY-CONTEXT",
+            "runAsUser 0 is root, but runAsNonRoot is true: no pod of this API would start",
+            (*path, "securityContext", "runAsUser"),
+            "set runAsNonRoot: false to run as root (upstream Framework images need it), "
+            "or pick a non-zero user",
+        )
+    return out

@@ -60,6 +60,7 @@ def assemble(ctx: ModelContext) -> Platform:
         apis=tuple(apis),
         pipelines=tuple(pipelines),
         products=products,
+        development=bool(ctx.data.get("development", False)),
         source_file=ctx.source.file,
     )
 

@@ -137,8 +137,10 @@ def read_cluster(ctx: ModelContext, c: dict[str, Any], index: int) -> Cluster:
             "E-INGRESS-CERT",
             f"cluster {c['name']!r}: an HTTPS ingress needs a Key Vault certificate",
             (*path, "istio", "ingress") if ing else path,
-            "add istio.ingress.certificate.keyVaultCertificate, or set protocol: http",
+            "add istio.ingress.certificate.keyVaultCertificate (plain HTTP is for development "
+            "environments only)",
         )
+    check_ingress_door(ctx, c["name"], ing, (*path, "istio", "ingress"))
     if not any(not p.gpu for p in pools) and any(
         not api_wants_gpu(a) and api_cluster_name(ctx, a) == c["name"]
         for a in ctx.data.get("apis", [])
@@ -164,9 +166,49 @@ def read_cluster(ctx: ModelContext, c: dict[str, Any], index: int) -> Cluster:
             hosts=tuple(ing.get("hosts", ["*"])),
             certificate=cert,
             allowed_source_ranges=tuple(ing.get("allowedSourceRanges", [])),
+            client_certificate=ing.get("clientCertificate", "required") == "required",
         ),
         keda=(c.get("keda") or {}).get("enabled", True),
         nvidia_device_plugin=plugin == "auto" and any(p.gpu for p in pools),
         admin_groups=tuple(dict.fromkeys(g.lower() for g in c.get("adminGroupObjectIds", ()))),
         json_path=format_path(path),
     )
+
+
+def check_ingress_door(ctx: ModelContext, name: str, ing: dict[str, Any], at: JsonPath) -> None:
+    """The ingress is a door around API Management unless it is HTTPS with a client certificate.
+
+    Plain HTTP would carry task bodies (with SAS URLs) in clear and cannot check who
+    calls, so only an environment that declares itself for development may use it, and
+    it is warned about there. A gateway without a client certificate on a public load
+    balancer admits anyone who finds its address; on an internal one the network is the
+    door, so ``clientCertificate: disabled`` is allowed only there.
+    """
+    if ing.get("protocol", "https") == "http":
+        if ctx.data.get("development", False):
+            ctx.report(
+                "W-INGRESS-HTTP",
+                f"cluster {name!r}: the ingress accepts plain HTTP "
+                f"(allowed only because environment {ctx.environment!r} is for development)",
+                (*at, "protocol"),
+                "task bodies and SAS URLs cross the network unencrypted; use protocol: https "
+                "with a Key Vault certificate outside throwaway environments",
+                warning=True,
+            )
+        else:
+            ctx.report(
+                "E-INGRESS-HTTP",
+                f"cluster {name!r}: a plain HTTP ingress is allowed only in a development "
+                f"environment, and {ctx.environment!r} is not one",
+                (*at, "protocol"),
+                "use protocol: https with istio.ingress.certificate, or declare the "
+                "environment with environments.<env>.development: true",
+            )
+    elif ing.get("clientCertificate", "required") == "disabled" and ing.get("external", True):
+        ctx.report(
+            "E-INGRESS-MTLS-OFF",
+            f"cluster {name!r}: clientCertificate: disabled on a public load balancer lets anyone "
+            "who finds its address call the APIs around API Management",
+            (*at, "clientCertificate"),
+            "remove clientCertificate (mutual TLS is the default), or set external: false",
+        )

@@ -26,6 +26,7 @@ from .rules import (
 )
 from .types import (
     CACHE_MANAGED,
+    Api,
     ApiManagement,
     Azure,
     Cache,
@@ -188,3 +189,13 @@ def check_azure_names(ctx: ModelContext, az: Azure, raw: dict[str, Any]) -> None
     for name, pattern, rule, path in rules:
         if not re.fullmatch(pattern, name):
             ctx.report("E-AZURE-NAME", f"invalid Azure name {name!r}: {rule}", path)
+
+
+def workload_name(api: Api) -> str:
+    """The name of ``api``'s Kubernetes workload: Deployment, Service and ServiceAccount.
+
+    The Azure side names the API's identity, its federated credential subject
+    (``system:serviceaccount:<namespace>:<workload>``), its key secret and its
+    ``apis.<workload>.clientId`` output after it, so both sides read it from here.
+    """
+    return api.id

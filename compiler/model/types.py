@@ -247,6 +247,9 @@ class Ingress:
     hosts: tuple[str, ...]
     certificate: str | None
     allowed_source_ranges: tuple[str, ...]
+    #: Mutual TLS at the gateway: callers must present the ``ai4ec-gateway-client``
+    #: certificate (API Management and the task manager's dispatch do).
+    client_certificate: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -321,6 +324,17 @@ class Resources:
     memory: str
     gpu: int
     cpu_limit: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityContext:
+    """Who an API's container runs as (``apis[].securityContext``); non-root by default."""
+
+    run_as_non_root: bool = True
+    run_as_user: int = 1000
+    run_as_group: int = 1000
+    fs_group: int = 1000
+    read_only_root_filesystem: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -417,6 +431,7 @@ class Api:
     upstream_status_codes: bool
     #: Pipeline steps that follow this API's endpoints: (endpoint backend path, next api id).
     next_in_pipeline: tuple[tuple[str, str], ...] = ()
+    security_context: SecurityContext = field(default_factory=SecurityContext)
     json_path: str = ""
 
     @property
@@ -502,6 +517,8 @@ class Platform:
     apis: tuple[Api, ...]
     pipelines: tuple[Pipeline, ...]
     products: tuple[Product, ...]
+    #: The environment declares itself for development (``environments.<env>.development``).
+    development: bool = False
     source_file: str = ""
     _index: dict[str, Api] = field(default_factory=dict, compare=False, repr=False)
 

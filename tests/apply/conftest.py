@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "my-platform-rg"
 CLIENT_ID = "2c4f6a8b-0000-4000-8000-00000000c11d"
+RUNTIME_CLIENT_ID = "2c4f6a8b-0000-4000-8000-00000000c12e"
+GATEWAY_CLIENT_ID = "2c4f6a8b-0000-4000-8000-00000000c13f"
+API_CLIENT_ID = "2c4f6a8b-0000-4000-8000-00000000c140"
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 
 
@@ -44,7 +47,16 @@ def fakes(tls: Tls) -> Iterator[tuple[FakeAzure, FakeKube]]:
     azure.kube = kube
     azure.output_values = {
         "tenantId": TENANT_ID,
-        "clusters": {"main": {"keyVaultProviderClientId": CLIENT_ID, "ingressHost": ""}},
+        "clusters": {
+            "main": {
+                "keyVaultProviderClientId": CLIENT_ID,
+                "runtimeClientId": RUNTIME_CLIENT_ID,
+                "gatewayClientId": GATEWAY_CLIENT_ID,
+                "ingressHost": "",
+            }
+        },
+        # Issue 13: one workload identity per API (the Azure side's apis.<workload>.clientId).
+        "apis": {"hello-v1": {"clientId": API_CLIENT_ID}},
     }
     yield azure, kube
     azure.close()
@@ -193,6 +205,7 @@ def synthetic_template(platform_file: Path) -> dict[str, Any]:
                     }
                 },
             },
+            "apis": {"type": "object", "value": {"hello-v1": {"clientId": ""}}},
         },
     }
 
@@ -256,11 +269,30 @@ class Project:
         self.platform_file.write_text(text.replace(old, new))
 
 
+def plain_http_for_development(platform_file: Path) -> None:
+    """Turn the minimal sample's HTTPS ingress into plain HTTP in a development environment.
+
+    These tests drive the flow where apply learns the ingress address only once the
+    cluster exists (a second infra deployment); the sample itself is HTTPS with a host
+    name known at build time (issue 13), so the copy declares itself for development.
+    """
+    text = platform_file.read_text()
+    old = (
+        "        hosts: [api.my-platform.example.org]  # DNS name of the gateway's address\n"
+        "        certificate: {keyVaultCertificate: hello-ingress}\n"
+    )
+    assert old in text
+    platform_file.write_text(
+        text.replace(old, "        protocol: http\n") + "\ndevelopment: true\n"
+    )
+
+
 @pytest.fixture(scope="session")
 def built_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The minimal sample, built once per session (copied for each test)."""
     root = tmp_path_factory.mktemp("sample") / "proj"
     shutil.copytree(ROOT / "samples" / "minimal", root)
+    plain_http_for_development(root / "platform.yaml")
     proj = Project(root=root, platform_file=root / "platform.yaml", out=root / "out")
     build_platform(proj.platform_file, proj.out, display_name="platform.yaml")
     write_template(proj.env_dir, synthetic_template(proj.platform_file))

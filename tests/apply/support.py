@@ -1227,6 +1227,7 @@ DISCOVERY: dict[str, list[tuple[str, str, bool]]] = {
         ("StatefulSet", "statefulsets", True),
     ],
     "policy/v1": [("PodDisruptionBudget", "poddisruptionbudgets", True)],
+    "networking.k8s.io/v1": [("NetworkPolicy", "networkpolicies", True)],
     "autoscaling/v2": [("HorizontalPodAutoscaler", "horizontalpodautoscalers", True)],
     "secrets-store.csi.x-k8s.io/v1": [("SecretProviderClass", "secretproviderclasses", True)],
     "keda.sh/v1alpha1": [

@@ -19,7 +19,7 @@ import pytest
 
 from ai4ec.errors import ApplyError
 
-from .conftest import CLIENT_ID, Project, options, run
+from .conftest import RUNTIME_CLIENT_ID, Project, options, run
 from .support import (
     ADMIN_TOKEN,
     FUNCTION_KEY,
@@ -116,9 +116,11 @@ def test_first_apply_deploys_everything_in_order(
     # Kubernetes: server-side apply, after a dry-run, placeholders filled from outputs.
     spc = kube.get_object("SecretProviderClass", "ai4ec", "ai4ec-runtime")
     assert spc is not None
-    assert spc["spec"]["parameters"]["userAssignedIdentityID"] == CLIENT_ID
+    assert spc["spec"]["parameters"]["clientID"] == RUNTIME_CLIENT_ID
     real = [w for w in kube.writes() if w.startswith("PATCH")]
-    assert len(real) == 14
+    # 14 objects, plus (issue 13) the NetworkPolicy, the runtime ServiceAccount, the API's
+    # own SecretProviderClass and its AuthorizationPolicy.
+    assert len(real) == 18
     assert real[0].endswith("/api/v1/namespaces/ai4ec")
     # Dry-runs only where the namespace exists: the new Namespace, and the policy in
     # aks-istio-ingress; objects in the new namespace cannot be dry-run before it exists.
@@ -387,11 +389,12 @@ def test_interrupted_kubernetes_apply_resumes(
         ["scaledobjects", "hello-v1"],
         ["peerauthentications", "default"],
     ]
-    assert sorted(map(tuple, resumed[4:6])) == [
-        ("authorizationpolicies", "ai4ec-allow-ingress-gateway"),
+    assert sorted(map(tuple, resumed[4:7])) == [
+        ("authorizationpolicies", "ai4ec-allow-nothing"),
         ("authorizationpolicies", "ai4ec-my-platform-default-routes"),
+        ("authorizationpolicies", "hello-v1"),
     ]
-    assert resumed[6:] == [
+    assert resumed[7:] == [
         ["destinationrules", "hello-v1"],
         ["gateways", "ai4ec-gateway"],
         ["virtualservices", "hello-v1"],
@@ -502,7 +505,7 @@ def test_unresolved_placeholder_is_never_sent(
     assert isinstance(r.error, ApplyError)
     assert str(r.error).startswith(
         "SecretProviderClass ai4ec/ai4ec-runtime: unresolved placeholder "
-        "$(azure:clusters.main.keyVaultProviderClientId)"
+        "$(azure:clusters.main.runtimeClientId)"
     )
     assert kube.count("PATCH", ".") == 0
     _no_violations(azure, kube)
@@ -589,9 +592,14 @@ def test_kubernetes_only_with_context_and_outputs(
                 "clusters": {
                     "type": "Object",
                     "value": {
-                        "main": {"keyVaultProviderClientId": "c-1", "apiServerFqdn": "127.0.0.1"}
+                        "main": {
+                            "runtimeClientId": "c-1",
+                            "gatewayClientId": "c-2",
+                            "apiServerFqdn": "127.0.0.1",
+                        }
                     },
                 },
+                "apis": {"type": "Object", "value": {"hello-v1": {"clientId": "c-3"}}},
             }
         )
     )

@@ -72,7 +72,7 @@ DEFAULTS = {
     "keda": "true",
     "gpu_max": "3",
     "spot": "",
-    "ingress": "{protocol: http}",
+    "ingress": "{hosts: [api.example.org], certificate: {keyVaultCertificate: tls}}",
     "mode": "sync",
     "pool": "cpu",
     "resources": "{cpu: 500m, memory: 1Gi}",

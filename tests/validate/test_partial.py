@@ -32,7 +32,7 @@ clusters:
     kubernetesVersion: "1.35"
     pools:
       - {name: cpu, vmSize: Standard_DS2_v2, autoscale: {min: 1, max: 3}}
-    istio: {ingress: {protocol: http}}
+    istio: {ingress: {hosts: [api.example.org], certificate: {keyVaultCertificate: tls}}}
 """
 
 

@@ -1,5 +1,9 @@
 """Cluster add-ons the APIs rely on: namespace, runtime secrets, KEDA auth, GPU plugin, TLS.
 
+Every SecretProviderClass here signs in to Key Vault with a workload identity of its own
+ServiceAccount: the node's identity is not used by any pod, and the namespace's
+NetworkPolicy keeps pods away from the instance metadata endpoint that serves it.
+
 The views are decided here from the model; the templates under ``templates/k8s/addons``
 only lay them out.
 """
@@ -9,16 +13,20 @@ from __future__ import annotations
 from ...model.types import Api, Cluster, Platform
 from ..env import render_template
 from .objects import (
+    GATEWAY_CLIENT_CERT,
+    GATEWAY_CREDENTIAL,
+    GATEWAY_SERVER_CERT,
     INGRESS_NAMESPACE,
-    INGRESS_TLS,
+    METADATA_ENDPOINT,
     NVIDIA_DEVICE_PLUGIN_IMAGE,
     REDIS_AUTH,
     RUNTIME_SECRET,
     RUNTIME_SECRET_KEYS,
     RUNTIME_SPC,
     RenderedFile,
-    key_vault_client_id,
+    gateway_client_id,
     labels,
+    runtime_client_id,
     tenant_id,
     toleration,
 )
@@ -28,13 +36,17 @@ def render_addons(
     platform: Platform, cluster: Cluster, apis: list[Api], source: str
 ) -> list[RenderedFile]:
     """The ``addons/*.yaml`` files of ``cluster`` serving ``apis``."""
-    files = [_namespace(platform, cluster, source), _runtime_secrets(platform, cluster, source)]
+    files = [
+        _namespace(platform, cluster, source),
+        _network_policy(platform, cluster, source),
+        _runtime_secrets(platform, cluster, source),
+    ]
     if cluster.keda and any(a.has_async for a in apis):
         files.append(_keda(platform, cluster, source))
     if cluster.nvidia_device_plugin:
         files.append(_nvidia_device_plugin(platform, cluster, source))
-    if cluster.ingress.protocol == "https" and cluster.ingress.certificate:
-        files.append(_ingress_tls(platform, cluster, cluster.ingress.certificate, source))
+    if cluster.ingress.protocol == "https":
+        files.append(_gateway_credential(platform, cluster, source))
     return files
 
 
@@ -52,7 +64,7 @@ def _runtime_secrets(platform: Platform, cluster: Cluster, source: str) -> Rende
         "name": RUNTIME_SPC,
         "namespace": cluster.namespace,
         "labels": labels(platform),
-        "client_id": key_vault_client_id(cluster),
+        "client_id": runtime_client_id(cluster),
         "key_vault": platform.azure.key_vault.name,
         "tenant_id": tenant_id(platform),
         "secret_name": RUNTIME_SECRET,
@@ -87,18 +99,28 @@ def _nvidia_device_plugin(platform: Platform, cluster: Cluster, source: str) -> 
     return RenderedFile("addons/nvidia-device-plugin.yaml", text)
 
 
-def _ingress_tls(
-    platform: Platform, cluster: Cluster, certificate: str, source: str
-) -> RenderedFile:
+def _network_policy(platform: Platform, cluster: Cluster, source: str) -> RenderedFile:
+    np = {
+        "name": "ai4ec-deny-instance-metadata",
+        "namespace": cluster.namespace,
+        "labels": labels(platform),
+        "blocked": [METADATA_ENDPOINT],
+    }
+    text = render_template("k8s/addons/network-policy.yaml.j2", source=source, np=np)
+    return RenderedFile("addons/network-policy.yaml", text)
+
+
+def _gateway_credential(platform: Platform, cluster: Cluster, source: str) -> RenderedFile:
     tls = {
-        "name": INGRESS_TLS,
+        "name": GATEWAY_CREDENTIAL,
         "namespace": INGRESS_NAMESPACE,
         "labels": labels(platform),
-        "client_id": key_vault_client_id(cluster),
+        "client_id": gateway_client_id(cluster),
         "key_vault": platform.azure.key_vault.name,
         "tenant_id": tenant_id(platform),
-        "certificate": certificate,
-        "secret_name": INGRESS_TLS,
+        "server_cert": cluster.ingress.certificate or GATEWAY_SERVER_CERT,
+        "client_cert": GATEWAY_CLIENT_CERT,
+        "secret_name": GATEWAY_CREDENTIAL,
     }
-    text = render_template("k8s/addons/ingress-tls.yaml.j2", source=source, tls=tls)
-    return RenderedFile("addons/ingress-tls.yaml", text)
+    text = render_template("k8s/addons/gateway-credential.yaml.j2", source=source, tls=tls)
+    return RenderedFile("addons/gateway-credential.yaml", text)

@@ -29,10 +29,10 @@ from ..artifact import to_yaml
 from .objects import (
     REDIS_AUTH,
     RUNTIME_SECRET,
-    RUNTIME_SPC,
     KubeObject,
     RenderedFile,
-    key_vault_client_id,
+    api_client_id,
+    api_key_secret,
     parse_objects,
     tenant_id,
     toleration,
@@ -44,6 +44,11 @@ HELM_THREADS = max(1, min(4, os.cpu_count() or 1))
 PRE_STOP_SECONDS = 10
 #: Extra seconds beyond the longest request, for the sidecar to drain and the app to exit.
 SHUTDOWN_MARGIN_SECONDS = 30
+
+#: Environment variable and Secret key of the API's own task-manager key (Key Vault secret
+#: ``ai4ec-api-key-<workload>``), presented as ``x-functions-key`` by the API's container.
+API_KEY_ENV = "AI4EC_API_KEY"
+API_KEY_KEY = "ai4ec-api-key"
 
 _RUNTIME_ENV_KEYS = {
     "CACHE_CONNECTOR_UPSERT_URI": "cache-connector-upsert-uri",
@@ -99,6 +104,7 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
         "startup": {"enabled": True, **_probe(api.probes.startup)},
     }
     gpu_pool_names = [p.name for p in cluster.gpu_pools]
+    sc = api.security_context
     return {
         "name": api.id,
         "platform": platform.name,
@@ -122,15 +128,21 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
         "env": dict(api.env),
         "runtimeSecret": {
             "name": RUNTIME_SECRET,
-            "secretProviderClass": RUNTIME_SPC,
+            # Not mounted by the API's pods: the runtime SecretProviderClass signs in with
+            # an identity of its own, and its sync Deployment keeps the Secret there.
+            "secretProviderClass": "",
             "keys": dict(_RUNTIME_ENV_KEYS),
         },
         "secretEnv": [
             {"name": name, "secretName": f"{api.id}-secrets", "key": ref.key_vault_secret}
             for name, ref in api.secrets
-        ],
-        "secretProviderClass": _user_secrets(platform, cluster, api),
-        "serviceAccount": {"workloadIdentityClientId": "", "automountToken": False},
+        ]
+        + [{"name": API_KEY_ENV, "secretName": f"{api.id}-secrets", "key": API_KEY_KEY}],
+        "secretProviderClass": _api_secrets(platform, api),
+        "serviceAccount": {
+            "workloadIdentityClientId": api_client_id(api),
+            "automountToken": False,
+        },
         "resources": resources,
         "gpu": {"count": api.resources.gpu, "resourceName": "nvidia.com/gpu"},
         "placement": {
@@ -147,12 +159,13 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
             + SHUTDOWN_MARGIN_SECONDS,
         },
         "securityContext": {
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
-            # Framework images write outside /tmp (supervisord, logs): keep the root
-            # filesystem writable; everything else of the restricted profile stays.
-            "readOnlyRootFilesystem": False,
+            "runAsNonRoot": sc.run_as_non_root,
+            "runAsUser": sc.run_as_user,
+            "runAsGroup": sc.run_as_group,
+            "fsGroup": sc.fs_group,
+            # Framework images write outside /tmp (supervisord, logs): the root filesystem
+            # stays writable unless platform.yaml says otherwise.
+            "readOnlyRootFilesystem": sc.read_only_root_filesystem,
         },
         "scratch": {"tmpSizeLimit": "2Gi", "shmSizeLimit": "1Gi" if api.resources.gpu else ""},
         "istio": {
@@ -309,24 +322,30 @@ def _prometheus(platform: Platform, cluster: Cluster, api: Api) -> dict[str, Any
     }
 
 
-def _user_secrets(platform: Platform, cluster: Cluster, api: Api) -> dict[str, Any]:
-    enabled = bool(api.secrets)
+def _api_secrets(platform: Platform, api: Api) -> dict[str, Any]:
+    """The API's own SecretProviderClass: its key and its platform.yaml secrets, nothing else.
+
+    It signs in with the API's workload identity, which Key Vault lets read exactly these
+    secrets; the API's key lets its pods update only their own API's tasks.
+    """
+    objects = [{"objectName": api_key_secret(api), "version": "", "key": API_KEY_KEY}]
+    objects += [
+        {
+            "objectName": ref.key_vault_secret,
+            "version": ref.version or "",
+            "key": ref.key_vault_secret,
+        }
+        for _, ref in api.secrets
+    ]
     return {
-        "enabled": enabled,
-        "name": f"{api.id}-secrets" if enabled else "",
-        "keyVaultName": platform.azure.key_vault.name if enabled else "",
-        "tenantId": tenant_id(platform) if enabled else "",
-        "clientId": key_vault_client_id(cluster) if enabled else "",
+        "enabled": True,
+        "name": f"{api.id}-secrets",
+        "keyVaultName": platform.azure.key_vault.name,
+        "tenantId": tenant_id(platform),
+        "clientId": api_client_id(api),
         "cloudName": "",
-        "secretName": f"{api.id}-secrets" if enabled else "",
-        "objects": [
-            {
-                "objectName": ref.key_vault_secret,
-                "version": ref.version or "",
-                "key": ref.key_vault_secret,
-            }
-            for _, ref in api.secrets
-        ],
+        "secretName": f"{api.id}-secrets",
+        "objects": objects,
         "mountPath": "/mnt/secrets-store",
     }
 

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ...model.naming import workload_name
 from ...model.types import Api, Cluster, Endpoint, Mode, Platform
 from ..env import render_template
-from .objects import GATEWAY, INGRESS_NAMESPACE, INGRESS_TLS, RenderedFile, gateway_workload, labels
+from .objects import (
+    GATEWAY,
+    GATEWAY_CREDENTIAL,
+    INGRESS_NAMESPACE,
+    RenderedFile,
+    gateway_workload,
+    labels,
+)
 
 #: The path an AuthorizationPolicy allows when a cluster serves no route: an empty list
 #: would allow everything.
@@ -49,6 +57,11 @@ def render_istio(
 
 
 def _gateway(platform: Platform, cluster: Cluster, source: str) -> RenderedFile:
+    """The ingress Gateway: HTTPS with mutual TLS unless platform.yaml says otherwise.
+
+    ``clientCertificate: disabled`` (server TLS only) passes validation only on an
+    internal load balancer, plain HTTP only in a development environment.
+    """
     https = cluster.ingress.protocol == "https"
     gw = {
         "name": GATEWAY,
@@ -61,7 +74,8 @@ def _gateway(platform: Platform, cluster: Cluster, source: str) -> RenderedFile:
                 "name": "https" if https else "http",
                 "protocol": "HTTPS" if https else "HTTP",
                 "hosts": list(cluster.ingress.hosts),
-                "credential_name": INGRESS_TLS if https else "",
+                "credential_name": GATEWAY_CREDENTIAL if https else "",
+                "tls_mode": "MUTUAL" if cluster.ingress.client_certificate else "SIMPLE",
             }
         ],
     }
@@ -118,12 +132,22 @@ def _destination_rule(platform: Platform, api: Api, ns: str, source: str) -> Ren
 def _security(platform: Platform, cluster: Cluster, apis: list[Api], source: str) -> RenderedFile:
     gateway = gateway_workload(cluster)
     gateway_paths = sorted({e.backend_path for a in apis for e in a.endpoints})
-    workload_paths = sorted({workload_path(a, e) for a in apis for e in a.endpoints})
+    api_policies = [
+        {
+            "name": workload_name(a),
+            "labels": labels(platform, a.id),
+            # The chart's selector labels: exactly this API's pods.
+            "selector": {"app.kubernetes.io/name": workload_name(a), "ai4ec.io/api": a.id},
+            # Dispatch of pipeline steps and async tasks comes through the gateway too.
+            "principals": [gateway.principal],
+            "paths": sorted({workload_path(a, e) for e in a.endpoints}),
+        }
+        for a in sorted(apis, key=lambda a: a.id)
+    ]
     sec = {
         "namespace": cluster.namespace,
         "labels": labels(platform),
-        "gateway_principals": [gateway.principal],
-        "workload_paths": workload_paths or [NO_ROUTES],
+        "api_policies": api_policies,
         "gateway_paths": gateway_paths or [NO_ROUTES],
         "gateway_namespace": INGRESS_NAMESPACE,
         "gateway_policy_name": f"ai4ec-{platform.name}-{platform.environment}-routes",

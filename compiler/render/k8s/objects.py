@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import yaml
 
 from ...errors import Diagnostic, RenderError
-from ...model.types import Cluster, Platform, Taint
+from ...model.naming import workload_name
+from ...model.types import Api, Cluster, Platform, Taint
 from ..artifact import SafeLoader
 
 MANAGED_BY = "ai4ec"
@@ -26,7 +27,16 @@ RUNTIME_SPC = "ai4ec-runtime"
 REDIS_AUTH = "ai4ec-redis"
 GATEWAY = "ai4ec-gateway"
 INGRESS_NAMESPACE = "aks-istio-ingress"
-INGRESS_TLS = "ai4ec-ingress-tls"
+#: The gateway's TLS Secret (tls.crt, tls.key and the client CA ca.crt), synced from Key
+#: Vault by the SecretProviderClass and the ServiceAccount of the same name.
+GATEWAY_CREDENTIAL = "ai4ec-gateway-credential"
+#: Key Vault certificate the gateway serves when platform.yaml names none.
+GATEWAY_SERVER_CERT = "ai4ec-gateway-server"
+#: Key Vault certificate API Management and dispatch present; its public part is the CA
+#: the gateway trusts.
+GATEWAY_CLIENT_CERT = "ai4ec-gateway-client"
+#: NetworkPolicy keeping the instance metadata endpoint (node identity tokens) from pods.
+METADATA_ENDPOINT = "169.254.169.254/32"
 NVIDIA_DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 
 #: Kubernetes keys of the runtime Secret, and the Key Vault secrets they come from.
@@ -43,6 +53,7 @@ RUNTIME_SECRET_KEYS: tuple[tuple[str, str], ...] = (
 #: go last.
 KIND_ORDER: tuple[str, ...] = (
     "Namespace",
+    "NetworkPolicy",
     "SecretProviderClass",
     "ServiceAccount",
     "Secret",
@@ -104,9 +115,28 @@ def azure_output(path: str) -> str:
     return f"$(azure:{path})"
 
 
-def key_vault_client_id(cluster: Cluster) -> str:
-    """The Key Vault CSI provider identity of ``cluster``, filled in by ``apply``."""
-    return azure_output(f"clusters.{cluster.name}.keyVaultProviderClientId")
+def api_client_id(api: Api) -> str:
+    """The workload identity of ``api``'s pods (its Key Vault secrets, its results container).
+
+    One user-assigned identity per API, federated with the API's ServiceAccount; the Azure
+    target outputs its client id as ``apis.<workload>.clientId``.
+    """
+    return azure_output(f"apis.{workload_name(api)}.clientId")
+
+
+def runtime_client_id(cluster: Cluster) -> str:
+    """The workload identity that syncs the runtime Secret (``ai4ec-runtime``) on ``cluster``."""
+    return azure_output(f"clusters.{cluster.name}.runtimeClientId")
+
+
+def gateway_client_id(cluster: Cluster) -> str:
+    """The workload identity that syncs the gateway's certificates on ``cluster``."""
+    return azure_output(f"clusters.{cluster.name}.gatewayClientId")
+
+
+def api_key_secret(api: Api) -> str:
+    """The Key Vault secret holding ``api``'s own task-manager key (one per API)."""
+    return f"ai4ec-api-key-{workload_name(api)}"
 
 
 def tenant_id(platform: Platform) -> str:

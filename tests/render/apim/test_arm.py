@@ -6,6 +6,7 @@ see :mod:`ai4ec.render.apim.resources`), so these pin what ARM really receives.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -186,6 +187,9 @@ def test_named_values_and_ingress_parameter() -> None:
     # Without a concrete host (plain HTTP only: E-INGRESS-HOSTS refuses it for HTTPS) the
     # address is known after deployment, and '.invalid' fails loudly until apply sets it.
     minimal, _ = sample("minimal")
+    cluster = minimal.clusters[0]
+    http = dataclasses.replace(cluster.ingress, protocol="http", hosts=(), certificate=None)
+    minimal = dataclasses.replace(minimal, clusters=(dataclasses.replace(cluster, ingress=http),))
     assert ingress_parameter(minimal).default == {"main": "http://main.ingress.invalid"}
 
 

@@ -102,7 +102,18 @@ def test_backend_entity_validates_tls_for_https_ingress() -> None:
         "validateCertificateName": True,
     }
     assert b["properties"]["url"] == "[parameters('ai4ecIngressUrls').main]"
-    plain, ctx = sample("minimal")  # ingress protocol http
+    # A development environment's plain-HTTP ingress (issue 13: samples are all HTTPS).
+    https, ctx = sample("minimal")
+    (cluster,) = https.clusters
+    plain = dataclasses.replace(
+        https,
+        development=True,
+        clusters=(
+            dataclasses.replace(
+                cluster, ingress=dataclasses.replace(cluster.ingress, protocol="http")
+            ),
+        ),
+    )
     (b,) = _by_name(arm(plain, ctx), "backends").values()
     assert "tls" not in b["properties"]
 

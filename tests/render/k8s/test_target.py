@@ -194,19 +194,32 @@ def test_no_secret_value_is_inline() -> None:
 def test_apis_reachable_only_through_the_ingress_gateway() -> None:
     for _s, _e, _c, docs, _v in CASES:
         policies = _by_kind(docs, "AuthorizationPolicy")
-        allow = policies["ai4ec-allow-ingress-gateway"]["spec"]
-        assert allow["action"] == "ALLOW"
-        principals = [
-            p for r in allow["rules"] for f in r["from"] for p in f["source"]["principals"]
+        # Default deny in the APIs' namespace: an ALLOW policy without rules.
+        nothing = policies["ai4ec-allow-nothing"]["spec"]
+        assert nothing == {"action": "ALLOW"}
+        per_api = [
+            p
+            for p in policies.values()
+            if p["metadata"]["namespace"] != "aks-istio-ingress" and p["spec"].get("rules")
         ]
-        assert principals and all(
-            p.startswith("cluster.local/ns/aks-istio-ingress/sa/aks-istio-ingressgateway-")
-            for p in principals
-        )
+        assert per_api
+        for allow in per_api:
+            assert allow["spec"]["action"] == "ALLOW"
+            principals = [
+                p
+                for r in allow["spec"]["rules"]
+                for f in r["from"]
+                for p in f["source"]["principals"]
+            ]
+            assert principals and all(
+                p.startswith("cluster.local/ns/aks-istio-ingress/sa/aks-istio-ingressgateway-")
+                for p in principals
+            )
         peer = _by_kind(docs, "PeerAuthentication")["default"]["spec"]
         assert peer["mtls"]["mode"] == "STRICT"
-        gateway_policy = next(p for n, p in policies.items() if n != "ai4ec-allow-ingress-gateway")
-        assert gateway_policy["metadata"]["namespace"] == "aks-istio-ingress"
+        (gateway_policy,) = [
+            p for p in policies.values() if p["metadata"]["namespace"] == "aks-istio-ingress"
+        ]
         served = {
             path
             for r in gateway_policy["spec"]["rules"]
@@ -225,8 +238,9 @@ def test_apis_reachable_only_through_the_ingress_gateway() -> None:
 def test_https_gateway_uses_key_vault_certificate() -> None:
     docs = _case("camera-trap")
     server = _by_kind(docs, "Gateway")["ai4ec-gateway"]["spec"]["servers"][0]
-    assert server["port"]["number"] == 443 and server["tls"]["mode"] == "SIMPLE"
-    spc = _by_kind(docs, "SecretProviderClass")["ai4ec-ingress-tls"]
+    assert server["port"]["number"] == 443 and server["tls"]["mode"] == "MUTUAL"
+    assert server["tls"]["credentialName"] == "ai4ec-gateway-credential"
+    spc = _by_kind(docs, "SecretProviderClass")["ai4ec-gateway-credential"]
     assert "camera-trap-ingress" in spc["spec"]["parameters"]["objects"]
     assert spc["spec"]["secretObjects"][0]["type"] == "kubernetes.io/tls"
 

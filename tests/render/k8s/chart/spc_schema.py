@@ -12,13 +12,14 @@ Sources (read, not copied; the schema below is written for our subset only):
   ``spec.secretObjects[]`` with ``secretName``, ``type``, ``labels``, ``annotations`` and
   ``data[]`` of ``{objectName, key}``. The CRD leaves these objects open-ended; here they are
   closed (``additionalProperties: false``), as strict field validation would treat a typo.
-* The Azure Key Vault provider's parameters for a user-assigned managed identity
-  (Azure/secrets-store-csi-driver-provider-azure docs, "User-assigned managed identity" and
-  "Using the Azure Key Vault Provider"): ``usePodIdentity``, ``useVMManagedIdentity``,
-  ``userAssignedIdentityID``, ``keyvaultName``,
-  ``tenantId``, ``cloudName``, and ``objects``, a YAML string ``array:`` of YAML strings each
-  holding ``objectName``, ``objectType`` (secret | key | cert) and optional
-  ``objectVersion`` / ``objectAlias``.
+* The Azure Key Vault provider's parameters for workload identity
+  (Azure/secrets-store-csi-driver-provider-azure docs, "Workload identity" and "Using the
+  Azure Key Vault Provider"): ``usePodIdentity``, ``clientID`` (the federated identity of
+  the mounting pod's ServiceAccount), ``keyvaultName``, ``tenantId``, ``cloudName``, and
+  ``objects``, a YAML string ``array:`` of YAML strings each holding ``objectName``,
+  ``objectType`` (secret | key | cert) and optional ``objectVersion`` / ``objectAlias``.
+  ``useVMManagedIdentity`` / ``userAssignedIdentityID`` (the node's identity, which any pod
+  could use through the instance metadata endpoint) are refused on purpose (issue 13).
 """
 
 from __future__ import annotations
@@ -61,17 +62,15 @@ SECRET_PROVIDER_CLASS_SCHEMA: dict[str, Any] = {
                     "additionalProperties": False,
                     "required": [
                         "usePodIdentity",
-                        "useVMManagedIdentity",
-                        "userAssignedIdentityID",
+                        "clientID",
                         "keyvaultName",
                         "tenantId",
                         "objects",
                     ],
                     "properties": {
                         "usePodIdentity": {"const": "false"},
-                        "useVMManagedIdentity": {"const": "true"},
                         # A GUID, or the $(azure:...) placeholder apply fills in.
-                        "userAssignedIdentityID": {"type": "string", "pattern": _GUID_OR_OUTPUT},
+                        "clientID": {"type": "string", "pattern": _GUID_OR_OUTPUT},
                         "keyvaultName": {"type": "string", "minLength": 3, "maxLength": 24},
                         "tenantId": {"type": "string", "pattern": _GUID_OR_OUTPUT},
                         "cloudName": {"type": "string"},

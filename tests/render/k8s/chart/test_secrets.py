@@ -118,7 +118,8 @@ def test_secret_provider_class_shape(chart: helm_python.Chart) -> None:
     spc = objects["SecretProviderClass"]
     jsonschema.Draft202012Validator(SECRET_PROVIDER_CLASS_SCHEMA).validate(spc)
     params = spc["spec"]["parameters"]
-    assert params["userAssignedIdentityID"] == spc_values["clientId"]
+    assert params["clientID"] == spc_values["clientId"]
+    assert "useVMManagedIdentity" not in params and "userAssignedIdentityID" not in params
     assert params["tenantId"] == spc_values["tenantId"]
     assert params["keyvaultName"] == spc_values["keyVaultName"]
     assert params["cloudName"] == spc_values["cloudName"]

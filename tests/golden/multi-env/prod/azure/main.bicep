@@ -21,7 +21,7 @@ param location string = 'eastus'
 param vaultCreateMode string = 'default'
 
 @description('Scheme and host of the cluster\'s Istio ingress that dispatch posts tasks to (AI4EC_BACKEND_BASE_URL), e.g. https://ingress.example.org or http://20.1.2.3. The ingress address exists only once the cluster and its gateway run, so `ai4ec apply` reads it from the cluster and deploys again with it.')
-param backendBaseUrl string = 'https://wildlife.example.org'
+param backendBaseUrl string = 'https://api.wildlife.example.org'
 
 @description('Object id of the identity that deploys (ai4ec apply fills it from its Azure token); it gets the AKS RBAC Cluster Admin role on each cluster. Empty: no role is assigned.')
 param deployerPrincipalId string = ''
@@ -39,7 +39,7 @@ param deployEventSubscription bool = false
 
 @description('Base URL (scheme://host) of each cluster\'s Istio ingress, by cluster name; API Management\'s backends and named values use it.')
 param ai4ecIngressUrls object = {
-  main: 'https://wildlife.example.org'
+  main: 'https://api.wildlife.example.org'
 }
 
 module monitoringModule 'modules/monitoring.bicep' = {
@@ -167,7 +167,7 @@ output tenantId string = subscription().tenantId
 output clusters object = {
   main: {
     keyVaultProviderClientId: aksMain.properties.addonProfiles.azureKeyvaultSecretsProvider.identity.clientId
-    ingressHost: 'wildlife.example.org'
+    ingressHost: 'api.wildlife.example.org'
     apiServerFqdn: aksMain.properties.fqdn
   }
 }

@@ -71,6 +71,10 @@ resource apimBackendsAi4ecIngressMain 'Microsoft.ApiManagement/service/backends@
     description: 'ai4ec: every sync API on cluster main is proxied here'
     protocol: 'http'
     url: ai4ecIngressUrls.main
+    tls: {
+      validateCertificateChain: true
+      validateCertificateName: true
+    }
   }
 }
 
