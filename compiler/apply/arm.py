@@ -29,10 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ApplyError
-from .builddir import Template
+from .builddir import SecretReference, Template
 from .plan import ApplyAction, PlannedChange
 
-INFRA, DISPATCH, APIM = "infra", "dispatch", "apim"
+INFRA, ACCESS, DISPATCH, APIM = "infra", "access", "dispatch", "apim"
+#: Parameter holding back grants on single Key Vault secrets until apply wrote them.
+PARAM_ACCESS_GRANTS = "deployAccessGrants"
+_ACCESS_CONDITION = f"[parameters('{PARAM_ACCESS_GRANTS}')]"
 #: Parameter the template uses to hold the Event Grid subscription back.
 PARAM_EVENT_SUBSCRIPTION = "deployEventSubscription"
 PARAM_BACKEND_URL = "backendBaseUrl"
@@ -68,7 +71,10 @@ class Part:
         return {
             "mode": "Incremental",
             "template": self.template,
-            "parameters": {k: {"value": v} for k, v in self.parameters.items()},
+            "parameters": {
+                k: {"reference": v.reference} if isinstance(v, SecretReference) else {"value": v}
+                for k, v in self.parameters.items()
+            },
         }
 
     def digest(self) -> str:
@@ -78,6 +84,8 @@ class Part:
 
 
 def _part_of(resource: dict[str, Any]) -> str:
+    if str(resource.get("condition", "")).replace(" ", "") == _ACCESS_CONDITION.replace(" ", ""):
+        return ACCESS
     kind = str(resource.get("type", "")).lower()
     if kind.startswith(_APIM_CHILD):
         return APIM
@@ -170,7 +178,7 @@ def _declared(template: dict[str, Any], values: dict[str, Any]) -> dict[str, Any
 
 def split_main(main: Template) -> dict[str, dict[str, Any]]:
     """main.json as ``{infra, dispatch, apim}`` templates (empty parts left out)."""
-    groups: dict[str, list[dict[str, Any]]] = {INFRA: [], DISPATCH: [], APIM: []}
+    groups: dict[str, list[dict[str, Any]]] = {INFRA: [], ACCESS: [], DISPATCH: [], APIM: []}
     for r in main.template["resources"]:
         if not isinstance(r, dict):
             raise ApplyError("azure/main.json: a resource is not an object")
@@ -215,7 +223,7 @@ def build_parts(
         ApplyError: an override names a parameter no template declares.
     """
     if not templates:
-        return {"azure": [], "dispatch": [], "apim": []}
+        return {"azure": [], "access": [], "dispatch": [], "apim": []}
     declared = {k for t in templates for k in (t.template.get("parameters") or {})}
     unknown = sorted(set(overrides) - declared)
     if unknown:
@@ -233,23 +241,36 @@ def build_parts(
         merged.update(_declared(t, overrides))
         return {k: v for k, v in merged.items() if v is not None}
 
+    def plain(v: dict[str, Any]) -> dict[str, Any]:
+        # A Key Vault reference is resolved by ARM even where unused, and the secret may
+        # not exist yet: only the part that uses it (dispatch) passes it.
+        return {k: x for k, x in v.items() if not isinstance(x, SecretReference)}
+
     main, *split = templates
     parts = split_main(main)
     infra_values = values(parts[INFRA], main.parameters)
-    out: dict[str, list[Part]] = {"azure": [], "dispatch": [], "apim": []}
-    infra = dict(infra_values)
-    if PARAM_EVENT_SUBSCRIPTION in infra:
-        infra[PARAM_EVENT_SUBSCRIPTION] = False
+    out: dict[str, list[Part]] = {"azure": [], "access": [], "dispatch": [], "apim": []}
+    infra = plain(infra_values)
+    for flag in (PARAM_EVENT_SUBSCRIPTION, PARAM_ACCESS_GRANTS):
+        if flag in infra:
+            infra[flag] = False
     out["azure"].append(Part(INFRA, parts[INFRA], infra))
+    if ACCESS in parts:
+        access = plain(values(parts[ACCESS], main.parameters))
+        if PARAM_ACCESS_GRANTS in access and PARAM_ACCESS_GRANTS not in overrides:
+            access[PARAM_ACCESS_GRANTS] = True
+        if PARAM_EVENT_SUBSCRIPTION in access:
+            access[PARAM_EVENT_SUBSCRIPTION] = False
+        out["access"].append(Part(ACCESS, parts[ACCESS], access))
     if DISPATCH in parts:
         dispatch = values(parts[DISPATCH], main.parameters)
         if PARAM_EVENT_SUBSCRIPTION in dispatch and PARAM_EVENT_SUBSCRIPTION not in overrides:
             dispatch[PARAM_EVENT_SUBSCRIPTION] = True
         out["dispatch"].append(Part(DISPATCH, parts[DISPATCH], dispatch))
     if APIM in parts:
-        out["apim"].append(Part(APIM, parts[APIM], values(parts[APIM], main.parameters)))
+        out["apim"].append(Part(APIM, parts[APIM], plain(values(parts[APIM], main.parameters))))
     for t in split:
-        out["apim"].append(Part(t.name, t.template, values(t.template, t.parameters)))
+        out["apim"].append(Part(t.name, t.template, plain(values(t.template, t.parameters))))
     return out
 
 

@@ -114,6 +114,9 @@ class ApplyOptions:
     #: ``--no-context-check``: use a ``--context`` without checking that its server is
     #: the build's AKS cluster (a kind or minikube cluster in tests).
     check_contexts: bool = True
+    #: Key Vault data-plane base URL instead of ``https://<vault>.vault.azure.net``
+    #: (another cloud, or a local stand-in in tests).
+    key_vault_endpoint: str | None = None
     #: ``--break-lock``: take the resource group's apply lock even if another run holds it.
     break_lock: bool = False
     #: ``--plan -o FILE``: save the plan, bound to the build and the live state it saw.
@@ -718,6 +721,58 @@ def _deploy(ctx: Context, rg: str, name: str, payload: dict[str, Any]) -> dict[s
             o.retry.sleep(wait)
 
 
+class KeysStep(Step):
+    """Generate the platform's access keys once and keep them in Key Vault (keys.py)."""
+
+    key, title = "keys", "Access keys in Key Vault"
+
+    def run(self, ctx: Context, confirm: Confirm) -> StepPlan:
+        """Write what is missing; never print a key, only secret names."""
+        del confirm  # creates secrets, deletes nothing
+        from . import keys
+
+        plan = StepPlan(self.key)
+        main = ctx.build.templates()[0].template
+        if arm.PARAM_ACCESS_GRANTS not in (main.get("parameters") or {}):
+            plan.notes.append("the build's template predates per-caller access keys")
+            _show(ctx, plan)
+            return plan
+        vault = next(
+            (
+                str(r["name"])
+                for r in main["resources"]
+                if str(r.get("type", "")).lower() == "microsoft.keyvault/vaults"
+            ),
+            None,
+        )
+        apis = sorted(((main.get("outputs") or {}).get("apis") or {}).get("value") or {})
+        if vault is None:
+            plan.notes.append("the build has no Key Vault")
+            _show(ctx, plan)
+            return plan
+        if ctx.options.plan or ctx.resource_group() is None:
+            plan.notes.append(f"keys of APIM, Event Grid and {len(apis)} API(s) in {vault}")
+            _show(ctx, plan)
+            return plan
+        o = ctx.options
+        endpoint = o.key_vault_endpoint or f"https://{vault}.vault.azure.net"
+        options: dict[str, Any] = {"connection_verify": o.connection_verify}
+        if o.key_vault_endpoint:
+            # The challenge names the cloud's vault audience, not the stand-in's host.
+            options["verify_challenge_resource"] = False
+        store = keys.KeyVaultSecrets(endpoint, ctx.azure().credential, options)
+        try:
+            written = keys.ensure_access_keys(store, apis)
+        finally:
+            store.close()
+        for name in written:
+            plan.changes.append(PlannedChange(ApplyAction.CREATE, "Key Vault secret", name))
+        if not written:
+            plan.notes.append("access keys already in place")
+        _show(ctx, plan)
+        return plan
+
+
 class FunctionsStep(Step):
     """Publish ``functions/bundle.zip`` to the Function App."""
 
@@ -1057,6 +1112,16 @@ def _name(obj: dict[str, Any]) -> str:
     return f"{md['namespace']}/{md['name']}" if md.get("namespace") else str(md.get("name"))
 
 
+def _has_access_keys(build: Build) -> bool:
+    """Whether the build's template expects per-caller access keys (issue 13)."""
+    try:
+        templates = build.templates()
+    except ApplyError:
+        return False
+    main = templates[0].template if templates else {}
+    return arm.PARAM_ACCESS_GRANTS in (main.get("parameters") or {})
+
+
 def steps_for(build: Build, targets: tuple[str, ...]) -> list[Step]:
     """The steps of ``targets`` (all when empty), in order."""
     wanted = set(targets or TARGETS)
@@ -1068,6 +1133,10 @@ def steps_for(build: Build, targets: tuple[str, ...]) -> list[Step]:
     steps: list[Step] = []
     if "azure" in wanted:
         steps.append(ArmStep("azure", "Azure infrastructure", "azure"))
+        if _has_access_keys(build):
+            # The vault exists now: write the access keys, then grant single secrets.
+            steps.append(KeysStep())
+            steps.append(ArmStep("access", "Grants on single Key Vault secrets", "access"))
     if "functions" in wanted:
         steps.append(FunctionsStep())
         steps.append(ArmStep("dispatch", "Event Grid subscription to the Functions", "dispatch"))

@@ -23,6 +23,7 @@ from ai4ec.render import render_targets
 from ai4ec.render.artifact import RenderContext
 
 from .conftest import ROOT, rehash, run
+from .kv_fake import FakeKeyVault
 from .support import FakeAzure, FakeKube, Tls
 
 SAMPLES = sorted((ROOT / "samples").glob("*/platform.yaml"))
@@ -51,7 +52,9 @@ def test_split_holds_every_resource_once(sample: Path) -> None:
         files = {str(a.path): json.loads(a.content) for a in artifacts if a.path.suffix == ".json"}
         main = files["azure/main.json"]
         params = {
-            k: v["value"] for k, v in files["azure/main.parameters.json"]["parameters"].items()
+            k: v.get("value")
+            for k, v in files["azure/main.parameters.json"]["parameters"].items()
+            if "value" in v  # Key Vault references are resolved by ARM
         }
         parts = arm.split_main(Template("main", main, params))
         union = [_key(r) for t in parts.values() for r in t["resources"]]
@@ -150,7 +153,15 @@ def test_sample_applies_against_the_fakes(
         p for p in require_ok(check_platform(Path("platform.yaml"))) if p.environment == env
     )
     azure.subscription = platform.azure.subscription_id
-    r = run(azure, tls, env_dir, yes=True, deployer_principal_id=DEPLOYER)
+    vault = FakeKeyVault(tls)
+    r = run(
+        azure,
+        tls,
+        env_dir,
+        yes=True,
+        deployer_principal_id=DEPLOYER,
+        key_vault_endpoint=vault.url,
+    )
     assert r.error is None, r.text
     assert azure.violations == [] and kube.violations == []
     infra = [
@@ -162,13 +173,45 @@ def test_sample_applies_against_the_fakes(
     assert DEPLOYER in kube.granted
     deployments = [w.rsplit("/", 1)[1] for w in azure.writes() if "/deployments/" in w]
     assert deployments[-2:] == [f"ai4ec-{env}-dispatch", f"ai4ec-{env}-apim"]
-    assert set(deployments) == {f"ai4ec-{env}-{p}" for p in ("infra", "dispatch", "apim")}
+    parts = ("infra", "access", "dispatch", "apim")
+    assert set(deployments) == {f"ai4ec-{env}-{p}" for p in parts}
+    # Keys were written before the grants on them and before anything reads them, and
+    # Event Grid's key reaches ARM only as a Key Vault reference.
+    assert {"ai4ec-access-keys", "ai4ec-apim-key", "ai4ec-eventgrid-delivery-key"} <= set(
+        vault.secrets
+    )
+    dispatch = next(
+        q.json()["properties"]["parameters"]
+        for q in azure.requests
+        if q.method == "PUT" and q.path.endswith(f"/ai4ec-{env}-dispatch")
+    )
+    assert dispatch["eventGridDeliveryKey"]["reference"]["secretName"] == (
+        "ai4ec-eventgrid-delivery-key"
+    )
+    for secret in vault.secrets.values():
+        assert secret not in r.text
+        assert not any(secret.encode() in q.body for q in azure.requests)
+    access = next(
+        q.json()["properties"]["parameters"]
+        for q in azure.requests
+        if q.method == "PUT" and q.path.endswith(f"/ai4ec-{env}-access")
+    )
+    assert access["deployAccessGrants"] == {"value": True}
     namespace = platform.clusters[0].namespace
     spc = kube.get_object("SecretProviderClass", namespace, "ai4ec-runtime")
     assert spc is not None
     assert "$(azure:" not in json.dumps(spc)
-    again = run(azure, tls, env_dir, yes=True, deployer_principal_id=DEPLOYER)
+    again = run(
+        azure,
+        tls,
+        env_dir,
+        yes=True,
+        deployer_principal_id=DEPLOYER,
+        key_vault_endpoint=vault.url,
+    )
     assert again.error is None and not again.result.changed  # type: ignore[union-attr]
+    vault.close()
+    assert vault.violations == []
 
 
 def test_package_blob_matches_the_azure_target() -> None:

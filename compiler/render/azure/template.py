@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from ...errors import Diagnostic, RenderError
 from ...model.types import Mode, Platform
 from ..artifact import RenderContext
+from .access import access_parameters, api_identities, identity_outputs
 from .aks import ClusterHandle, aks
 from .apim_service import apim_service
 from .common import PARAM_LOCATION, TENANT_ID, AzureSpec
@@ -137,12 +138,16 @@ def build_template(
     fns = functions(spec, platform, store.account, _backend_url_default(platform))
     service = apim_service(spec, platform, vault)
     grants = roles(spec, vault, store, acr, fns, service, clusters)
-    written = secrets(spec, vault, cache, fns, mon.app_insights, grants)
+    secrets(spec, vault, cache, fns, mon.app_insights, grants)
+    spec.params += access_parameters(platform)
+    identities = api_identities(spec, platform, vault, store.results, clusters)
     dispatch(spec, platform, fns, store.account, grants)
     split: list[str] = []
     if apim is not None:
         _declare(spec, apim.parameters)
-        children = apim.resources(service, APIM_MODULE, (grants.apim_key_vault, *written))
+        # The Key Vault named value reads ai4ec-apim-key, which `ai4ec apply` writes
+        # before the APIM step; in the template it waits for its role only.
+        children = apim.resources(service, APIM_MODULE, (grants.apim_key_vault,))
         for child in children:
             spec.add(child)
         split = _chunk(spec, children)
@@ -159,7 +164,7 @@ def build_template(
         source=" ".join(context.source_name.splitlines()),
         environment=platform.environment,
         description=f"{description} (environment {platform.environment})",
-        outputs=_outputs(clusters),
+        outputs=[*_outputs(clusters), *identity_outputs(identities)],
         deps=deps,
         split=split,
     )
