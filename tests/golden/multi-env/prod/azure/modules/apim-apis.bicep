@@ -21,7 +21,7 @@ resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedV
     displayName: 'ai4ec-function-key'
     secret: true
     keyVault: {
-      secretIdentifier: 'https://wildlife-prod-kv-4704a.vault.azure.net/secrets/ai4ec-function-key'
+      secretIdentifier: 'https://wildlife-prod-kv-4704a.vault.azure.net/secrets/ai4ec-apim-key'
     }
   }
 }
@@ -217,4 +217,9 @@ resource apimApisDefaultTaskStatus 'Microsoft.ApiManagement/service/products/api
   dependsOn: [
     apimApisTaskStatus
   ]
+}
+
+resource apimGroupsDefaultDevelopers 'Microsoft.ApiManagement/service/products/groups@2024-05-01' = {
+  parent: apimProductsDefault
+  name: 'developers'
 }
