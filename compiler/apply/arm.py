@@ -13,6 +13,9 @@ one part re-PUTs that part alone, and a first run deploys each part once.
   needs them (function-key secrets, their roles). It reads the ingress address, which
   ``apply`` can only look up once the clusters exist, so it comes after them;
 * ``apim-service`` - the API Management service (its identity's Key Vault role);
+* ``access`` - grants on single Key Vault secrets (resources whose ``condition`` is the
+  ``deployAccessGrants`` parameter): a role assignment on a secret needs the secret, which
+  the ``keys`` step writes after the vault exists, so they wait for it;
 * ``dispatch`` - the Event Grid subscription (``Microsoft.EventGrid/topics/
   eventSubscriptions``). Event Grid validates the webhook when the subscription is
   created, so it must wait until the Functions bundle is published (the template says
@@ -44,14 +47,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ApplyError
-from .builddir import Template
+from .builddir import SecretReference, Template
 from .plan import ApplyAction, PlannedChange
 
 DATA, CLUSTERS, FUNCTIONS, APIM_SERVICE = "data", "clusters", "functions", "apim-service"
-DISPATCH, APIM = "dispatch", "apim"
-#: Every part, in deployment order; the first four are the ``azure`` step.
-PARTS = (DATA, CLUSTERS, FUNCTIONS, APIM_SERVICE, DISPATCH, APIM)
+ACCESS, DISPATCH, APIM = "access", "dispatch", "apim"
+#: Every part, in deployment order; the first four are the ``azure`` step, ``access``
+#: (grants on single Key Vault secrets) follows the ``keys`` step that writes them.
+PARTS = (DATA, CLUSTERS, FUNCTIONS, APIM_SERVICE, ACCESS, DISPATCH, APIM)
 AZURE_PARTS = (DATA, CLUSTERS, FUNCTIONS, APIM_SERVICE)
+#: Parameter holding back grants on single Key Vault secrets until apply wrote them.
+PARAM_ACCESS_GRANTS = "deployAccessGrants"
+_ACCESS_CONDITION = f"[parameters('{PARAM_ACCESS_GRANTS}')]"
 #: Parameter the template uses to hold the Event Grid subscription back.
 PARAM_EVENT_SUBSCRIPTION = "deployEventSubscription"
 PARAM_BACKEND_URL = "backendBaseUrl"
@@ -99,7 +106,10 @@ class Part:
         return {
             "mode": "Incremental",
             "template": self.template,
-            "parameters": {k: {"value": v} for k, v in self.parameters.items()},
+            "parameters": {
+                k: {"reference": v.reference} if isinstance(v, SecretReference) else {"value": v}
+                for k, v in self.parameters.items()
+            },
         }
 
     def digest(self) -> str:
@@ -109,6 +119,8 @@ class Part:
 
 
 def _base_part(resource: dict[str, Any]) -> str:
+    if str(resource.get("condition", "")).replace(" ", "") == _ACCESS_CONDITION.replace(" ", ""):
+        return ACCESS
     kind = str(resource.get("type", "")).lower()
     if kind.startswith(_APIM_CHILD):
         return APIM
@@ -316,7 +328,7 @@ def build_parts(
         ApplyError: an override names a parameter no template declares.
     """
     if not templates:
-        return {"azure": [], "dispatch": [], "apim": []}
+        return {"azure": [], "access": [], "dispatch": [], "apim": []}
     declared = {k for t in templates for k in (t.template.get("parameters") or {})}
     unknown = sorted(set(overrides) - declared)
     if unknown:
@@ -334,24 +346,37 @@ def build_parts(
         merged.update(_declared(t, overrides))
         return {k: v for k, v in merged.items() if v is not None}
 
+    def plain(v: dict[str, Any]) -> dict[str, Any]:
+        # A Key Vault reference is resolved by ARM even where unused, and the secret may
+        # not exist yet: only the part that uses it (dispatch) passes it.
+        return {k: x for k, x in v.items() if not isinstance(x, SecretReference)}
+
     main, *split = templates
     parts = split_main(main)
-    out: dict[str, list[Part]] = {"azure": [], "dispatch": [], "apim": []}
+    out: dict[str, list[Part]] = {"azure": [], "access": [], "dispatch": [], "apim": []}
     for name in AZURE_PARTS:
         if name in parts:
-            infra = values(parts[name], main.parameters)
-            if PARAM_EVENT_SUBSCRIPTION in infra:
-                infra[PARAM_EVENT_SUBSCRIPTION] = False
+            infra = plain(values(parts[name], main.parameters))
+            for flag in (PARAM_EVENT_SUBSCRIPTION, PARAM_ACCESS_GRANTS):
+                if flag in infra:
+                    infra[flag] = False
             out["azure"].append(Part(name, parts[name], infra))
+    if ACCESS in parts:
+        access = plain(values(parts[ACCESS], main.parameters))
+        if PARAM_ACCESS_GRANTS in access and PARAM_ACCESS_GRANTS not in overrides:
+            access[PARAM_ACCESS_GRANTS] = True
+        if PARAM_EVENT_SUBSCRIPTION in access:
+            access[PARAM_EVENT_SUBSCRIPTION] = False
+        out["access"].append(Part(ACCESS, parts[ACCESS], access))
     if DISPATCH in parts:
         dispatch = values(parts[DISPATCH], main.parameters)
         if PARAM_EVENT_SUBSCRIPTION in dispatch and PARAM_EVENT_SUBSCRIPTION not in overrides:
             dispatch[PARAM_EVENT_SUBSCRIPTION] = True
         out["dispatch"].append(Part(DISPATCH, parts[DISPATCH], dispatch))
     if APIM in parts:
-        out["apim"].append(Part(APIM, parts[APIM], values(parts[APIM], main.parameters)))
+        out["apim"].append(Part(APIM, parts[APIM], plain(values(parts[APIM], main.parameters))))
     for t in split:
-        out["apim"].append(Part(t.name, t.template, values(t.template, t.parameters)))
+        out["apim"].append(Part(t.name, t.template, plain(values(t.template, t.parameters))))
     return out
 
 

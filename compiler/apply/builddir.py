@@ -29,6 +29,16 @@ _MANIFESTS = re.compile(r"^k8s/([^/]+)/manifests\.yaml$")
 
 
 @dataclass(frozen=True, slots=True)
+class SecretReference:
+    """A parameter Resource Manager reads from Key Vault (``{"reference": ...}``).
+
+    Passed through as is, so the secret never enters ``apply``'s memory, output or plan.
+    """
+
+    reference: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Template:
     """One ARM template of the build and its parameter values."""
 
@@ -125,7 +135,11 @@ class Build:
         values: dict[str, Any] = {}
         if self.has(params_rel):
             params = self.json(params_rel).get("parameters", {})
-            values = {k: v.get("value") for k, v in params.items() if isinstance(v, dict)}
+            for k, v in params.items():
+                if not isinstance(v, dict):
+                    continue
+                ref = v.get("reference")
+                values[k] = SecretReference(ref) if isinstance(ref, dict) else v.get("value")
         return Template(name=name, template=doc, parameters=values)
 
 

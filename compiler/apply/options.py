@@ -56,6 +56,9 @@ class ApplyOptions:
     #: ``--no-context-check``: use a ``--context`` without checking that its server is
     #: the build's AKS cluster (a kind or minikube cluster in tests).
     check_contexts: bool = True
+    #: Key Vault data-plane base URL instead of ``https://<vault>.vault.azure.net``
+    #: (another cloud, or a local stand-in in tests).
+    key_vault_endpoint: str | None = None
     #: ``--break-lock``: take the resource group's apply lock even if another run holds it.
     break_lock: bool = False
     #: ``--plan -o FILE``: save the plan, bound to the build and the live state it saw.

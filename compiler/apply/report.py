@@ -35,8 +35,8 @@ _ACTIONS = {
 def _layer(step: str) -> str:
     if step.startswith("k8s"):
         return "kubernetes"
-    if step == "dispatch":
-        return "azure"  # the Event Grid subscription is an ARM resource
+    if step in ("dispatch", "access", "keys"):
+        return "azure"  # ARM resources and Key Vault secrets
     return step if step in ("azure", "functions", "apim") else "files"
 
 

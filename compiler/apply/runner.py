@@ -29,6 +29,7 @@ from .builddir import Build, load_build
 from .cluster_step import ClusterStep
 from .context import Context
 from .functions_step import PACKAGE_PATH, FunctionsStep
+from .keys_step import KeysStep, has_access_keys
 from .options import TARGETS, ApplyOptions, ApplyResult, Confirm, Console
 from .plan import StepPlan
 from .scrub import scrubbed_logging
@@ -46,6 +47,10 @@ def steps_for(build: Build, targets: tuple[str, ...]) -> list[Step]:
     steps: list[Step] = []
     if "azure" in wanted:
         steps.append(ArmStep("azure", "Azure infrastructure", "azure"))
+        if has_access_keys(build):
+            # The vault exists now: write the access keys, then grant single secrets.
+            steps.append(KeysStep())
+            steps.append(ArmStep("access", "Grants on single Key Vault secrets", "access"))
     if "functions" in wanted:
         steps.append(FunctionsStep())
         steps.append(ArmStep("dispatch", "Event Grid subscription to the Functions", "dispatch"))

@@ -151,7 +151,7 @@ def diff_environment(
             out.append(change)
 
     entity_renames = _data_renames(renames, tracer, base_idx, head_idx)
-    pairs = _pair(removed, added, entity_renames)
+    pairs = _pair(removed, added, entity_renames, _prefix_change(base, head))
     for b, h, subs in pairs:
         del removed[b.key]
         del added[h.key]
@@ -613,7 +613,10 @@ def _same_content_pairs(
 
 
 def _pair(
-    removed: dict[str, Comparable], added: dict[str, Comparable], renames: list[_Rename]
+    removed: dict[str, Comparable],
+    added: dict[str, Comparable],
+    renames: list[_Rename],
+    prefix: Sub | None = None,
 ) -> list[tuple[Comparable, Comparable, list[Sub]]]:
     """Renamed (base, head, substitutions) pairs among unmatched resources."""
     pairs: list[tuple[Comparable, Comparable, list[Sub]]] = []
@@ -650,7 +653,20 @@ def _pair(
     ]
     if parents and rem and add:
         take(_pair_subs(rem, add, parents))
+    # ``azure.namePrefix`` changed: what is left and carries the old prefix follows it,
+    # e.g. identities whose content never names them, and role assignments whose names
+    # embed an identity and a vault.
+    if prefix is not None and rem and add:
+        take(_pair_subs(rem, add, [*parents, prefix]))
     return pairs
+
+
+def _prefix_change(base: EnvSide | None, head: EnvSide | None) -> Sub | None:
+    """``namePrefix`` old -> new, when both sides come from platform.yaml and it changed."""
+    if base is None or head is None or base.platform is None or head.platform is None:
+        return None
+    old, new = base.platform.azure.name_prefix, head.platform.azure.name_prefix
+    return Sub(old, new, strict=False) if old != new else None
 
 
 __all__ = ["EnvSide", "diff_environment", "field_changes"]

@@ -199,3 +199,36 @@ def workload_name(api: Api) -> str:
     ``apis.<workload>.clientId`` output after it, so both sides read it from here.
     """
     return api.id
+
+
+# ---------------------------------------------------------------- identities both sides name
+# The Kubernetes objects sign in to Key Vault as these ServiceAccounts (workload identity);
+# the Azure template federates one identity with each and grants it exactly these secrets.
+# Both renderers read the names from here so that the subjects always match.
+
+#: Namespace of the AKS Istio add-on's ingress gateway.
+INGRESS_NAMESPACE = "aks-istio-ingress"
+#: ServiceAccount (in the cluster's namespace) syncing the runtime Secret.
+RUNTIME_SERVICE_ACCOUNT = "ai4ec-runtime"
+#: ServiceAccount (in :data:`INGRESS_NAMESPACE`) syncing the gateway's credential.
+GATEWAY_SERVICE_ACCOUNT = "ai4ec-gateway-credential"
+#: Key Vault certificate the gateway serves when platform.yaml names none.
+GATEWAY_SERVER_CERT = "ai4ec-gateway-server"
+#: Key Vault certificate API Management and dispatch present; its public part is the CA
+#: the gateway trusts.
+GATEWAY_CLIENT_CERT = "ai4ec-gateway-client"
+#: Kubernetes keys of the runtime Secret, and the Key Vault secrets they come from. No
+#: key is among them: URLs without keys, telemetry, and the Redis password of KEDA.
+RUNTIME_SECRET_KEYS: tuple[tuple[str, str], ...] = (
+    ("appinsights-connection-string", "ai4ec-appinsights-connection-string"),
+    ("appinsights-instrumentation-key", "ai4ec-appinsights-instrumentation-key"),
+    ("cache-connector-get-uri", "ai4ec-cache-connector-get-uri"),
+    ("cache-connector-upsert-uri", "ai4ec-cache-connector-upsert-uri"),
+    ("current-processing-upsert-uri", "ai4ec-current-processing-upsert-uri"),
+    ("redis-password", "ai4ec-redis-password"),
+)
+
+
+def service_account_subject(namespace: str, name: str) -> str:
+    """The federated credential subject of a Kubernetes ServiceAccount."""
+    return f"system:serviceaccount:{namespace}:{name}"

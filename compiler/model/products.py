@@ -107,6 +107,17 @@ def read_products(
                 quota=read_limit(prod.get("quota")),
                 apis=tuple(sorted(members_api[n])),
                 pipelines=tuple(sorted(members_pipe[n])),
+                # Published products are visible to signed-in developers by default;
+                # without a group no one could see or subscribe to them in the portal.
+                groups=tuple(
+                    sorted(
+                        set(
+                            prod.get(
+                                "groups", ["developers"] if prod.get("published", True) else []
+                            )
+                        )
+                    )
+                ),
                 json_path=format_path(("products", i)),
             )
         )

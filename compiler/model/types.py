@@ -501,6 +501,8 @@ class Product:
     quota: Limit | None
     apis: tuple[str, ...]
     pipelines: tuple[str, ...]
+    #: Developer-portal groups that see the product and may subscribe to it.
+    groups: tuple[str, ...] = ()
     json_path: str = ""
 
 

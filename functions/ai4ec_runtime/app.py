@@ -20,10 +20,13 @@ upstream's stray Service Bus trigger did).
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from dataclasses import dataclass
 
 import azure.functions as func
 
+from .auth import AccessKeys, KeysFileError, authorized_handle, presented_key, unauthorized
 from .handlers import (
     Request,
     Response,
@@ -34,6 +37,7 @@ from .handlers import (
     task_queue_logger,
     task_timeout_sweeper,
 )
+from .models import ConfigurationError
 from .settings import Settings
 
 log = logging.getLogger("ai4ec_runtime.app")
@@ -41,10 +45,67 @@ log = logging.getLogger("ai4ec_runtime.app")
 #: Container Event Grid dead-letters undeliverable events to (see docs/contracts.md).
 DEAD_LETTER_CONTAINER = "ai4ec-deadletter"
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+#: App setting holding the access keys document (a Key Vault reference on Azure).
+ACCESS_KEYS_SETTING = "AI4EC_ACCESS_KEYS"
+
+# Anonymous to the Functions host: its keys would open every function to every holder.
+# The runtime checks its own least-privilege keys instead (:mod:`.auth`), before any
+# store read or outbound request.
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 _runtime: Runtime | None = None
 _lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyState:
+    """The loaded keys, or why there are none (answered as a 503, never as open access)."""
+
+    keys: AccessKeys | None
+    problem: str = ""
+    insecure: bool = False
+
+
+_keys: _KeyState | None = None
+
+
+def _load_keys() -> _KeyState:
+    """The access keys from ``AI4EC_ACCESS_KEYS``; fails closed when absent or invalid."""
+    text = os.environ.get(ACCESS_KEYS_SETTING, "")
+    if not text.strip():
+        return _KeyState(None, f"{ACCESS_KEYS_SETTING} is not set")
+    if text.startswith("@Microsoft.KeyVault("):
+        # App Service left the reference unresolved (secret missing or no access).
+        return _KeyState(None, f"{ACCESS_KEYS_SETTING}: the Key Vault reference did not resolve")
+    try:
+        return _KeyState(AccessKeys.parse(text, ACCESS_KEYS_SETTING))
+    except KeysFileError as exc:
+        return _KeyState(None, str(exc))
+
+
+def get_access_keys() -> _KeyState:
+    """The process-wide keys, read from the app settings on first use."""
+    global _keys
+    with _lock:
+        if _keys is None:
+            _keys = _load_keys()
+            if _keys.keys is None:
+                log.error("access keys unavailable, refusing every call: %s", _keys.problem)
+        return _keys
+
+
+def set_access_keys(keys: AccessKeys | None, *, insecure: bool = False) -> None:
+    """Replace the process-wide keys (tests); ``insecure`` turns checking off, loudly.
+
+    ``None`` without ``insecure`` forgets them, so the next call reads the settings.
+    """
+    global _keys
+    with _lock:
+        if insecure:
+            log.warning("WARNING: no key checking: anyone can call every function")
+            _keys = _KeyState(None, insecure=True)
+        else:
+            _keys = _KeyState(keys) if keys is not None else None
 
 
 def get_runtime() -> Runtime:
@@ -87,7 +148,24 @@ def to_response(resp: Response) -> func.HttpResponse:
 
 
 def _http(name: str, req: func.HttpRequest) -> func.HttpResponse:
-    return to_response(handle(get_runtime, name, to_request(req)))
+    request = to_request(req)
+    state = get_access_keys()
+    if state.insecure:
+        return to_response(handle(get_runtime, name, request))
+    if state.keys is None:
+        # Fail closed: without keys nobody is let in. The body names no secret and no host.
+        body = {"error": "unavailable", "message": "Access keys are not configured"}
+        return to_response(Response.json(503, body))
+    principal = state.keys.who(presented_key(request))
+    if principal is None:
+        # Answer before building the runtime: an anonymous caller learns nothing.
+        return to_response(unauthorized())
+    try:
+        rt = get_runtime()
+    except ConfigurationError as exc:
+        log.error("%s: configuration error: %s", name, exc.message)
+        return to_response(Response.error(exc))
+    return to_response(authorized_handle(rt, principal, name, request))
 
 
 @app.function_name("CacheConnectorUpsert")

@@ -1,8 +1,11 @@
-"""Least-privilege function keys for the local host (``ai4ec functions serve --keys``).
+"""Least-privilege access keys, one rule set for the local host and the Function App.
 
-Azure checks function keys itself (``AuthLevel.FUNCTION``) but every key opens every
-function. The local host instead gives each caller its own key and only the functions
-and tasks it needs:
+Azure's own function keys (``AuthLevel.FUNCTION``) open every function with any key, so
+the runtime checks keys itself, in both places: ``ai4ec functions serve --keys`` on a
+laptop, and on Azure the Function App (anonymous HTTP triggers) with the document of
+the app setting ``AI4EC_ACCESS_KEYS``, a Key Vault reference to the secret ``ai4ec apply``
+generates once (``compiler/apply/keys.py``). Each caller gets its own key and only the
+functions and tasks it needs:
 
 * ``apim``: API Management creates tasks and reads their status (any API);
 * ``eventGrid``: Event Grid delivers to ``BackendWebhook`` and ``BackendDeadLetter``;
@@ -43,7 +46,15 @@ ALLOWED: dict[str, frozenset[str]] = {
     ),  # fmt: skip
 }
 
-__all__ = ["ALLOWED", "AccessKeys", "KeysFileError", "Principal", "authorized_handle", "redact"]
+__all__ = [
+    "ALLOWED",
+    "AccessKeys",
+    "KeysFileError",
+    "Principal",
+    "authorized_handle",
+    "redact",
+    "unauthorized",
+]
 
 
 class KeysFileError(Exception):
@@ -89,22 +100,41 @@ class AccessKeys:
             KeysFileError: unreadable, not JSON, or a field missing or not a string.
         """
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise KeysFileError(f"{path}: cannot read: {exc.strerror}") from None
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> AccessKeys:
+        """Parse the keys document; ``source`` names where it came from in errors.
+
+        The Function App reads the same document as the local host, from the app setting
+        ``AI4EC_ACCESS_KEYS`` (a Key Vault reference), so both enforce one rule set. The
+        error never quotes the text: it holds secrets.
+
+        Raises:
+            KeysFileError: not JSON, or a field missing, short, not a string or reused.
+        """
+        try:
+            doc = json.loads(text)
         except ValueError as exc:
-            raise KeysFileError(f"{path}: not valid JSON: {exc}") from None
+            raise KeysFileError(
+                f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno})"
+                if isinstance(exc, json.JSONDecodeError)
+                else f"{source}: not valid JSON"
+            ) from None
         if not isinstance(doc, dict):
-            raise KeysFileError(f"{path}: expected a JSON object")
+            raise KeysFileError(f"{source}: expected a JSON object")
 
         def key(value: Any, where: str) -> str:
             if not isinstance(value, str) or len(value) < 16:
-                raise KeysFileError(f"{path}: {where} must be a string of 16 characters or more")
+                raise KeysFileError(f"{source}: {where} must be a string of 16 characters or more")
             return value
 
         apis = doc.get("apis", {})
         if not isinstance(apis, dict):
-            raise KeysFileError(f"{path}: apis must be an object of API id -> key")
+            raise KeysFileError(f"{source}: apis must be an object of API id -> key")
         keys = cls(
             apim=key(doc.get("apim"), "apim"),
             event_grid=key(doc.get("eventGrid"), "eventGrid"),
@@ -112,16 +142,19 @@ class AccessKeys:
         )
         every = [keys.apim, keys.event_grid, *keys.apis.values()]
         if len(set(every)) != len(every):
-            raise KeysFileError(f"{path}: every key must be different")
+            raise KeysFileError(f"{source}: every key must be different")
         return keys
+
+    def to_json(self) -> str:
+        """The document :meth:`parse` reads (sorted keys, so output is deterministic)."""
+        doc = {"apim": self.apim, "eventGrid": self.event_grid, "apis": dict(self.apis)}
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     def dump(self, path: Path) -> None:
         """Write the keys as JSON, readable by the owner only."""
-        doc = {"apim": self.apim, "eventGrid": self.event_grid, "apis": dict(self.apis)}
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(self.to_json())
 
     def who(self, presented: str | None) -> Principal | None:
         """The owner of ``presented``, compared in constant time; ``None`` if nobody."""
@@ -148,6 +181,11 @@ def _error(status: int, code: str, message: str) -> Response:
     return Response.json(status, {"error": code, "message": message})
 
 
+def unauthorized() -> Response:
+    """The 401 every caller without a known key gets, before any store access."""
+    return _error(401, "unauthorized", "A function key is required (x-functions-key)")
+
+
 def _api_of(rt: Runtime, endpoint: str) -> str | None:
     route = rt.routing.resolve(urlsplit(endpoint).path or "/")
     return route.api_id if route is not None else None
@@ -170,7 +208,7 @@ def authorized_handle(
     write or outbound request.
     """
     if principal is None:
-        return _error(401, "unauthorized", "A function key is required (x-functions-key)")
+        return unauthorized()
     if name not in ALLOWED[principal.kind]:
         return _error(403, "forbidden", f"This key may not call {name}")
     if name == "CacheConnectorUpsert":

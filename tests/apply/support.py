@@ -596,10 +596,28 @@ class FakeAzure(FakeServer):
         for k, v in given.items():
             if k not in declared:
                 self.violate(f"{where}: parameter {k} is not declared by the template")
+            if isinstance(v, dict) and "reference" in v:
+                # ARM reads a Key Vault secret only into a secure parameter, from a vault
+                # named by its full resource id.
+                ref = v["reference"]
+                kind = str((declared.get(k) or {}).get("type", "")).lower()
+                vault = str((ref.get("keyVault") or {}).get("id", ""))
+                if kind not in ("securestring", "secureobject"):
+                    self.violate(f"{where}: Key Vault reference for non-secure parameter {k}")
+                if not re.fullmatch(
+                    r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                    r"Microsoft\.KeyVault/vaults/[^/]+",
+                    vault,
+                ) or not ref.get("secretName"):
+                    self.violate(f"{where}: parameter {k}: malformed Key Vault reference")
+                continue
             if not isinstance(v, dict) or "value" not in v:
                 self.violate(f"{where}: parameter {k} is not {{'value': ...}}")
         values = {k: (d or {}).get("defaultValue") for k, d in declared.items()}
         values.update({k: v.get("value") for k, v in given.items() if isinstance(v, dict)})
+        for k, v in given.items():
+            if isinstance(v, dict) and "reference" in v:
+                values[k] = f"<keyvault:{v['reference'].get('secretName')}>"
         return values
 
     def _check_depends(self, template: dict[str, Any], where: str) -> None:

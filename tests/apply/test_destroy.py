@@ -25,7 +25,10 @@ from ai4ec.errors import ApplyError
 from ai4ec.pipeline import check_platform, require_ok
 
 from .conftest import (
+    API_CLIENT_ID,
     CLIENT_ID,
+    GATEWAY_CLIENT_ID,
+    RUNTIME_CLIENT_ID,
     SUBSCRIPTION,
     TENANT_ID,
     Project,
@@ -47,7 +50,15 @@ def life(tls: Tls) -> Iterator[tuple[FakeArmLifecycle, FakeKube]]:
     azure.kube = kube
     azure.output_values = {
         "tenantId": TENANT_ID,
-        "clusters": {"main": {"keyVaultProviderClientId": CLIENT_ID, "ingressHost": ""}},
+        "clusters": {
+            "main": {
+                "keyVaultProviderClientId": CLIENT_ID,
+                "runtimeClientId": RUNTIME_CLIENT_ID,
+                "gatewayClientId": GATEWAY_CLIENT_ID,
+                "ingressHost": "",
+            }
+        },
+        "apis": {"hello-v1": {"clientId": API_CLIENT_ID}},
     }
     yield azure, kube
     azure.close()

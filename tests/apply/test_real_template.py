@@ -24,7 +24,8 @@ from ai4ec.pipeline import build_platform, check_platform, require_ok
 from ai4ec.render import render_targets
 from ai4ec.render.artifact import RenderContext
 
-from .conftest import ROOT, rehash, run
+from .conftest import API_CLIENT_ID, ROOT, rehash, run
+from .kv_fake import FakeKeyVault
 from .support import FakeAzure, FakeKube, Tls
 
 SAMPLES = sorted((ROOT / "samples").glob("*/platform.yaml"))
@@ -53,7 +54,9 @@ def test_split_holds_every_resource_once(sample: Path) -> None:
         files = {str(a.path): json.loads(a.content) for a in artifacts if a.path.suffix == ".json"}
         main = files["azure/main.json"]
         params = {
-            k: v["value"] for k, v in files["azure/main.parameters.json"]["parameters"].items()
+            k: v.get("value")
+            for k, v in files["azure/main.parameters.json"]["parameters"].items()
+            if "value" in v  # Key Vault references are resolved by ARM
         }
         parts = arm.split_main(Template("main", main, params))
         union = [_key(r) for t in parts.values() for r in t["resources"]]
@@ -181,14 +184,23 @@ def test_sample_applies_against_the_fakes(
     platform = next(
         p for p in require_ok(check_platform(Path("platform.yaml"))) if p.environment == env
     )
-    unmet = _outputs_the_objects_miss(env_dir)
-    if unmet:
-        # Issue 13 is built in two halves: the Kubernetes objects name per-API and per-
-        # cluster workload identities that the Azure half (another branch) outputs. Until
-        # both are merged this contract cannot hold; the test runs again by itself after.
-        pytest.xfail(f"main.json has no outputs for {unmet} (issue 13, Azure side)")
+    # Every placeholder of the Kubernetes objects names an output main.json declares
+    # (issue 13: the workload identities of the APIs and of each cluster's syncs).
+    assert _outputs_the_objects_miss(env_dir) == []
+    # The fake's outputs stand in for what ARM would evaluate: one per API and cluster.
+    main = azure.output_values["clusters"]["main"]
+    azure.output_values["clusters"] = {c.name: dict(main) for c in platform.clusters}
+    azure.output_values["apis"] = {a.id: {"clientId": API_CLIENT_ID} for a in platform.apis}
     azure.subscription = platform.azure.subscription_id
-    r = run(azure, tls, env_dir, yes=True, deployer_principal_id=DEPLOYER)
+    vault = FakeKeyVault(tls)
+    r = run(
+        azure,
+        tls,
+        env_dir,
+        yes=True,
+        deployer_principal_id=DEPLOYER,
+        key_vault_endpoint=vault.url,
+    )
     assert r.error is None, r.text
     assert azure.violations == [] and kube.violations == []
     infra = [
@@ -201,16 +213,48 @@ def test_sample_applies_against_the_fakes(
     deployments = [w.rsplit("/", 1)[1] for w in azure.writes() if "/deployments/" in w]
     # The first run deploys each part exactly once, in order.
     assert deployments == [f"ai4ec-{env}-{p}" for p in arm.PARTS]
+    # Keys were written before the grants on them and before anything reads them, and
+    # Event Grid's key reaches ARM only as a Key Vault reference.
+    assert {"ai4ec-access-keys", "ai4ec-apim-key", "ai4ec-eventgrid-delivery-key"} <= set(
+        vault.secrets
+    )
+    dispatch = next(
+        q.json()["properties"]["parameters"]
+        for q in azure.requests
+        if q.method == "PUT" and q.path.endswith(f"/ai4ec-{env}-dispatch")
+    )
+    assert dispatch["eventGridDeliveryKey"]["reference"]["secretName"] == (
+        "ai4ec-eventgrid-delivery-key"
+    )
+    for secret in vault.secrets.values():
+        assert secret not in r.text
+        assert not any(secret.encode() in q.body for q in azure.requests)
+    access = next(
+        q.json()["properties"]["parameters"]
+        for q in azure.requests
+        if q.method == "PUT" and q.path.endswith(f"/ai4ec-{env}-access")
+    )
+    assert access["deployAccessGrants"] == {"value": True}
     namespace = platform.clusters[0].namespace
     spc = kube.get_object("SecretProviderClass", namespace, "ai4ec-runtime")
     assert spc is not None
     assert "$(azure:" not in json.dumps(spc)
     # --prune on the same build lists API Management (the real template's ownership
     # tags included) and Kubernetes, and finds nothing of ai4ec's to delete.
-    again = run(azure, tls, env_dir, yes=True, deployer_principal_id=DEPLOYER, prune=True)
+    again = run(
+        azure,
+        tls,
+        env_dir,
+        yes=True,
+        deployer_principal_id=DEPLOYER,
+        key_vault_endpoint=vault.url,
+        prune=True,
+    )
     assert again.error is None and not again.result.changed, again.text  # type: ignore[union-attr]
     assert azure.count("GET", r"/Microsoft\.ApiManagement/service/[^/]+/apis$") == 1
     assert not [w for w in azure.writes() if w.startswith("DELETE")]
+    vault.close()
+    assert vault.violations == []
 
 
 def _outputs_the_objects_miss(env_dir: Path) -> list[str]:

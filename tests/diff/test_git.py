@@ -460,7 +460,12 @@ def test_name_prefix_change_reads_as_renames(repo_factory: RepoFactory) -> None:
     repo.edit(lambda t: t.replace("namePrefix: camtrap", "namePrefix: ctrap"))
     _, report = repo.json()
     azure = [c for c in changes(report) if c["layer"] == "azure"]
-    assert azure and not [c for c in azure if c["action"] in ("added", "removed")]
+    bad = [
+        (c["kind"], c.get("name"), c["action"])
+        for c in azure
+        if c["action"] in ("added", "removed")
+    ]
+    assert azure and not bad, bad
     storage = find(report, "Microsoft.Storage/storageAccounts", "ctrapst62e62")
     assert storage["action"] == "renamed" and storage["risk"] == "data-loss"
     secrets = [c for c in azure if c["kind"] == "Microsoft.KeyVault/vaults/secrets"]

@@ -6,6 +6,7 @@ test tree (``import conftest`` is ambiguous once several conftest.py files exist
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -199,3 +200,15 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> A
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+@functools.cache
+def registered_functions() -> dict[str, Any]:
+    """``function_app.app``'s functions by name, read once per process.
+
+    ``FunctionApp.get_functions()`` refuses a second call in one process, and several
+    suites call the registered functions as the host would.
+    """
+    import function_app
+
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}

@@ -24,6 +24,7 @@ from packaging.requirements import Requirement
 from rt_support import FUNCTIONS, RedisServer
 
 from ai4ec_runtime import bundle
+from ai4ec_runtime.auth import AccessKeys
 
 ROOT = FUNCTIONS.parent
 SITE = bundle.SITE_PACKAGES
@@ -156,19 +157,22 @@ import azure.functions as func
 import function_app
 fns = {f.get_function_name(): f for f in function_app.app.get_functions()}
 
-def call(name, body):
+keys = json.loads(os.environ["AI4EC_ACCESS_KEYS"])
+
+def call(name, body, key):
     req = func.HttpRequest(method="POST", url="/api/" + name, params={},
                            body=json.dumps(body).encode(),
-                           headers={"Content-Type": "application/json"})
+                           headers={"Content-Type": "application/json", "x-functions-key": key})
     resp = fns[name].get_user_function()(req)
     return resp.status_code, json.loads(resp.get_body())
 
 validation = call("BackendWebhook", [{
     "id": "v1", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
-    "subject": "", "data": {"validationCode": "code-123"}, "dataVersion": "2"}])
+    "subject": "", "data": {"validationCode": "code-123"}, "dataVersion": "2"}], keys["eventGrid"])
 created = call("CacheConnectorUpsert", {
     "Status": "created", "BackendStatus": "created",
-    "Endpoint": "http://10.0.0.1/v1/detector/detect", "Body": "{}", "PublishToGrid": False})
+    "Endpoint": "http://10.0.0.1/v1/detector/detect", "Body": "{}", "PublishToGrid": False},
+    keys["apim"])
 import charset_normalizer.md, markupsafe, redis, requests, werkzeug, azure.core, azure.eventgrid
 mods = [redis, requests, werkzeug, azure.core, azure.eventgrid, func, charset_normalizer.md,
         markupsafe, sys.modules["ai4ec_runtime"]]
@@ -192,7 +196,12 @@ def test_bundle_boots_with_only_what_it_carries(
     app_dir.mkdir()
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(app_dir)
-    env = {"PATH": "/usr/bin:/bin", "AI4EC_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/3"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AI4EC_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/3",
+        # What the app setting resolves to on Azure (a Key Vault reference).
+        "AI4EC_ACCESS_KEYS": AccessKeys.generate(routing_doc["apis"]).to_json(),
+    }
     out = subprocess.run(
         [sys.executable, "-I", "-S", "-c", BOOT],
         cwd=app_dir,

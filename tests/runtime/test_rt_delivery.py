@@ -281,7 +281,7 @@ def test_timing_out_backend_gets_one_post_per_attempt(
     d = local(rt, max_attempts=3)
     try:
         tid = submit(rt, d, backend.url + "/v1/detector/detect")
-        wait_for(lambda: (rt.store.get_doc(tid) or {}).get("BackendStatus") == "failed")
+        wait_for(lambda: (rt.store.get_doc(tid) or {}).get("BackendStatus") == "failed", timeout=30)
         assert len(backend.requests) == 3
         assert d.outcomes[Outcome.QUEUED] == 2 and d.outcomes[Outcome.GAVE_UP] == 1
     finally:

@@ -11,20 +11,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import azure.functions as func
-import function_app
 import pytest
 import redis
 from azure.functions.blob import InputStream
 from azure.functions.timer import TimerRequest
-from rt_support import DETECT, FUNCTIONS, make_runtime
+from rt_support import DETECT, FUNCTIONS, make_runtime, registered_functions
 
 from ai4ec_runtime import app as app_module
+from ai4ec_runtime.auth import AccessKeys
 
 
 @pytest.fixture(scope="module")
 def functions() -> dict[str, Any]:
-    # get_functions() may be called once per FunctionApp: a second call raises.
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+    return registered_functions()
 
 
 @pytest.fixture
@@ -33,6 +32,9 @@ def call(
 ) -> Iterator[Callable[..., func.HttpResponse]]:
     # The settings the Functions app runs with by default: upstream-shaped answers.
     app_module.set_runtime(make_runtime(r, routing_doc, strict_answers=False))
+    # These tests pin the bindings and handlers; key checking has its own suite
+    # (test_rt_azure_keys.py), so it is off here, as with --insecure-no-auth.
+    app_module.set_access_keys(None, insecure=True)
 
     def invoke(name: str, method: str, body: Any = None, **params: str) -> func.HttpResponse:
         raw = b"" if body is None else json.dumps(body).encode()
@@ -48,6 +50,7 @@ def call(
 
     yield invoke
     app_module.set_runtime(None)
+    app_module.set_access_keys(None)
 
 
 def test_registered_functions_and_bindings(functions: dict[str, Any]) -> None:
@@ -69,7 +72,8 @@ def test_registered_functions_and_bindings(functions: dict[str, Any]) -> None:
         trigger = functions[name].get_bindings()[0]
         assert trigger.type == "httpTrigger" and trigger.route == name
         assert {str(m.value) for m in trigger.methods} == methods
-        assert str(trigger.auth_level.value).lower() == "function"
+        # The runtime checks its own least-privilege keys (ai4ec_runtime.auth).
+        assert str(trigger.auth_level.value).lower() == "anonymous"
     for name, schedule in timers.items():
         trigger = functions[name].get_bindings()[0]
         assert trigger.type == "timerTrigger" and trigger.schedule == schedule
@@ -168,18 +172,23 @@ def test_timers_and_dead_letter_blob(
 
 
 def test_import_needs_no_settings_and_errors_are_clear() -> None:
-    """Importing the app with no settings works; the first request names the setting."""
+    """Importing the app with no settings works; the first request names the setting.
+
+    Only the access keys are set (the runtime refuses everyone without them).
+    """
+    keys = AccessKeys.generate(["detector-v1"])
     code = (
         "import json, azure.functions as func, function_app\n"
         "fn = {f.get_function_name(): f for f in function_app.app.get_functions()}\n"
         "req = func.HttpRequest(method='GET', url='/api/CacheConnectorGet', "
-        "params={'taskId': 'x'}, body=b'')\n"
+        f"params={{'taskId': 'x'}}, body=b'', headers={{'x-functions-key': {keys.apim!r}}})\n"
         "resp = fn['CacheConnectorGet'].get_user_function()(req)\n"
         "print(resp.status_code, json.loads(resp.get_body())['message'])\n"
     )
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("AI4EC_", "REDIS_", "EVENT_GRID"))
     }
+    env["AI4EC_ACCESS_KEYS"] = keys.to_json()
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=FUNCTIONS,

@@ -32,6 +32,9 @@ from .rules import (
 
 #: Key Vault secret (and APIM named value) holding the task manager's function key.
 FUNCTION_KEY_NAMED_VALUE = "ai4ec-function-key"
+#: Key Vault secret the named value reads: API Management's own key, no other caller's
+#: (``ai4ec apply`` writes it; the Azure target's ``access.APIM_KEY_SECRET``).
+APIM_KEY_SECRET = "ai4ec-apim-key"
 #: Named value with the Function App base URL (``https://<app>.azurewebsites.net``).
 FUNCTIONS_URL_NAMED_VALUE = "ai4ec-functions-url"
 #: APIM's own subscription key names; set explicitly on every API so the policies that
@@ -243,6 +246,8 @@ class ProductPlan:
     by_key: bool
     apis: tuple[str, ...]
     policy_path: str
+    #: Developer-portal groups linked to the product (none on Consumption: no portal).
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -549,7 +554,11 @@ def _limit(limit: Limit | None, what: str, json_path: str, rate: bool) -> Limit 
 
 
 def _product_plan(
-    product: Product, by_key: bool, status: StatusPlan | None, async_members: set[str]
+    product: Product,
+    by_key: bool,
+    status: StatusPlan | None,
+    async_members: set[str],
+    portal: bool = True,
 ) -> ProductPlan:
     name = checked_id(product.name, "product", product.json_path)
     members = [*product.apis, *product.pipelines]
@@ -574,6 +583,7 @@ def _product_plan(
         by_key=by_key,
         apis=tuple(sorted(members)),
         policy_path=f"apim/products/{name}.xml",
+        groups=product.groups if portal else (),
     )
 
 
@@ -618,7 +628,10 @@ def build_plan(platform: Platform, source_dir: str, source_name: str) -> ApimPla
     async_members = {a.id for a in platform.apis if a.has_async} | {
         p.id for p in platform.pipelines
     }
-    products = tuple(_product_plan(p, by_key, status, async_members) for p in platform.products)
+    portal = az.api_management.sku != "Consumption"  # no developer portal, no groups
+    products = tuple(
+        _product_plan(p, by_key, status, async_members, portal) for p in platform.products
+    )
     return ApimPlan(
         service=az.api_management.name,
         source=source_name,

@@ -28,6 +28,7 @@ from typing import Any
 from ...model.types import Platform
 from ..azure.spec import Member, Param, Parameter, Resource, camel
 from .plan import (
+    APIM_KEY_SECRET,
     FUNCTION_KEY_NAMED_VALUE,
     FUNCTIONS_URL_NAMED_VALUE,
     STATUS_OPERATION_NAME,
@@ -195,9 +196,7 @@ class _Builder:
                 "secret": True,
                 # Unversioned: APIM refreshes the value when the secret rotates. Read with
                 # the service's system-assigned identity (identityClientId omitted).
-                "keyVault": {
-                    "secretIdentifier": f"{plan.key_vault_uri}/secrets/{FUNCTION_KEY_NAMED_VALUE}"
-                },
+                "keyVault": {"secretIdentifier": f"{plan.key_vault_uri}/secrets/{APIM_KEY_SECRET}"},
             },
         )
         for w in self.key_vault_waits:
@@ -273,6 +272,10 @@ class _Builder:
             self.policy(product, p.policy_path)
             for api_name in p.apis:
                 self.add("apis", api_name, product, None, [self.apis[api_name]])
+            for group in p.groups:
+                # A portal group sees the product and may subscribe (built-in groups:
+                # administrators, developers, guests).
+                self.add("groups", group, product, None)
         return self.out
 
     def api(self, api: ApiPlan) -> Resource:

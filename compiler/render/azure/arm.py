@@ -62,7 +62,8 @@ def declared(
 
 def _arm_parameter(p: Parameter) -> dict[str, Any]:
     """One ``parameters`` entry: type, default, allowed values when restricted, why."""
-    out: dict[str, Any] = {"type": p.type, "defaultValue": to_arm(p.default)}
+    kind = "securestring" if p.secure and p.type == "string" else p.type
+    out: dict[str, Any] = {"type": kind, "defaultValue": to_arm(p.default)}
     if p.allowed:
         out["allowedValues"] = list(p.allowed)
     out["metadata"] = {"description": p.description}
@@ -117,12 +118,24 @@ def arm_template(tpl: AzureTemplate) -> dict[str, Any]:
     return _arm_document(tpl, main_resources(tpl), tpl.description, outputs=True)
 
 
-def parameters_file(template: dict[str, Any]) -> dict[str, Any]:
-    """``*.parameters.json`` of a template: its defaults, for ``az deployment group create``."""
+def parameters_file(
+    template: dict[str, Any], references: dict[str, tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """``*.parameters.json`` of a template: its defaults, for ``az deployment group create``.
+
+    A secure parameter with a Key Vault home (``references``: name -> vault id, secret)
+    is written as an ARM Key Vault reference, never as a value.
+    """
+    refs = references or {}
+
+    def entry(name: str, p: dict[str, Any]) -> dict[str, Any]:
+        if name in refs:
+            vault, secret = refs[name]
+            return {"reference": {"keyVault": {"id": vault}, "secretName": secret}}
+        return {"value": p["defaultValue"]}
+
     return {
         "$schema": PARAMS_SCHEMA,
         "contentVersion": "1.0.0.0",
-        "parameters": {
-            name: {"value": p["defaultValue"]} for name, p in template["parameters"].items()
-        },
+        "parameters": {name: entry(name, p) for name, p in template["parameters"].items()},
     }

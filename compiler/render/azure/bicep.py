@@ -76,6 +76,11 @@ MODULE_ABOUT: dict[str, str] = {
         "Key Vault secrets of docs/contracts.md, written from the resources' keys at\n"
         "deployment time (listKeys()/reference()): no key is ever in a file or an output."
     ),
+    "identities": (
+        "One user-assigned identity per API, federated with its Kubernetes service account\n"
+        "(workload identity): it writes the results container and reads its own Key Vault\n"
+        "secrets only. Single-secret grants wait for deployAccessGrants (apply writes them)."
+    ),
     "dispatch": (
         "Event Grid subscription that delivers tasks to the runtime's BackendWebhook, with\n"
         "the retry policy of platform.yaml and dead-lettering to storage."

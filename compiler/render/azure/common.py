@@ -41,6 +41,7 @@ API_VERSIONS: dict[str, str] = {
     "Microsoft.Web/sites/basicPublishingCredentialsPolicies": "2025-03-01",
     "Microsoft.ApiManagement/service": "2024-05-01",
     "Microsoft.ManagedIdentity/userAssignedIdentities": "2024-11-30",
+    "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials": "2024-11-30",
     "Microsoft.Authorization/roleAssignments": "2022-04-01",
 }
 
@@ -83,7 +84,6 @@ SECRET_NAMES = (
     "ai4ec-redis-url",
     "ai4ec-redis-password",
     "ai4ec-eventgrid-key",
-    "ai4ec-function-key",
     "ai4ec-cache-connector-upsert-uri",
     "ai4ec-cache-connector-get-uri",
     "ai4ec-current-processing-upsert-uri",

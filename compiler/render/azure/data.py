@@ -40,11 +40,13 @@ class Storage:
         account: The storage account (Function App host storage, results, dead letters).
         blob: Its blob service.
         dead_letter: The container Event Grid dead-letters into.
+        results: The container APIs write results to (each API identity's data role).
     """
 
     account: Resource
     blob: Resource
     dead_letter: Resource
+    results: Resource
 
 
 def storage(spec: AzureSpec, platform: Platform) -> Storage:
@@ -130,7 +132,12 @@ def storage(spec: AzureSpec, platform: Platform) -> Storage:
                 comment=why,
             )
         )
-    return Storage(account=account, blob=blob, dead_letter=made["deadLetterContainer"])
+    return Storage(
+        account=account,
+        blob=blob,
+        dead_letter=made["deadLetterContainer"],
+        results=made["resultsContainer"],
+    )
 
 
 def key_vault(spec: AzureSpec, platform: Platform) -> Resource:
@@ -143,6 +150,11 @@ def key_vault(spec: AzureSpec, platform: Platform) -> Resource:
         "sku": {"family": "A", "name": kv.sku},
         "enableRbacAuthorization": Note(
             True, "Access is granted by role assignments (modules/roles.bicep), never by policies."
+        ),
+        "enabledForTemplateDeployment": Note(
+            True,
+            "Lets a deployment read Event Grid's key as a Key Vault parameter reference\n"
+            "(the deployer needs vaults/deploy/action on it as well).",
         ),
         "enableSoftDelete": True,
         "softDeleteRetentionInDays": kv.soft_delete_retention_days,

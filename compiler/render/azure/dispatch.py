@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...model.types import Platform
+from .access import PARAM_EVENT_GRID_KEY
 from .common import (
     DEAD_LETTER_CONTAINER,
     EVENT_SUBSCRIPTION,
@@ -12,7 +13,7 @@ from .common import (
 )
 from .functions import Functions
 from .roles import Grants
-from .spec import Fn, Interp, Note, Param, Parameter, Resource
+from .spec import Interp, Note, Param, Parameter, Resource
 
 
 def dispatch(
@@ -24,15 +25,8 @@ def dispatch(
 ) -> None:
     """The Event Grid subscription that delivers tasks to the runtime's BackendWebhook."""
     eg = platform.azure.event_grid
-    topic, site, host = functions.topic, functions.site, functions.host
-    url = Interp(
-        (
-            "https://",
-            site.ref("defaultHostName"),
-            "/api/BackendWebhook?code=",
-            Fn("uriComponent", (host.keys("functionKeys", "default"),)),
-        )
-    )
+    topic, site = functions.topic, functions.site
+    url = Interp(("https://", site.ref("defaultHostName"), "/api/BackendWebhook"))
     spec.add(
         new_resource(
             "eventSubscription",
@@ -46,11 +40,23 @@ def dispatch(
                     "destination": {
                         "endpointType": "WebHook",
                         "properties": {
-                            "endpointUrl": Note(
-                                url, "Holds the function key: an expression, never a value."
-                            ),
+                            "endpointUrl": Note(url, "No key in the URL: see the header."),
                             "maxEventsPerBatch": 1,
                             "preferredBatchSizeInKilobytes": 64,
+                            "deliveryAttributeMappings": Note(
+                                [
+                                    {
+                                        "name": "x-functions-key",
+                                        "type": "Static",
+                                        "properties": {
+                                            "value": Param(PARAM_EVENT_GRID_KEY),
+                                            "isSecret": True,
+                                        },
+                                    }
+                                ],
+                                "Event Grid's own key (it opens the webhook and nothing else),\n"
+                                "read from Key Vault by Resource Manager; Azure never returns it.",
+                            ),
                         },
                     },
                     "eventDeliverySchema": "EventGridSchema",

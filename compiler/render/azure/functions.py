@@ -7,6 +7,7 @@ from typing import Any
 
 from ...model.types import Platform
 from ..runtime import app_settings
+from .access import ACCESS_KEYS_SECRET
 from .common import (
     LOCATION,
     PACKAGE_BLOB,
@@ -26,7 +27,7 @@ class Functions:
     Attributes:
         topic: The Event Grid topic async tasks travel on.
         site: The Function App (the runtime).
-        host: Its host (virtual: only read for function keys).
+        host: Its host (virtual; nothing reads its keys: the runtime checks its own).
     """
 
     topic: Resource
@@ -59,6 +60,10 @@ def _site_config(
                 f"@Microsoft.KeyVault(SecretUri={vault_uri}/ai4ec-appinsights-connection-string/)"
             ),
             "AI4EC_BACKEND_BASE_URL": Param(PARAM_BACKEND_URL),
+            # Every caller's key, generated once by `ai4ec apply`; the runtime checks them.
+            "AI4EC_ACCESS_KEYS": (
+                f"@Microsoft.KeyVault(SecretUri={vault_uri}/{ACCESS_KEYS_SECRET}/)"
+            ),
         }
     )
     if ingress_urls is not None:

@@ -127,17 +127,8 @@ def roles(
                 "kubelet",
             )
         )
-        grants.append(
-            role_assignment(
-                cl,
-                cl.ref("addonProfiles", "azureKeyvaultSecretsProvider", "identity", "objectId"),
-                vault,
-                "Key Vault Secrets User",
-                "roles",
-                f"Secrets-store CSI driver of cluster {cluster.name} syncs secrets.",
-                "keyvault-provider",
-            )
-        )
+        # The Key Vault add-on runs with the node identity, which any pod can borrow from
+        # the metadata endpoint: it gets single secrets (access.py), never the vault.
         grants.append(
             deployer_role_assignment(
                 cl,

@@ -8,7 +8,7 @@ from .common import SECRET_NAMES, TAGS, AzureSpec, new_resource
 from .data import Redis
 from .functions import Functions
 from .roles import Grants
-from .spec import Fn, Interp, Note, Resource, camel, referenced
+from .spec import Fn, Interp, Note, Resource, camel
 
 
 def secrets(
@@ -20,14 +20,13 @@ def secrets(
     grants: Grants,
 ) -> tuple[Resource, ...]:
     """The Key Vault secrets of docs/contracts.md, written from keys at deployment time."""
-    topic, site, host, appi = functions.topic, functions.site, functions.host, app_insights
-    host_key = host.keys("functionKeys", "default")
+    topic, site, appi = functions.topic, functions.site, app_insights
     app_host = site.ref("defaultHostName")
 
-    def fn_uri(function: str) -> Interp:
-        return Interp(
-            ("https://", app_host, f"/api/{function}?code=", Fn("uriComponent", (host_key,)))
-        )
+    def fn_uri(function: str) -> tuple[Interp, str]:
+        # No key in the URL: each API's pods hold their own (ai4ec-api-key-<api id>,
+        # written by `ai4ec apply`) and present it as x-functions-key or ?code=.
+        return Interp(("https://", app_host, f"/api/{function}")), "Carries no key."
 
     redis_key = cache.keys_from.keys("primaryKey")
     values: dict[str, tuple[Any, str]] = {
@@ -45,23 +44,19 @@ def secrets(
         ),
         "ai4ec-redis-password": (redis_key, ""),
         "ai4ec-eventgrid-key": (topic.keys("key1"), ""),
-        "ai4ec-function-key": (host_key, "The Function App's default host key."),
-        "ai4ec-cache-connector-upsert-uri": (fn_uri("CacheConnectorUpsert"), ""),
-        "ai4ec-cache-connector-get-uri": (fn_uri("CacheConnectorGet"), ""),
-        "ai4ec-current-processing-upsert-uri": (fn_uri("CurrentProcessingUpsert"), ""),
+        "ai4ec-cache-connector-upsert-uri": fn_uri("CacheConnectorUpsert"),
+        "ai4ec-cache-connector-get-uri": fn_uri("CacheConnectorGet"),
+        "ai4ec-current-processing-upsert-uri": fn_uri("CurrentProcessingUpsert"),
         "ai4ec-appinsights-connection-string": (appi.ref("ConnectionString"), ""),
         "ai4ec-appinsights-instrumentation-key": (
             appi.ref("InstrumentationKey"),
             "For upstream-style containers that read APPINSIGHTS_INSTRUMENTATIONKEY.",
         ),
     }
-    # The host keeps its keys in blob storage, reached with its identity: reading them
-    # before that identity has its storage roles fails.
-    host_deps = [grants.site_blob_owner, grants.site_queue_contributor]
+    del grants  # no secret reads the Functions host's keys any more (no listKeys race)
     made: list[Resource] = []
     for name in SECRET_NAMES:
         value, why = values[name]
-        uses_host = any(n is host for n in referenced(value))
         made.append(
             spec.add(
                 new_resource(
@@ -78,7 +73,6 @@ def secrets(
                             "attributes": {"enabled": True},
                         },
                     },
-                    depends_on=list(host_deps) if uses_host else [],
                 )
             )
         )

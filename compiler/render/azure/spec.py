@@ -438,6 +438,10 @@ class Parameter:
         allowed: The only values Azure accepts (``@allowed`` / ``allowedValues``); empty
             for any value. A typo then fails before anything is deployed, and Bicep can
             check the value against a property that takes a fixed set of strings.
+        secure: A secret (``securestring`` / ``@secure()``): Resource Manager never logs
+            or returns it. Only ever filled from Key Vault (``key_vault``).
+        key_vault: ``(vault resource id, secret name)`` the parameters file reads the
+            value from (an ARM Key Vault parameter reference), so no file holds it.
     """
 
     name: str
@@ -445,6 +449,8 @@ class Parameter:
     default: Any
     description: str
     allowed: tuple[str, ...] = ()
+    secure: bool = False
+    key_vault: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,8 +51,9 @@ def render_azure(
         for name, text in bicep_files(tpl).items()
     ]
     main = arm_template(tpl)
+    refs = {p.name: p.key_vault for p in tpl.spec.params if p.key_vault is not None}
     artifacts.append(json_artifact("azure/main.json", main))
-    artifacts.append(json_artifact("azure/main.parameters.json", parameters_file(main)))
+    artifacts.append(json_artifact("azure/main.parameters.json", parameters_file(main, refs)))
     for m in tpl.split:
         doc = split_template(tpl, m)
         artifacts.append(json_artifact(f"azure/{m}.json", doc))

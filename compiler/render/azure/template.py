@@ -18,6 +18,13 @@ from typing import Any, Protocol
 from ...errors import Diagnostic, RenderError
 from ...model.types import Mode, Platform
 from ..artifact import RenderContext
+from .access import (
+    ClusterIdentities,
+    access_parameters,
+    api_identities,
+    cluster_identities,
+    identity_outputs,
+)
 from .aks import ClusterHandle, aks
 from .apim_service import apim_service
 from .common import PARAM_INGRESS_URLS, PARAM_LOCATION, TENANT_ID, AzureSpec
@@ -140,12 +147,17 @@ def build_template(
     fns = functions(spec, platform, store.account, _backend_url_default(platform), ingress_urls)
     service = apim_service(spec, platform, vault)
     grants = roles(spec, vault, store, acr, fns, service, clusters)
-    written = secrets(spec, vault, cache, fns, mon.app_insights, grants)
+    secrets(spec, vault, cache, fns, mon.app_insights, grants)
+    spec.params += access_parameters(platform)
+    identities = api_identities(spec, platform, vault, store.results, clusters)
+    syncs = cluster_identities(spec, platform, vault, clusters)
     dispatch(spec, platform, fns, store.account, grants)
     split: list[str] = []
     if apim is not None:
         _declare(spec, apim.parameters)
-        children = apim.resources(service, APIM_MODULE, (grants.apim_key_vault, *written))
+        # The Key Vault named value reads ai4ec-apim-key, which `ai4ec apply` writes
+        # before the APIM step; in the template it waits for its role only.
+        children = apim.resources(service, APIM_MODULE, (grants.apim_key_vault,))
         for child in children:
             spec.add(child)
         split = _chunk(spec, children)
@@ -162,7 +174,7 @@ def build_template(
         source=" ".join(context.source_name.splitlines()),
         environment=platform.environment,
         description=f"{description} (environment {platform.environment})",
-        outputs=_outputs(clusters),
+        outputs=[*_outputs(clusters, syncs), *identity_outputs(identities)],
         deps=deps,
         split=split,
     )
@@ -229,18 +241,24 @@ def _chunk(spec: AzureSpec, children: list[Resource]) -> list[str]:
     return chunks
 
 
-def _outputs(clusters: Sequence[ClusterHandle]) -> list[Output]:
+def _outputs(
+    clusters: Sequence[ClusterHandle], syncs: dict[str, ClusterIdentities]
+) -> list[Output]:
     """Values ``apply`` needs from Azure: never a secret (docs/contracts.md)."""
     per_cluster: dict[str, dict[str, Any]] = {}
     for handle in clusters:
         hosts = [h for h in handle.model.ingress.hosts if "*" not in h]
+        ids = syncs[handle.model.name]
         per_cluster[handle.model.name] = {
             "keyVaultProviderClientId": handle.cluster.ref(
                 "addonProfiles", "azureKeyvaultSecretsProvider", "identity", "clientId"
             ),
+            "runtimeClientId": ids.runtime.ref("clientId"),
             "ingressHost": hosts[0] if hosts else "",
             "apiServerFqdn": handle.cluster.ref("fqdn"),
         }
+        if ids.gateway is not None:
+            per_cluster[handle.model.name]["gatewayClientId"] = ids.gateway.ref("clientId")
     return [
         Output(
             "tenantId",

@@ -10,18 +10,20 @@ only lay them out.
 
 from __future__ import annotations
 
+from ...model.naming import (
+    GATEWAY_CLIENT_CERT,
+    GATEWAY_SERVER_CERT,
+    INGRESS_NAMESPACE,
+    RUNTIME_SECRET_KEYS,
+)
 from ...model.types import Api, Cluster, Platform
 from ..env import render_template
 from .objects import (
-    GATEWAY_CLIENT_CERT,
     GATEWAY_CREDENTIAL,
-    GATEWAY_SERVER_CERT,
-    INGRESS_NAMESPACE,
     METADATA_ENDPOINT,
     NVIDIA_DEVICE_PLUGIN_IMAGE,
     REDIS_AUTH,
     RUNTIME_SECRET,
-    RUNTIME_SECRET_KEYS,
     RUNTIME_SPC,
     RenderedFile,
     gateway_client_id,

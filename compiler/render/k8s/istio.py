@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ...model.naming import workload_name
+from ...model.naming import INGRESS_NAMESPACE, workload_name
 from ...model.types import Api, Cluster, Endpoint, Mode, Platform
 from ..env import render_template
 from .objects import (
     GATEWAY,
     GATEWAY_CREDENTIAL,
-    INGRESS_NAMESPACE,
     RenderedFile,
     gateway_workload,
     labels,

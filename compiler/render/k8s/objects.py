@@ -17,37 +17,27 @@ from dataclasses import dataclass
 import yaml
 
 from ...errors import Diagnostic, RenderError
-from ...model.naming import workload_name
+from ...model.naming import (
+    GATEWAY_SERVICE_ACCOUNT,
+    INGRESS_NAMESPACE,
+    RUNTIME_SERVICE_ACCOUNT,
+    workload_name,
+)
 from ...model.types import Api, Cluster, Platform, Taint
 from ..artifact import SafeLoader
 
 MANAGED_BY = "ai4ec"
 RUNTIME_SECRET = "ai4ec-runtime"
-RUNTIME_SPC = "ai4ec-runtime"
+RUNTIME_SPC = RUNTIME_SERVICE_ACCOUNT
 REDIS_AUTH = "ai4ec-redis"
 GATEWAY = "ai4ec-gateway"
-INGRESS_NAMESPACE = "aks-istio-ingress"
 #: The gateway's TLS Secret (tls.crt, tls.key and the client CA ca.crt), synced from Key
 #: Vault by the SecretProviderClass and the ServiceAccount of the same name.
-GATEWAY_CREDENTIAL = "ai4ec-gateway-credential"
-#: Key Vault certificate the gateway serves when platform.yaml names none.
-GATEWAY_SERVER_CERT = "ai4ec-gateway-server"
-#: Key Vault certificate API Management and dispatch present; its public part is the CA
-#: the gateway trusts.
-GATEWAY_CLIENT_CERT = "ai4ec-gateway-client"
+GATEWAY_CREDENTIAL = GATEWAY_SERVICE_ACCOUNT
 #: NetworkPolicy keeping the instance metadata endpoint (node identity tokens) from pods.
 METADATA_ENDPOINT = "169.254.169.254/32"
 NVIDIA_DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 
-#: Kubernetes keys of the runtime Secret, and the Key Vault secrets they come from.
-RUNTIME_SECRET_KEYS: tuple[tuple[str, str], ...] = (
-    ("appinsights-connection-string", "ai4ec-appinsights-connection-string"),
-    ("appinsights-instrumentation-key", "ai4ec-appinsights-instrumentation-key"),
-    ("cache-connector-get-uri", "ai4ec-cache-connector-get-uri"),
-    ("cache-connector-upsert-uri", "ai4ec-cache-connector-upsert-uri"),
-    ("current-processing-upsert-uri", "ai4ec-current-processing-upsert-uri"),
-    ("redis-password", "ai4ec-redis-password"),
-)
 
 #: Apply order: what others depend on first (as Helm installs kinds). Kinds not listed
 #: go last.

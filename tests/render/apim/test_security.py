@@ -48,7 +48,7 @@ def test_no_secret_in_any_output() -> None:
         assert "value" not in key["properties"]
         assert key["properties"]["keyVault"] == {
             "secretIdentifier": f"https://{platform.azure.key_vault.name}.vault.azure.net"
-            "/secrets/ai4ec-function-key"
+            "/secrets/ai4ec-apim-key"
         }
 
 

@@ -289,8 +289,18 @@ def test_event_grid_subscription() -> None:
         "maxDeliveryAttempts": plat.azure.event_grid.max_delivery_attempts,
         "eventTimeToLiveInMinutes": plat.azure.event_grid.event_ttl_minutes,
     }
-    url = props["destination"]["properties"]["endpointUrl"]
-    assert url.startswith("[format('https://{0}/api/BackendWebhook?code={1}'")
+    dest = props["destination"]["properties"]
+    # No key in the URL: Event Grid presents its own key (not APIM's, not an API's) as a
+    # secret header, filled from Key Vault through a secure parameter.
+    assert dest["endpointUrl"].startswith("[format('https://{0}/api/BackendWebhook'")
+    assert "code=" not in dest["endpointUrl"]
+    assert dest["deliveryAttributeMappings"] == [
+        {
+            "name": "x-functions-key",
+            "type": "Static",
+            "properties": {"value": "[parameters('eventGridDeliveryKey')]", "isSecret": True},
+        }
+    ]
     dead = props["deadLetterWithResourceIdentity"]
     assert dead["identity"] == {"type": "SystemAssigned"}
     assert dead["deadLetterDestination"]["properties"]["blobContainerName"] == DEAD_LETTER_CONTAINER
@@ -318,6 +328,10 @@ def test_function_app() -> None:
     assert settings["AI4EC_BACKEND_BASE_URL"] == "[parameters('backendBaseUrl')]"
     assert settings["AzureWebJobsStorage__accountName"] == plat.azure.storage.name
     assert settings["WEBSITE_RUN_FROM_PACKAGE"] == "1"
+    assert settings["AI4EC_ACCESS_KEYS"] == (
+        f"@Microsoft.KeyVault(SecretUri=https://{plat.azure.key_vault.name}.vault.azure.net"
+        "/secrets/ai4ec-access-keys/)"
+    )
 
 
 def test_consumption_plan_runs_from_a_package_blob() -> None:
@@ -364,12 +378,17 @@ def test_api_management_custom_domain_reads_key_vault_certificate() -> None:
     assert host["certificateSource"] == "KeyVault"
     assert "secrets/api-cert" in host["keyVaultId"]
     assert apim["identity"]["type"] == "SystemAssigned, UserAssigned"
-    uai = _one(arm, "Microsoft.ManagedIdentity/userAssignedIdentities")
+    (uai,) = [
+        r
+        for r in _all(arm, "Microsoft.ManagedIdentity/userAssignedIdentities")
+        if r["name"].endswith("-cert")
+    ]
     # The certificate identity is granted before the service is created.
     grant = next(
         r
         for r in _all(arm, "Microsoft.Authorization/roleAssignments")
         if "userAssignedIdentities" in r["properties"]["principalId"]
+        and uai["name"] in r["properties"]["principalId"]
     )
     assert any("roleAssignments" in d for d in apim["dependsOn"])
     assert uai["name"] in grant["name"]
@@ -381,7 +400,7 @@ def test_role_assignments() -> None:
     assert len({r["name"] for r in roles}) == len(roles)
     seen = set()
     for r in roles:
-        if "condition" in r:  # the deployer's grant, see test_deployer_gets_aks_rbac_admin
+        if "condition" in r:  # the deployer's grant and single-secret grants: tests below
             continue
         assert r["name"].startswith("[guid(resourceId(")
         assert "reference(" not in r["name"]  # names must be known when deployment starts
@@ -397,9 +416,19 @@ def test_role_assignments() -> None:
         ("Microsoft.Web/sites", "EventGrid Data Sender", "topics"),
         ("Microsoft.ApiManagement/service", "Key Vault Secrets User", "vaults"),
         ("Microsoft.ContainerService/managedClusters", "AcrPull", "registries"),
-        ("Microsoft.ContainerService/managedClusters", "Key Vault Secrets User", "vaults"),
         ("Microsoft.EventGrid/topics", "Storage Blob Data Contributor", "storageAccounts"),
+        # Each API's workload identity writes results (the container, not the account).
+        (
+            "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "Storage Blob Data Contributor",
+            "storageAccounts",
+        ),
     }
+    # The clusters' Key Vault add-on (the node identity any pod can borrow) no longer
+    # reads the whole vault.
+    for r in roles:
+        if "managedClusters" in r["properties"]["principalId"]:
+            assert "/secrets/" in r["scope"] or "Key Vault" not in str(r)
 
 
 DEPLOYER_ROLE_ID = "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b"

@@ -41,6 +41,12 @@ def test_many_apim_children_move_to_split_templates() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: per-API workload identities (identity, federated credential, two "
+    "grants) stay in main.json and are not yet cut into split templates like the APIM "
+    "children, so about 180 APIs or more exceed ARM's 800 resources",
+)
 def test_thousand_apis_fit_arm_limits(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     try:

@@ -45,9 +45,12 @@ def test_every_contract_secret_is_an_expression(case: str) -> None:
     for name, value in secrets.items():
         assert value.startswith("[") and not value.startswith("[["), name
         assert "listKeys(" in value or "reference(" in value, name
+    # No secret reads the Functions host's keys (they open every function; issue 13).
+    text = json.dumps(arm)
+    assert "Microsoft.Web/sites/host" not in text and "functionKeys" not in text
     bicep = case_bicep(case)
     for r in bicep.resources:
-        if r.type == "Microsoft.KeyVault/vaults/secrets":
+        if r.type == "Microsoft.KeyVault/vaults/secrets" and not r.existing:
             value = r.config["properties"]["value"]
             # Bicep: either an expression node or an interpolated string, never a literal.
             assert not isinstance(value, str) or "${" in value, r.symbol
@@ -67,14 +70,30 @@ def test_outputs_and_parameters_hold_no_secret(case: str) -> None:
     # Ours, plus whatever the APIM target declares (the ingress URLs of the clusters).
     assert {"location", "backendBaseUrl", "deployEventSubscription"} <= set(params)
     assert set(params) == set(arm["parameters"])
+    # One secret parameter: Event Grid's delivery key, secure, empty by default, and
+    # in the parameters file a Key Vault reference, never a value.
+    secure = {n for n, p in arm["parameters"].items() if p["type"] == "securestring"}
+    assert secure == {"eventGridDeliveryKey"}
+    assert arm["parameters"]["eventGridDeliveryKey"]["defaultValue"] == ""
+    vault = next(r for r in arm["resources"] if r["type"] == "Microsoft.KeyVault/vaults")
+    ref = params["eventGridDeliveryKey"]["reference"]
+    assert set(params["eventGridDeliveryKey"]) == {"reference"}
+    assert ref["secretName"] == "ai4ec-eventgrid-delivery-key"
+    assert re.fullmatch(
+        r"/subscriptions/[0-9a-f-]+/resourceGroups/[^/]+/providers/Microsoft\.KeyVault/vaults/"
+        + re.escape(vault["name"]),
+        ref["keyVault"]["id"],
+    )
     for name, p in arm["parameters"].items():
-        # No secureString/secureObject needed: nothing secret is a parameter.
+        if name in secure:
+            continue
         assert p["type"] in ("string", "bool", "object", "int", "array"), name
         assert not re.search(r"key|secret|password|token", name, re.I), name
     bicep = case_bicep(case)
     for mod in [bicep.main, *bicep.modules.values()]:
         for name, p in (mod.get("parameters") or {}).items():
-            assert not any(d["type"] == "secure" for d in p["decorators"]), name
+            is_secure = any(d["type"] == "secure" for d in p["decorators"])
+            assert is_secure == (name in secure), name
 
 
 @pytest.mark.parametrize("case", CASES)

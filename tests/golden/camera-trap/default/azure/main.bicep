@@ -34,6 +34,13 @@ param deployerPrincipalId string = ''
 ])
 param deployerPrincipalType string = 'ServicePrincipal'
 
+@description('Grant identities single Key Vault secrets (each API its own key). The secrets must exist first: `ai4ec apply` deploys with false, writes the access keys and certificates, then deploys the grants with true.')
+param deployAccessGrants bool = false
+
+@description('Event Grid\'s key for BackendWebhook (header x-functions-key). The parameters file reads it from Key Vault (ai4ec-eventgrid-delivery-key); only the Event Grid subscription uses it.')
+@secure()
+param eventGridDeliveryKey string = ''
+
 @description('Create the Event Grid subscription to BackendWebhook. Event Grid calls the webhook to validate it, so the Function App package must already run: `ai4ec apply` deploys with false, publishes the package, then deploys again with true.')
 param deployEventSubscription bool = false
 
@@ -127,13 +134,26 @@ module secretsModule 'modules/secrets.bicep' = {
     keyvaultModule
     redisModule
     functionsModule
-    rolesModule
+  ]
+}
+
+module identitiesModule 'modules/identities.bicep' = {
+  name: 'ai4ec-default-identities'
+  params: {
+    location: location
+    deployAccessGrants: deployAccessGrants
+  }
+  dependsOn: [
+    storageModule
+    keyvaultModule
+    aksMainModule
   ]
 }
 
 module dispatchModule 'modules/dispatch.bicep' = {
   name: 'ai4ec-default-dispatch'
   params: {
+    eventGridDeliveryKey: eventGridDeliveryKey
     deployEventSubscription: deployEventSubscription
   }
   dependsOn: [
@@ -151,13 +171,27 @@ module apimApisModule 'modules/apim-apis.bicep' = {
   dependsOn: [
     apimModule
     rolesModule
-    secretsModule
   ]
 }
 
 // Read for the outputs below (created by the modules above).
 resource aksMain 'Microsoft.ContainerService/managedClusters@2026-05-01' existing = {
   name: 'camtrap-main-aks'
+}
+resource idApiClassifierV1 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' existing = {
+  name: 'camtrap-api-classifier-v1'
+}
+resource idApiDetectorSyncV1 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' existing = {
+  name: 'camtrap-api-detector-sync-v1'
+}
+resource idApiDetectorV1 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' existing = {
+  name: 'camtrap-api-detector-v1'
+}
+resource idMainRuntime 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' existing = {
+  name: 'camtrap-main-runtime'
+}
+resource idMainGateway 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' existing = {
+  name: 'camtrap-main-gateway'
 }
 
 @description('Tenant of the subscription ($(azure:tenantId) in Kubernetes objects).')
@@ -167,7 +201,22 @@ output tenantId string = subscription().tenantId
 output clusters object = {
   main: {
     keyVaultProviderClientId: aksMain.properties.addonProfiles.azureKeyvaultSecretsProvider.identity.clientId
+    runtimeClientId: idMainRuntime.properties.clientId
     ingressHost: 'camera-trap.example.org'
     apiServerFqdn: aksMain.properties.fqdn
+    gatewayClientId: idMainGateway.properties.clientId
+  }
+}
+
+@description('Per API: client id of its workload identity ($(azure:apis.<api id>.clientId) in its ServiceAccount).')
+output apis object = {
+  'classifier-v1': {
+    clientId: idApiClassifierV1.properties.clientId
+  }
+  'detector-sync-v1': {
+    clientId: idApiDetectorSyncV1.properties.clientId
+  }
+  'detector-v1': {
+    clientId: idApiDetectorV1.properties.clientId
   }
 }

@@ -29,7 +29,7 @@ resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedV
     displayName: 'ai4ec-function-key'
     secret: true
     keyVault: {
-      secretIdentifier: 'https://camtrap-kv-62e62.vault.azure.net/secrets/ai4ec-function-key'
+      secretIdentifier: 'https://camtrap-kv-62e62.vault.azure.net/secrets/ai4ec-apim-key'
     }
     tags: [
       'ai4ec'
@@ -436,6 +436,11 @@ resource apimApisPublicDetectorSyncV1 'Microsoft.ApiManagement/service/products/
   ]
 }
 
+resource apimGroupsPublicDevelopers 'Microsoft.ApiManagement/service/products/groups@2024-05-01' = {
+  parent: apimProductsPublic
+  name: 'developers'
+}
+
 resource apimProductsPartner 'Microsoft.ApiManagement/service/products@2024-05-01' = {
   parent: apim
   name: 'partner'
@@ -503,4 +508,9 @@ resource apimApisPartnerTaskStatus 'Microsoft.ApiManagement/service/products/api
   dependsOn: [
     apimApisTaskStatus
   ]
+}
+
+resource apimGroupsPartnerDevelopers 'Microsoft.ApiManagement/service/products/groups@2024-05-01' = {
+  parent: apimProductsPartner
+  name: 'developers'
 }

@@ -120,18 +120,6 @@ resource roleAksMainKubeletAcrPull 'Microsoft.Authorization/roleAssignments@2022
   }
 }
 
-resource roleAksMainKeyvaultProviderKeyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(keyVault.id, aksMain.id, 'keyvault-provider', '4633458b-17de-408a-b874-0445c86b69e6')
-  scope: keyVault
-  properties: {
-    // Key Vault Secrets User
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4633458b-17de-408a-b874-0445c86b69e6')
-    principalId: aksMain.properties.addonProfiles.azureKeyvaultSecretsProvider.identity.objectId
-    principalType: 'ServicePrincipal'
-    description: 'Secrets-store CSI driver of cluster main syncs secrets.'
-  }
-}
-
 resource roleDeployerAksMainAzureKubernetesServiceRBACClusterAdmin 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!(empty(deployerPrincipalId))) {
   name: guid(aksMain.id, deployerPrincipalId, 'b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b')
   scope: aksMain

@@ -29,7 +29,7 @@ resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedV
     displayName: 'ai4ec-function-key'
     secret: true
     keyVault: {
-      secretIdentifier: 'https://landcov-kv-e53c5.vault.azure.net/secrets/ai4ec-function-key'
+      secretIdentifier: 'https://landcov-kv-e53c5.vault.azure.net/secrets/ai4ec-apim-key'
     }
     tags: [
       'ai4ec'
@@ -465,4 +465,9 @@ resource apimApisResearchTaskStatus 'Microsoft.ApiManagement/service/products/ap
   dependsOn: [
     apimApisTaskStatus
   ]
+}
+
+resource apimGroupsResearchDevelopers 'Microsoft.ApiManagement/service/products/groups@2024-05-01' = {
+  parent: apimProductsResearch
+  name: 'developers'
 }

@@ -35,6 +35,9 @@ resource keyVault 'Microsoft.KeyVault/vaults@2026-02-01' = {
     }
     // Access is granted by role assignments (modules/roles.bicep), never by policies.
     enableRbacAuthorization: true
+    // Lets a deployment read Event Grid's key as a Key Vault parameter reference
+    // (the deployer needs vaults/deploy/action on it as well).
+    enabledForTemplateDeployment: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
     // Azure accepts only true here: purge protection cannot be turned off again.

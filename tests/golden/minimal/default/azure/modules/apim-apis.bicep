@@ -29,7 +29,7 @@ resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedV
     displayName: 'ai4ec-function-key'
     secret: true
     keyVault: {
-      secretIdentifier: 'https://myplat-kv-e61b8.vault.azure.net/secrets/ai4ec-function-key'
+      secretIdentifier: 'https://myplat-kv-e61b8.vault.azure.net/secrets/ai4ec-apim-key'
     }
     tags: [
       'ai4ec'
@@ -180,4 +180,9 @@ resource apimApisPublicHelloV1 'Microsoft.ApiManagement/service/products/apis@20
   dependsOn: [
     apimApisHelloV1
   ]
+}
+
+resource apimGroupsPublicDevelopers 'Microsoft.ApiManagement/service/products/groups@2024-05-01' = {
+  parent: apimProductsPublic
+  name: 'developers'
 }

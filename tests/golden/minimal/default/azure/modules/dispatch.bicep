@@ -5,6 +5,10 @@
 
 targetScope = 'resourceGroup'
 
+@description('Event Grid\'s key for BackendWebhook (header x-functions-key). The parameters file reads it from Key Vault (ai4ec-eventgrid-delivery-key); only the Event Grid subscription uses it.')
+@secure()
+param eventGridDeliveryKey string
+
 @description('Create the Event Grid subscription to BackendWebhook. Event Grid calls the webhook to validate it, so the Function App package must already run: `ai4ec apply` deploys with false, publishes the package, then deploys again with true.')
 param deployEventSubscription bool
 
@@ -19,10 +23,6 @@ resource topic 'Microsoft.EventGrid/topics@2025-02-15' existing = {
 resource site 'Microsoft.Web/sites@2025-03-01' existing = {
   name: 'myplat-tasks-e61b8'
 }
-resource siteHost 'Microsoft.Web/sites/host@2025-03-01' existing = {
-  parent: site
-  name: 'default'
-}
 
 // Event Grid validates a webhook when the subscription is created, so
 // BackendWebhook must already run: deployed only with deployEventSubscription=true.
@@ -33,10 +33,22 @@ resource eventSubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2025-0
     destination: {
       endpointType: 'WebHook'
       properties: {
-        // Holds the function key: an expression, never a value.
-        endpointUrl: 'https://${site.properties.defaultHostName}/api/BackendWebhook?code=${uriComponent(siteHost.listKeys().functionKeys.default)}'
+        // No key in the URL: see the header.
+        endpointUrl: 'https://${site.properties.defaultHostName}/api/BackendWebhook'
         maxEventsPerBatch: 1
         preferredBatchSizeInKilobytes: 64
+        // Event Grid's own key (it opens the webhook and nothing else),
+        // read from Key Vault by Resource Manager; Azure never returns it.
+        deliveryAttributeMappings: [
+          {
+            name: 'x-functions-key'
+            type: 'Static'
+            properties: {
+              value: eventGridDeliveryKey
+              isSecret: true
+            }
+          }
+        ]
       }
     }
     eventDeliverySchema: 'EventGridSchema'

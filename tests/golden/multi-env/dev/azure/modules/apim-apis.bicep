@@ -29,7 +29,7 @@ resource apimNamedValuesAi4ecFunctionKey 'Microsoft.ApiManagement/service/namedV
     displayName: 'ai4ec-function-key'
     secret: true
     keyVault: {
-      secretIdentifier: 'https://wildlife-dev-kv-4078c.vault.azure.net/secrets/ai4ec-function-key'
+      secretIdentifier: 'https://wildlife-dev-kv-4078c.vault.azure.net/secrets/ai4ec-apim-key'
     }
     tags: [
       'ai4ec'
@@ -258,4 +258,9 @@ resource apimApisDefaultTaskStatus 'Microsoft.ApiManagement/service/products/api
   dependsOn: [
     apimApisTaskStatus
   ]
+}
+
+resource apimGroupsDefaultDevelopers 'Microsoft.ApiManagement/service/products/groups@2024-05-01' = {
+  parent: apimProductsDefault
+  name: 'developers'
 }

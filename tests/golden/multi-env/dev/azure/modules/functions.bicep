@@ -87,6 +87,10 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
       // identity-based (AzureWebJobsStorage__accountName), so no key is written anywhere.
       appSettings: [
         {
+          name: 'AI4EC_ACCESS_KEYS'
+          value: '@Microsoft.KeyVault(SecretUri=https://wildlife-dev-kv-4078c.vault.azure.net/secrets/ai4ec-access-keys/)'
+        }
+        {
           name: 'AI4EC_BACKEND_BASE_URL'
           value: backendBaseUrl
         }

@@ -32,10 +32,6 @@ resource topic 'Microsoft.EventGrid/topics@2025-02-15' existing = {
 resource site 'Microsoft.Web/sites@2025-03-01' existing = {
   name: 'wildlife-dev-tasks-4078c'
 }
-resource siteHost 'Microsoft.Web/sites/host@2025-03-01' existing = {
-  parent: site
-  name: 'default'
-}
 
 resource secretRedisUrl 'Microsoft.KeyVault/vaults/secrets@2026-02-01' = {
   parent: keyVault
@@ -77,26 +73,13 @@ resource secretEventgridKey 'Microsoft.KeyVault/vaults/secrets@2026-02-01' = {
   }
 }
 
-resource secretFunctionKey 'Microsoft.KeyVault/vaults/secrets@2026-02-01' = {
-  parent: keyVault
-  name: 'ai4ec-function-key'
-  tags: tags
-  properties: {
-    // The Function App's default host key.
-    value: siteHost.listKeys().functionKeys.default
-    contentType: 'text/plain'
-    attributes: {
-      enabled: true
-    }
-  }
-}
-
 resource secretCacheConnectorUpsertUri 'Microsoft.KeyVault/vaults/secrets@2026-02-01' = {
   parent: keyVault
   name: 'ai4ec-cache-connector-upsert-uri'
   tags: tags
   properties: {
-    value: 'https://${site.properties.defaultHostName}/api/CacheConnectorUpsert?code=${uriComponent(siteHost.listKeys().functionKeys.default)}'
+    // Carries no key.
+    value: 'https://${site.properties.defaultHostName}/api/CacheConnectorUpsert'
     contentType: 'text/plain'
     attributes: {
       enabled: true
@@ -109,7 +92,8 @@ resource secretCacheConnectorGetUri 'Microsoft.KeyVault/vaults/secrets@2026-02-0
   name: 'ai4ec-cache-connector-get-uri'
   tags: tags
   properties: {
-    value: 'https://${site.properties.defaultHostName}/api/CacheConnectorGet?code=${uriComponent(siteHost.listKeys().functionKeys.default)}'
+    // Carries no key.
+    value: 'https://${site.properties.defaultHostName}/api/CacheConnectorGet'
     contentType: 'text/plain'
     attributes: {
       enabled: true
@@ -122,7 +106,8 @@ resource secretCurrentProcessingUpsertUri 'Microsoft.KeyVault/vaults/secrets@202
   name: 'ai4ec-current-processing-upsert-uri'
   tags: tags
   properties: {
-    value: 'https://${site.properties.defaultHostName}/api/CurrentProcessingUpsert?code=${uriComponent(siteHost.listKeys().functionKeys.default)}'
+    // Carries no key.
+    value: 'https://${site.properties.defaultHostName}/api/CurrentProcessingUpsert'
     contentType: 'text/plain'
     attributes: {
       enabled: true

@@ -1,0 +1,162 @@
+"""The platform's access keys, generated once and kept in Key Vault (issue 13).
+
+The runtime checks a key per caller (``ai4ec_runtime.auth``): API Management's,
+Event Grid's, and one per API. Nothing in Azure makes such keys, and reading the Functions
+host's key with ``listKeys()`` right after a role assignment raced that assignment (issue
+12 item 8), so ``apply`` makes them itself, after the vault exists and before anything
+reads them:
+
+* ``ai4ec-access-keys``: the whole document ``{"apim", "eventGrid", "apis": {id: key}}``,
+  for the Function App only (app setting ``AI4EC_ACCESS_KEYS``);
+* ``ai4ec-apim-key``, ``ai4ec-eventgrid-delivery-key`` and ``ai4ec-api-key-<api id>``:
+  one secret per holder, each readable by that holder only.
+
+Keys are never rotated behind anyone's back: an existing document is kept; a new API gets
+a new key and a removed API's key is dropped (so it stops working). The holder secrets
+always follow the document. No key is ever printed, logged or returned: the functions
+report secret *names* only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import ApplyError
+
+#: Secret names; the Azure template names the same ones (``render/azure/access.py``, a
+#: test pins the two together).
+ACCESS_KEYS_SECRET = "ai4ec-access-keys"
+APIM_KEY_SECRET = "ai4ec-apim-key"
+EVENT_GRID_KEY_SECRET = "ai4ec-eventgrid-delivery-key"
+API_KEY_PREFIX = "ai4ec-api-key-"
+
+
+class SecretStore(Protocol):
+    """The two Key Vault operations the bootstrap needs."""
+
+    def get(self, name: str) -> str | None:
+        """The current value of secret ``name``, or ``None`` when it does not exist."""
+        ...
+
+    def set(self, name: str, value: str) -> None:
+        """Write a new version of secret ``name``."""
+        ...
+
+
+@dataclass
+class KeyVaultSecrets:
+    """:class:`SecretStore` over the Key Vault data plane (``azure-keyvault-secrets``).
+
+    Args:
+        vault_url: ``https://<vault>.vault.azure.net``.
+        credential: An Entra ID token credential (the deployer's).
+        client_options: Passed to ``SecretClient`` (TLS verification, retries; tests
+            point it at a local Key Vault).
+    """
+
+    vault_url: str
+    credential: Any
+    client_options: dict[str, Any] = field(default_factory=dict)
+    _client: Any = None
+
+    def _secrets(self) -> Any:
+        if self._client is None:
+            from azure.keyvault.secrets import SecretClient
+
+            self._client = SecretClient(self.vault_url, self.credential, **self.client_options)
+        return self._client
+
+    def get(self, name: str) -> str | None:
+        """The current value of secret ``name``, or ``None`` when it does not exist."""
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            value = self._secrets().get_secret(name).value
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise ApplyError(_failure("read", name, self.vault_url, exc)) from None
+        return str(value) if value is not None else None
+
+    def set(self, name: str, value: str) -> None:
+        """Write a new version of secret ``name`` (never logged)."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            self._secrets().set_secret(name, value, content_type="text/plain")
+        except AzureError as exc:
+            raise ApplyError(_failure("write", name, self.vault_url, exc)) from None
+
+    def close(self) -> None:
+        """Release the client's connections."""
+        if self._client is not None:
+            self._client.close()
+
+
+def _failure(verb: str, name: str, vault: str, exc: Any) -> str:
+    """One line naming the secret and the cause; never the value, never a body dump."""
+    status = getattr(exc, "status_code", None)
+    if status is None:  # no answer at all: DNS, TLS, connection
+        return f"Key Vault {vault}: cannot {verb} secret {name} ({type(exc).__name__})"
+    code = getattr(getattr(exc, "error", None), "code", None) or "error"
+    hint = ""
+    if status == 403:
+        hint = (
+            "; the deployer needs the 'Key Vault Secrets Officer' role on the vault to "
+            "write the platform's access keys"
+        )
+    return f"Key Vault {vault}: cannot {verb} secret {name} (HTTP {status}, {code}){hint}"
+
+
+def api_key_secret(api_id: str) -> str:
+    """The secret of one API's key (its pods' credential)."""
+    return API_KEY_PREFIX + api_id
+
+
+def ensure_access_keys(store: SecretStore, api_ids: Iterable[str]) -> list[str]:
+    """Make every access key exist, once; return the names of the secrets written.
+
+    Raises:
+        ApplyError: the stored document is not a valid keys document (it is never
+            overwritten silently: that would lock every caller out), or Key Vault
+            refused a read or write.
+    """
+    from ai4ec_runtime.auth import AccessKeys, KeysFileError
+
+    wanted = sorted(set(api_ids))
+    written: list[str] = []
+    text = store.get(ACCESS_KEYS_SECRET)
+    if text is None:
+        keys = AccessKeys.generate(wanted)
+    else:
+        try:
+            current = AccessKeys.parse(text, f"Key Vault secret {ACCESS_KEYS_SECRET}")
+        except KeysFileError as exc:
+            raise ApplyError(f"{exc}; fix or delete the secret, then apply again") from None
+        fresh = AccessKeys.generate(a for a in wanted if a not in current.apis)
+        apis = {a: current.apis.get(a) or fresh.apis[a] for a in wanted}
+        keys = AccessKeys(apim=current.apim, event_grid=current.event_grid, apis=apis)
+    document = keys.to_json()
+    if text != document:
+        store.set(ACCESS_KEYS_SECRET, document)
+        written.append(ACCESS_KEYS_SECRET)
+    holders = {APIM_KEY_SECRET: keys.apim, EVENT_GRID_KEY_SECRET: keys.event_grid}
+    holders.update({api_key_secret(a): k for a, k in keys.apis.items()})
+    for name in sorted(holders):
+        if store.get(name) != holders[name]:
+            store.set(name, holders[name])
+            written.append(name)
+    return written
+
+
+__all__ = [
+    "ACCESS_KEYS_SECRET",
+    "APIM_KEY_SECRET",
+    "EVENT_GRID_KEY_SECRET",
+    "KeyVaultSecrets",
+    "SecretStore",
+    "api_key_secret",
+    "ensure_access_keys",
+]

@@ -1,0 +1,79 @@
+"""The ``keys`` step: the platform's access keys, generated once and kept in Key Vault.
+
+It runs after the ``azure`` step (the vault exists then) and before ``access``, whose
+role assignments on single secrets need the secrets to exist. Keys are never printed,
+logged or planned: only secret names appear (keys.py holds the rules).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import arm
+from .builddir import Build
+from .context import Context
+from .options import Confirm
+from .plan import ApplyAction, PlannedChange, StepPlan
+from .steps import Step, show_plan
+
+_VAULT_TYPE = "microsoft.keyvault/vaults"
+
+
+def has_access_keys(build: Build) -> bool:
+    """Whether the build's template expects per-caller access keys (issue 13)."""
+    from ..errors import ApplyError
+
+    try:
+        templates = build.templates()
+    except ApplyError:
+        return False
+    main = templates[0].template if templates else {}
+    return arm.PARAM_ACCESS_GRANTS in (main.get("parameters") or {})
+
+
+class KeysStep(Step):
+    """Generate the platform's access keys once and keep them in Key Vault (keys.py)."""
+
+    key, title = "keys", "Access keys in Key Vault"
+
+    def run(self, ctx: Context, confirm: Confirm) -> StepPlan:
+        """Write what is missing; never print a key, only secret names."""
+        del confirm  # creates secrets, deletes nothing
+        from . import keys
+
+        plan = StepPlan(self.key)
+        main = ctx.build.templates()[0].template
+        vault = next(
+            (
+                str(r["name"])
+                for r in main.get("resources") or []
+                if str(r.get("type", "")).lower() == _VAULT_TYPE
+            ),
+            None,
+        )
+        apis = sorted(((main.get("outputs") or {}).get("apis") or {}).get("value") or {})
+        if vault is None:
+            plan.notes.append("the build has no Key Vault")
+        elif ctx.options.plan or ctx.resource_group() is None:
+            plan.notes.append(f"keys of APIM, Event Grid and {len(apis)} API(s) in {vault}")
+        else:
+            for name in _ensure(ctx, keys, vault, apis):
+                plan.changes.append(PlannedChange(ApplyAction.CREATE, "Key Vault secret", name))
+            if not plan.changes:
+                plan.notes.append("access keys already in place")
+        show_plan(ctx, plan)
+        return plan
+
+
+def _ensure(ctx: Context, keys: Any, vault: str, apis: list[str]) -> list[str]:
+    o = ctx.options
+    endpoint = o.key_vault_endpoint or f"https://{vault}.vault.azure.net"
+    options: dict[str, Any] = {"connection_verify": o.connection_verify}
+    if o.key_vault_endpoint:
+        # The challenge names the cloud's vault audience, not the stand-in's host.
+        options["verify_challenge_resource"] = False
+    store = keys.KeyVaultSecrets(endpoint, ctx.azure().credential, options)
+    try:
+        return list(keys.ensure_access_keys(store, apis))
+    finally:
+        store.close()

@@ -1,0 +1,118 @@
+"""``apply``'s access-key bootstrap against a local Key Vault (issue 13).
+
+The real ``azure-keyvault-secrets`` client talks to :class:`.kv_fake.FakeKeyVault`, a
+local HTTPS server that checks requests and refuses what Key Vault refuses (see there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ai4ec.apply import keys as apply_keys
+from ai4ec.errors import ApplyError
+from ai4ec.render.azure import access
+from ai4ec_runtime.auth import AccessKeys
+
+from .kv_fake import FakeKeyVault
+from .support import FakeCredential, Tls
+
+
+@pytest.fixture
+def vault(tls: Tls) -> Iterator[FakeKeyVault]:
+    kv = FakeKeyVault(tls)
+    yield kv
+    kv.close()
+    assert kv.violations == []
+
+
+@pytest.fixture
+def store(vault: FakeKeyVault, tls: Tls) -> Iterator[apply_keys.KeyVaultSecrets]:
+    s = apply_keys.KeyVaultSecrets(
+        vault.url,
+        FakeCredential(),
+        # The challenge names vault.azure.net, the fake listens on 127.0.0.1.
+        {"connection_verify": str(tls.ca_file), "verify_challenge_resource": False},
+    )
+    yield s
+    s.close()
+
+
+def test_names_match_the_template() -> None:
+    assert apply_keys.ACCESS_KEYS_SECRET == access.ACCESS_KEYS_SECRET
+    assert apply_keys.APIM_KEY_SECRET == access.APIM_KEY_SECRET
+    assert apply_keys.EVENT_GRID_KEY_SECRET == access.EVENT_GRID_KEY_SECRET
+    assert apply_keys.api_key_secret("det-v1") == access.api_key_secret("det-v1")
+
+
+def test_first_run_writes_one_document_and_one_secret_per_holder(
+    vault: FakeKeyVault, store: apply_keys.KeyVaultSecrets
+) -> None:
+    written = apply_keys.ensure_access_keys(store, ["detector-v1", "classifier-v1"])
+    assert written == [
+        "ai4ec-access-keys",
+        "ai4ec-api-key-classifier-v1",
+        "ai4ec-api-key-detector-v1",
+        "ai4ec-apim-key",
+        "ai4ec-eventgrid-delivery-key",
+    ]
+    doc = AccessKeys.parse(vault.secrets["ai4ec-access-keys"], "kv")
+    assert vault.secrets["ai4ec-apim-key"] == doc.apim
+    assert vault.secrets["ai4ec-eventgrid-delivery-key"] == doc.event_grid
+    assert vault.secrets["ai4ec-api-key-detector-v1"] == doc.apis["detector-v1"]
+    holders = [vault.secrets[n] for n in written[1:]]
+    assert len(set(holders)) == len(holders)  # three (and more) different things
+
+
+def test_second_run_changes_nothing_and_keeps_keys(
+    vault: FakeKeyVault, store: apply_keys.KeyVaultSecrets
+) -> None:
+    apply_keys.ensure_access_keys(store, ["detector-v1"])
+    before = dict(vault.secrets)
+    vault.writes.clear()
+    assert apply_keys.ensure_access_keys(store, ["detector-v1"]) == []
+    assert vault.writes == [] and vault.secrets == before
+
+
+def test_new_api_gets_a_key_removed_api_loses_its_own(
+    vault: FakeKeyVault, store: apply_keys.KeyVaultSecrets
+) -> None:
+    apply_keys.ensure_access_keys(store, ["detector-v1", "old-v1"])
+    first = AccessKeys.parse(vault.secrets["ai4ec-access-keys"], "kv")
+    written = apply_keys.ensure_access_keys(store, ["detector-v1", "classifier-v1"])
+    assert written == ["ai4ec-access-keys", "ai4ec-api-key-classifier-v1"]
+    doc = AccessKeys.parse(vault.secrets["ai4ec-access-keys"], "kv")
+    assert doc.apim == first.apim and doc.event_grid == first.event_grid
+    assert doc.apis["detector-v1"] == first.apis["detector-v1"]
+    assert "old-v1" not in doc.apis  # the runtime no longer accepts the old API's key
+
+
+def test_holder_secret_drifted_is_put_back(
+    vault: FakeKeyVault, store: apply_keys.KeyVaultSecrets
+) -> None:
+    apply_keys.ensure_access_keys(store, ["detector-v1"])
+    vault.secrets["ai4ec-apim-key"] = "edited-by-hand-0123456789"
+    assert apply_keys.ensure_access_keys(store, ["detector-v1"]) == ["ai4ec-apim-key"]
+
+
+def test_corrupt_document_is_refused_not_overwritten(
+    vault: FakeKeyVault, store: apply_keys.KeyVaultSecrets
+) -> None:
+    vault.secrets["ai4ec-access-keys"] = '{"apim": "short"}'
+    with pytest.raises(ApplyError) as err:
+        apply_keys.ensure_access_keys(store, ["detector-v1"])
+    assert "ai4ec-access-keys" in str(err.value) and "short" not in str(err.value)
+    assert vault.secrets == {"ai4ec-access-keys": '{"apim": "short"}'}
+
+
+def test_forbidden_write_names_the_secret_and_the_role(
+    vault: FakeKeyVault, store: apply_keys.KeyVaultSecrets
+) -> None:
+    vault.forbid_writes = True
+    with pytest.raises(ApplyError) as err:
+        apply_keys.ensure_access_keys(store, ["detector-v1"])
+    message = str(err.value)
+    assert "ai4ec-access-keys" in message and "HTTP 403" in message
+    assert "Key Vault Secrets Officer" in message
+    assert vault.secrets == {}
