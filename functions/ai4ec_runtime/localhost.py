@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import redis
+import redis.cluster
 from aiohttp import web, web_protocol, web_server
 from aiohttp.web_request import BaseRequest
 from redis.backoff import NoBackoff
@@ -49,9 +50,10 @@ from redis.retry import Retry
 
 from .auth import AccessKeys, authorized_handle, presented_key
 from .dispatch import Dispatcher
-from .handlers import JSON, Request, Response, Runtime, connect, handle
+from .handlers import JSON, Request, Response, Runtime, handle
 from .routing import Routing
 from .settings import Settings
+from .store import connect_redis
 
 log = logging.getLogger("ai4ec_runtime.localhost")
 
@@ -480,9 +482,25 @@ def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
-def _health_client(client: redis.Redis) -> redis.Redis:
-    """A client on the same Redis that fails fast: no retries, 2 s timeouts."""
-    pool = client.connection_pool
+def _pool(client: Any) -> redis.ConnectionPool:
+    """The connection pool of ``client``, or of a Redis Cluster's default node."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        node = client.get_default_node()  # type: ignore[no-untyped-call]
+        if node is None or node.redis_connection is None:  # pragma: no cover - after init
+            raise StartError("the Redis Cluster client has no node to talk to")
+        pool: redis.ConnectionPool = node.redis_connection.connection_pool
+        return pool
+    plain: redis.ConnectionPool = client.connection_pool
+    return plain
+
+
+def _health_client(client: Any) -> redis.Redis:
+    """A client that fails fast (no retries, 2 s timeouts) on the same Redis.
+
+    On a Redis Cluster it talks to the node the cluster client starts from: ``/health``
+    says whether the task store answers at all, not whether every shard does.
+    """
+    pool = _pool(client)
     kwargs = dict(pool.connection_kwargs)
     kwargs.update(socket_timeout=2.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0))
     kwargs.pop("retry_on_error", None)
@@ -493,8 +511,8 @@ def _health_client(client: redis.Redis) -> redis.Redis:
     )
 
 
-def _where(client: redis.Redis) -> str:
-    kw = client.connection_pool.connection_kwargs
+def _where(client: Any) -> str:
+    kw = _pool(client).connection_kwargs
     if "path" in kw:
         return str(kw["path"])
     return f"{kw.get('host', '?')}:{kw.get('port', '?')}"
@@ -508,7 +526,7 @@ def make_server(
     *,
     routing: Routing | Mapping[str, Any] | None = None,
     settings: Settings | None = None,
-    redis_client: redis.Redis | None = None,
+    redis_client: Any = None,
     dispatcher: Dispatcher | None = None,
     options: HostOptions | None = None,
     keys: AccessKeys | None = None,
@@ -542,7 +560,11 @@ def make_server(
         changes["routing_path"] = Path(routing_path)
     merged = dataclasses.replace(base, **changes)
     own_client = redis_client is None
-    client = redis_client if redis_client is not None else connect(merged.require_redis_url())
+    client = (
+        redis_client
+        if redis_client is not None
+        else connect_redis(merged.require_redis_url(), merged.redis_mode)
+    )
     health = _health_client(client)
     sock: socket.socket | None = None
     try:
