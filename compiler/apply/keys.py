@@ -11,6 +11,13 @@ reads them:
 * ``ai4ec-apim-key``, ``ai4ec-eventgrid-delivery-key`` and ``ai4ec-api-key-<api id>``:
   one secret per holder, each readable by that holder only.
 
+The gateway client certificate of mutual TLS (``ai4ec-gateway-client``) is made here too:
+a self-signed Key Vault certificate (PKCS#12, exportable, client authentication), which
+API Management presents from Key Vault and whose public part the gateways trust, and its
+PEM form (``ai4ec-gateway-client-pem``) for the task manager's dispatch, whose bundle has
+no compiled code to read PKCS#12. Key Vault renews the certificate; the next apply sees
+the new version and writes the PEM again.
+
 Keys are never rotated behind anyone's back: an existing document is kept; a new API gets
 a new key and a removed API's key is dropped (so it stops working). The holder secrets
 always follow the document. No key is ever printed, logged or returned: the functions
@@ -95,19 +102,158 @@ class KeyVaultSecrets:
             self._client.close()
 
 
-def _failure(verb: str, name: str, vault: str, exc: Any) -> str:
+class CertificateStore(Protocol):
+    """The Key Vault certificate operations the gateway certificate needs."""
+
+    def public_der(self, name: str) -> bytes | None:
+        """The current version's certificate (DER), or ``None`` when there is none."""
+        ...
+
+    def create_self_signed(self, name: str, subject: str) -> bytes:
+        """Create certificate ``name`` and wait for it; returns its certificate (DER)."""
+        ...
+
+
+#: Extended key usage "TLS client authentication" (RFC 5280).
+CLIENT_AUTH_EKU = "1.3.6.1.5.5.7.3.2"
+
+
+@dataclass
+class KeyVaultCertificates:
+    """:class:`CertificateStore` over ``azure-keyvault-certificates`` (see KeyVaultSecrets)."""
+
+    vault_url: str
+    credential: Any
+    client_options: dict[str, Any] = field(default_factory=dict)
+    #: Seconds between polls of a pending certificate (the SDK's default is 5).
+    poll_seconds: int = 2
+    _client: Any = None
+
+    def _certs(self) -> Any:
+        if self._client is None:
+            from azure.keyvault.certificates import CertificateClient
+
+            self._client = CertificateClient(self.vault_url, self.credential, **self.client_options)
+        return self._client
+
+    def public_der(self, name: str) -> bytes | None:
+        """The current version's certificate (DER), or ``None`` when there is none."""
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            cer = self._certs().get_certificate(name).cer
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise ApplyError(_failure("read", name, self.vault_url, exc, "certificate")) from None
+        return bytes(cer) if cer else None
+
+    def create_self_signed(self, name: str, subject: str) -> bytes:
+        """Create a self-signed client certificate and wait until Key Vault issued it."""
+        from azure.core.exceptions import AzureError
+        from azure.keyvault.certificates import (
+            CertificateContentType,
+            CertificatePolicy,
+            KeyType,
+            KeyVaultCertificate,
+        )
+
+        policy = CertificatePolicy(
+            issuer_name="Self",
+            subject=subject,
+            exportable=True,
+            key_type=KeyType.rsa,
+            key_size=2048,
+            reuse_key=False,
+            content_type=CertificateContentType.pkcs12,
+            enhanced_key_usage=[CLIENT_AUTH_EKU],
+            validity_in_months=12,
+            lifetime_actions=None,
+        )
+        try:
+            poller = self._certs().begin_create_certificate(
+                name, policy, _polling_interval=self.poll_seconds
+            )
+            done = poller.result()
+        except AzureError as exc:
+            raise ApplyError(_failure("create", name, self.vault_url, exc, "certificate")) from None
+        if not isinstance(done, KeyVaultCertificate) or not done.cer:
+            status = getattr(done, "status", "unknown")
+            raise ApplyError(
+                f"Key Vault {self.vault_url}: certificate {name} was not issued (status {status})"
+            )
+        return bytes(done.cer)
+
+    def close(self) -> None:
+        """Release the client's connections."""
+        if self._client is not None:
+            self._client.close()
+
+
+def ensure_gateway_certificate(
+    certs: CertificateStore, secrets: SecretStore, name: str, pem_name: str
+) -> list[str]:
+    """Make the gateway client certificate and its PEM copy exist; return what was written.
+
+    The PEM secret is rewritten whenever its certificate is not the certificate's current
+    version (a renewal), so dispatch always presents what the gateways trust.
+
+    Raises:
+        ApplyError: Key Vault refused a call, or its certificate secret is not PKCS#12.
+    """
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    written: list[str] = []
+    der = certs.public_der(name)
+    if der is None:
+        der = certs.create_self_signed(name, f"CN={name}")
+        written.append(name)
+    current = secrets.get(pem_name)
+    if current is not None:
+        try:
+            have = x509.load_pem_x509_certificate(current.encode("ascii"))
+            if have.public_bytes(serialization.Encoding.DER) == der:
+                return written
+        except ValueError:
+            pass  # not PEM: written again below
+    pfx = secrets.get(name)
+    try:
+        key, cert, _extra = pkcs12.load_key_and_certificates(base64.b64decode(pfx or ""), None)
+    except ValueError:
+        cert = key = None
+    if key is None or cert is None:
+        raise ApplyError(
+            f"Key Vault secret {name} is not an exportable PKCS#12 certificate with its key; "
+            "delete the certificate and apply again to create it as ai4ec needs it"
+        )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ) + cert.public_bytes(serialization.Encoding.PEM)
+    secrets.set(pem_name, pem.decode("ascii"))
+    written.append(pem_name)
+    return written
+
+
+def _failure(verb: str, name: str, vault: str, exc: Any, what: str = "secret") -> str:
     """One line naming the secret and the cause; never the value, never a body dump."""
     status = getattr(exc, "status_code", None)
     if status is None:  # no answer at all: DNS, TLS, connection
-        return f"Key Vault {vault}: cannot {verb} secret {name} ({type(exc).__name__})"
+        return f"Key Vault {vault}: cannot {verb} {what} {name} ({type(exc).__name__})"
     code = getattr(getattr(exc, "error", None), "code", None) or "error"
     hint = ""
     if status == 403:
+        role = "Certificates Officer" if what == "certificate" else "Secrets Officer"
         hint = (
-            "; the deployer needs the 'Key Vault Secrets Officer' role on the vault to "
-            "write the platform's access keys"
+            f"; the deployer needs the 'Key Vault {role}' role on the vault to "
+            "write the platform's access keys and gateway certificate"
         )
-    return f"Key Vault {vault}: cannot {verb} secret {name} (HTTP {status}, {code}){hint}"
+    return f"Key Vault {vault}: cannot {verb} {what} {name} (HTTP {status}, {code}){hint}"
 
 
 def api_key_secret(api_id: str) -> str:
@@ -153,6 +299,9 @@ def ensure_access_keys(store: SecretStore, api_ids: Iterable[str]) -> list[str]:
 
 __all__ = [
     "ACCESS_KEYS_SECRET",
+    "CertificateStore",
+    "KeyVaultCertificates",
+    "ensure_gateway_certificate",
     "APIM_KEY_SECRET",
     "EVENT_GRID_KEY_SECRET",
     "KeyVaultSecrets",

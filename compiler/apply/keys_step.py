@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ApplyError
+from ..model.naming import GATEWAY_CLIENT_CERT, GATEWAY_CLIENT_PEM_SECRET
 from . import arm
 from .builddir import Build
 from .context import Context
@@ -17,12 +19,12 @@ from .plan import ApplyAction, PlannedChange, StepPlan
 from .steps import Step, show_plan
 
 _VAULT_TYPE = "microsoft.keyvault/vaults"
+#: main.json output naming the gateway client certificate ("" without mutual TLS).
+GATEWAY_CERT_OUTPUT = "gatewayClientCertificate"
 
 
 def has_access_keys(build: Build) -> bool:
     """Whether the build's template expects per-caller access keys (issue 13)."""
-    from ..errors import ApplyError
-
     try:
         templates = build.templates()
     except ApplyError:
@@ -51,13 +53,18 @@ class KeysStep(Step):
             ),
             None,
         )
-        apis = sorted(((main.get("outputs") or {}).get("apis") or {}).get("value") or {})
+        outputs = main.get("outputs") or {}
+        apis = sorted((outputs.get("apis") or {}).get("value") or {})
+        # The template names the certificate when some gateway asks for it (mutual TLS).
+        gateway_cert = str((outputs.get(GATEWAY_CERT_OUTPUT) or {}).get("value") or "")
         if vault is None:
             plan.notes.append("the build has no Key Vault")
         elif ctx.options.plan or ctx.resource_group() is None:
             plan.notes.append(f"keys of APIM, Event Grid and {len(apis)} API(s) in {vault}")
+            if gateway_cert:
+                plan.notes.append(f"gateway client certificate {gateway_cert} in {vault}")
         else:
-            for name in _ensure(ctx, keys, vault, apis):
+            for name in _ensure(ctx, keys, vault, apis, gateway_cert):
                 plan.changes.append(PlannedChange(ApplyAction.CREATE, "Key Vault secret", name))
             if not plan.changes:
                 plan.notes.append("access keys already in place")
@@ -65,7 +72,7 @@ class KeysStep(Step):
         return plan
 
 
-def _ensure(ctx: Context, keys: Any, vault: str, apis: list[str]) -> list[str]:
+def _ensure(ctx: Context, keys: Any, vault: str, apis: list[str], gateway_cert: str) -> list[str]:
     o = ctx.options
     endpoint = o.key_vault_endpoint or f"https://{vault}.vault.azure.net"
     options: dict[str, Any] = {"connection_verify": o.connection_verify}
@@ -73,7 +80,19 @@ def _ensure(ctx: Context, keys: Any, vault: str, apis: list[str]) -> list[str]:
         # The challenge names the cloud's vault audience, not the stand-in's host.
         options["verify_challenge_resource"] = False
     store = keys.KeyVaultSecrets(endpoint, ctx.azure().credential, options)
+    certs = keys.KeyVaultCertificates(endpoint, ctx.azure().credential, options)
     try:
-        return list(keys.ensure_access_keys(store, apis))
+        written = list(keys.ensure_access_keys(store, apis))
+        if gateway_cert:
+            if gateway_cert != GATEWAY_CLIENT_CERT:
+                raise ApplyError(
+                    f"the build names gateway certificate {gateway_cert!r}, this ai4ec "
+                    f"makes {GATEWAY_CLIENT_CERT!r}: rebuild with this version"
+                )
+            written += keys.ensure_gateway_certificate(
+                certs, store, GATEWAY_CLIENT_CERT, GATEWAY_CLIENT_PEM_SECRET
+            )
+        return written
     finally:
         store.close()
+        certs.close()

@@ -35,6 +35,7 @@ from .types import (
     Functions,
     KeyVault,
     Monitoring,
+    Platform,
     Registry,
     Storage,
 )
@@ -217,6 +218,10 @@ GATEWAY_SERVER_CERT = "ai4ec-gateway-server"
 #: Key Vault certificate API Management and dispatch present; its public part is the CA
 #: the gateway trusts.
 GATEWAY_CLIENT_CERT = "ai4ec-gateway-client"
+#: The same certificate and key as PEM text, for the task manager's dispatch: Python's
+#: ssl module reads PEM, not PKCS#12, and the Functions bundle carries no compiled code
+#: to convert (``ai4ec apply`` writes it from the certificate, see apply/keys.py).
+GATEWAY_CLIENT_PEM_SECRET = "ai4ec-gateway-client-pem"
 #: Kubernetes keys of the runtime Secret, and the Key Vault secrets they come from. No
 #: key is among them: URLs without keys, telemetry, and the Redis password of KEDA.
 RUNTIME_SECRET_KEYS: tuple[tuple[str, str], ...] = (
@@ -232,3 +237,10 @@ RUNTIME_SECRET_KEYS: tuple[tuple[str, str], ...] = (
 def service_account_subject(namespace: str, name: str) -> str:
     """The federated credential subject of a Kubernetes ServiceAccount."""
     return f"system:serviceaccount:{namespace}:{name}"
+
+
+def mutual_tls(platform: Platform) -> bool:
+    """Whether any cluster's gateway asks callers for the gateway client certificate."""
+    return any(
+        c.ingress.protocol == "https" and c.ingress.client_certificate for c in platform.clusters
+    )

@@ -5,12 +5,17 @@ local HTTPS server that behaves as the data plane does where it matters: it refu
 request without a bearer token with the ``WWW-Authenticate`` challenge the SDK's
 challenge policy expects, refuses a token for another audience (401), a missing
 ``api-version``, an invalid secret name (400 BadParameter) and a body without a string
-``value``; an unknown secret is ``404 SecretNotFound``. It records violations instead of
+``value``; an unknown secret is ``404 SecretNotFound``. Certificates: ``create`` (202, then
+a completed operation) is refused unless the policy is what ai4ec needs (self-signed,
+exportable, PKCS#12, client-authentication usage); the fake issues a real self-signed
+certificate and, as Key Vault does, exposes it as a secret of the same name holding the
+base64 PKCS#12 with its key. It records violations instead of
 raising in its thread; tests assert there are none.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -29,6 +34,8 @@ class FakeKeyVault:
 
     def __init__(self, tls: Tls) -> None:
         self.secrets: dict[str, str] = {}
+        #: Certificate name -> DER of its current version.
+        self.certificates: dict[str, bytes] = {}
         self.writes: list[str] = []
         self.violations: list[str] = []
         self.forbid_writes = False
@@ -73,6 +80,10 @@ class FakeKeyVault:
                     vault.violations.append(f"no api-version on {self.command} {url.path}")
                     self._send(400, {"error": {"code": "BadParameter", "message": "api"}})
                     return
+                c = re.fullmatch(r"/certificates/([^/]+)(/create|/pending)?/?", url.path)
+                if c is not None:
+                    vault.certificate(self, c.group(1), c.group(2) or "", body)
+                    return
                 m = re.fullmatch(r"/secrets/([^/]+)/?", url.path)
                 if m is None or not _NAME.match(m.group(1)):
                     vault.violations.append(f"bad path {url.path}")
@@ -112,6 +123,79 @@ class FakeKeyVault:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def certificate(self, h: Any, name: str, action: str, body: bytes) -> None:
+        """The certificate calls of the data plane ai4ec makes (see the module docstring)."""
+        base = f"https://127.0.0.1:{self.port}/certificates/{name}"
+        operation = {
+            "id": f"{base}/pending",
+            "issuer": {"name": "Self"},
+            "status": "completed",
+            "target": base,
+        }
+        if action == "/create" and h.command == "POST":
+            policy = (json.loads(body or b"{}") or {}).get("policy") or {}
+            problems = []
+            if (policy.get("issuer") or {}).get("name") != "Self":
+                problems.append("issuer is not Self")
+            if not (policy.get("key_props") or {}).get("exportable"):
+                problems.append("key not exportable")
+            if (policy.get("secret_props") or {}).get("contentType") != "application/x-pkcs12":
+                problems.append("content type is not PKCS#12")
+            if "1.3.6.1.5.5.7.3.2" not in ((policy.get("x509_props") or {}).get("ekus") or []):
+                problems.append("no client authentication usage")
+            if problems:
+                self.violations.append(f"create {name}: {', '.join(problems)}")
+                h._send(400, {"error": {"code": "BadParameter", "message": "policy"}})
+                return
+            subject = (policy.get("x509_props") or {}).get("subject") or f"CN={name}"
+            der, pfx = _self_signed(subject)
+            self.certificates[name] = der
+            self.secrets[name] = pfx
+            self.writes.append(f"certificate {name}")
+            h._send(202, {**operation, "status": "inProgress"})
+            return
+        if action == "/pending" and h.command == "GET":
+            h._send(200, operation)
+            return
+        if action == "" and h.command == "GET":
+            if name not in self.certificates:
+                msg = f"A certificate with (name/id) {name} was not found in this key vault."
+                h._send(404, {"error": {"code": "CertificateNotFound", "message": msg}})
+                return
+            cer = base64.b64encode(self.certificates[name]).decode()
+            h._send(200, {"id": f"{base}/0123456789abcdef", "cer": cer, "attributes": {}})
+            return
+        self.violations.append(f"unexpected {h.command} certificates/{name}{action}")
+        h._send(405, {"error": {"code": "MethodNotAllowed", "message": "no"}})
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _self_signed(subject: str) -> tuple[bytes, str]:
+    """A real self-signed client certificate: (DER, base64 PKCS#12 with the key)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject.removeprefix("CN="))])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pfx = pkcs12.serialize_key_and_certificates(None, key, cert, None, serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.DER), base64.b64encode(pfx).decode()

@@ -116,3 +116,72 @@ def test_forbidden_write_names_the_secret_and_the_role(
     assert "ai4ec-access-keys" in message and "HTTP 403" in message
     assert "Key Vault Secrets Officer" in message
     assert vault.secrets == {}
+
+
+@pytest.fixture
+def certs(vault: FakeKeyVault, tls: Tls) -> Iterator[apply_keys.KeyVaultCertificates]:
+    c = apply_keys.KeyVaultCertificates(
+        vault.url,
+        FakeCredential(),
+        {"connection_verify": str(tls.ca_file), "verify_challenge_resource": False},
+        poll_seconds=0,
+    )
+    yield c
+    c.close()
+
+
+def _pem_cert_der(pem: str) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_gateway_certificate_created_once_with_its_pem(
+    vault: FakeKeyVault,
+    store: apply_keys.KeyVaultSecrets,
+    certs: apply_keys.KeyVaultCertificates,
+) -> None:
+    """The real certificate and secret clients: a self-signed client certificate, then PEM.
+
+    The PEM holds the certificate Key Vault issued and a private key that matches it, so
+    the task manager's dispatch presents exactly what API Management presents.
+    """
+    import ssl
+    import tempfile
+
+    name, pem_name = "ai4ec-gateway-client", "ai4ec-gateway-client-pem"
+    written = apply_keys.ensure_gateway_certificate(certs, store, name, pem_name)
+    assert written == [name, pem_name]
+    pem = vault.secrets[pem_name]
+    assert "PRIVATE KEY" in pem and _pem_cert_der(pem) == vault.certificates[name]
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as f:
+        f.write(pem)
+        f.flush()
+        ssl.create_default_context().load_cert_chain(f.name)  # key and certificate agree
+    # A second apply writes nothing.
+    assert apply_keys.ensure_gateway_certificate(certs, store, name, pem_name) == []
+    # Key Vault renewed the certificate: the PEM follows the new version.
+    from .kv_fake import _self_signed
+
+    vault.certificates[name], vault.secrets[name] = _self_signed("CN=" + name)
+    assert apply_keys.ensure_gateway_certificate(certs, store, name, pem_name) == [pem_name]
+    assert _pem_cert_der(vault.secrets[pem_name]) == vault.certificates[name]
+
+
+def test_gateway_certificate_that_is_not_pkcs12_is_refused(
+    vault: FakeKeyVault,
+    store: apply_keys.KeyVaultSecrets,
+    certs: apply_keys.KeyVaultCertificates,
+) -> None:
+    """A certificate made by hand as PEM cannot be read back: say so, write nothing."""
+    from .kv_fake import _self_signed
+
+    vault.certificates["ai4ec-gateway-client"], _pfx = _self_signed("CN=x")
+    vault.secrets["ai4ec-gateway-client"] = "-----BEGIN CERTIFICATE-----\n..."
+    with pytest.raises(ApplyError, match="not an exportable PKCS#12"):
+        apply_keys.ensure_gateway_certificate(
+            certs, store, "ai4ec-gateway-client", "ai4ec-gateway-client-pem"
+        )
+    assert "ai4ec-gateway-client-pem" not in vault.secrets

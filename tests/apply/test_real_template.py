@@ -218,6 +218,10 @@ def test_sample_applies_against_the_fakes(
     assert {"ai4ec-access-keys", "ai4ec-apim-key", "ai4ec-eventgrid-delivery-key"} <= set(
         vault.secrets
     )
+    # Mutual TLS (every sample's default): the gateway client certificate and its PEM
+    # exist before API Management's certificate and the Functions' reference read them.
+    assert set(vault.certificates) == {"ai4ec-gateway-client"}
+    assert "ai4ec-gateway-client-pem" in vault.secrets
     dispatch = next(
         q.json()["properties"]["parameters"]
         for q in azure.requests

@@ -259,6 +259,9 @@ class ClusterBackend:
     named_value: str
     protocol: str
     default_url: str
+    #: The gateway asks for the gateway client certificate (mutual TLS): the backend
+    #: presents API Management's certificate of that name.
+    client_certificate: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -600,6 +603,7 @@ def _backend(platform: Platform, name: str) -> ClusterBackend:
         named_value=ingress_named_value(name),
         protocol=ingress.protocol,
         default_url=default,
+        client_certificate=ingress.protocol == "https" and ingress.client_certificate,
     )
 
 

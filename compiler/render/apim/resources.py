@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...model.naming import GATEWAY_CLIENT_CERT
 from ...model.types import Platform
 from ..azure.spec import Member, Param, Parameter, Resource, camel
 from .plan import (
@@ -218,6 +219,21 @@ class _Builder:
                     "value": _ingress_value(b.cluster),
                 },
             )
+        certificate: Resource | None = None
+        if any(b.client_certificate for b in plan.backends):
+            # Read from Key Vault with the service's identity, unversioned so that a
+            # renewed certificate is picked up; `ai4ec apply` creates it before this step.
+            certificate = self.add(
+                "certificates",
+                GATEWAY_CLIENT_CERT,
+                self.service,
+                {
+                    "keyVault": {
+                        "secretIdentifier": f"{plan.key_vault_uri}/secrets/{GATEWAY_CLIENT_CERT}"
+                    }
+                },
+                list(self.key_vault_waits),
+            )
         for b in plan.backends:
             props: dict[str, Any] = {
                 "title": f"Istio ingress of cluster {b.cluster}",
@@ -227,7 +243,14 @@ class _Builder:
             }
             if b.protocol == "https":
                 props["tls"] = {"validateCertificateChain": True, "validateCertificateName": True}
-            self.backends[b.backend_id] = self.add("backends", b.backend_id, self.service, props)
+            waits: list[Resource] = []
+            if b.client_certificate and certificate is not None:
+                # Mutual TLS: every call to this ingress presents the client certificate.
+                props["credentials"] = {"certificateIds": [certificate.id()]}
+                waits.append(certificate)
+            self.backends[b.backend_id] = self.add(
+                "backends", b.backend_id, self.service, props, waits
+            )
         self.policy(self.service, plan.global_policy_path)
         for api in plan.apis:
             self.api(api)

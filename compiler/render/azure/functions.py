@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ...model.naming import GATEWAY_CLIENT_PEM_SECRET, mutual_tls
 from ...model.types import Platform
 from ..runtime import app_settings
 from .access import ACCESS_KEYS_SECRET
@@ -66,6 +67,11 @@ def _site_config(
             ),
         }
     )
+    if mutual_tls(platform):
+        # The gateway client certificate (PEM) dispatch presents to mutual-TLS gateways.
+        settings["AI4EC_GATEWAY_CLIENT_CERT"] = (
+            f"@Microsoft.KeyVault(SecretUri={vault_uri}/{GATEWAY_CLIENT_PEM_SECRET}/)"
+        )
     if ingress_urls is not None:
         # Each cluster's ingress by name: a pipeline step goes to the cluster of its API.
         settings["AI4EC_BACKEND_BASE_URLS"] = ingress_urls

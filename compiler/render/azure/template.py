@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ...errors import Diagnostic, RenderError
+from ...model.naming import GATEWAY_CLIENT_CERT, mutual_tls
 from ...model.types import Mode, Platform
 from ..artifact import RenderContext
 from .access import (
@@ -174,7 +175,17 @@ def build_template(
         source=" ".join(context.source_name.splitlines()),
         environment=platform.environment,
         description=f"{description} (environment {platform.environment})",
-        outputs=[*_outputs(clusters, syncs), *identity_outputs(identities)],
+        outputs=[
+            *_outputs(clusters, syncs),
+            *identity_outputs(identities),
+            Output(
+                "gatewayClientCertificate",
+                "string",
+                GATEWAY_CLIENT_CERT if mutual_tls(platform) else "",
+                "Key Vault certificate `ai4ec apply` creates for mutual TLS at the gateways "
+                "(API Management and dispatch present it); empty when no gateway asks.",
+            ),
+        ],
         deps=deps,
         split=split,
     )

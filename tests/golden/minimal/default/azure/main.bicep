@@ -208,3 +208,6 @@ output apis object = {
     clientId: idApiHelloV1.properties.clientId
   }
 }
+
+@description('Key Vault certificate `ai4ec apply` creates for mutual TLS at the gateways (API Management and dispatch present it); empty when no gateway asks.')
+output gatewayClientCertificate string = 'ai4ec-gateway-client'

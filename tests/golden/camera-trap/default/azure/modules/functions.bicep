@@ -108,6 +108,10 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
           value: '30'
         }
         {
+          name: 'AI4EC_GATEWAY_CLIENT_CERT'
+          value: '@Microsoft.KeyVault(SecretUri=https://camtrap-kv-62e62.vault.azure.net/secrets/ai4ec-gateway-client-pem/)'
+        }
+        {
           name: 'AI4EC_PLATFORM'
           value: 'camera-trap'
         }

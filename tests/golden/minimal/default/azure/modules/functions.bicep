@@ -107,6 +107,10 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
           value: '30'
         }
         {
+          name: 'AI4EC_GATEWAY_CLIENT_CERT'
+          value: '@Microsoft.KeyVault(SecretUri=https://myplat-kv-e61b8.vault.azure.net/secrets/ai4ec-gateway-client-pem/)'
+        }
+        {
           name: 'AI4EC_PLATFORM'
           value: 'my-platform'
         }

@@ -63,6 +63,16 @@ resource apimNamedValuesAi4ecIngressMain 'Microsoft.ApiManagement/service/namedV
   }
 }
 
+resource apimCertificatesAi4ecGatewayClient 'Microsoft.ApiManagement/service/certificates@2024-05-01' = {
+  parent: apim
+  name: 'ai4ec-gateway-client'
+  properties: {
+    keyVault: {
+      secretIdentifier: 'https://wildlife-prod-kv-4704a.vault.azure.net/secrets/ai4ec-gateway-client'
+    }
+  }
+}
+
 resource apimBackendsAi4ecIngressMain 'Microsoft.ApiManagement/service/backends@2024-05-01' = {
   parent: apim
   name: 'ai4ec-ingress-main'
@@ -74,6 +84,11 @@ resource apimBackendsAi4ecIngressMain 'Microsoft.ApiManagement/service/backends@
     tls: {
       validateCertificateChain: true
       validateCertificateName: true
+    }
+    credentials: {
+      certificateIds: [
+        apimCertificatesAi4ecGatewayClient.id
+      ]
     }
   }
 }
