@@ -19,10 +19,14 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import select
+import ssl
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -127,6 +131,24 @@ class EventGridDispatcher:
                 self._client = None
 
 
+def _tls_context(client_cert_pem: str | None) -> ssl.SSLContext:
+    """The TLS settings of HTTPS dispatch: system trust, and the client certificate.
+
+    ``ssl`` loads a key and certificate only from a file, so the PEM is written to a
+    private temporary file (mode 0600), loaded, and the file removed at once.
+    """
+    ctx = ssl.create_default_context()
+    if client_cert_pem:
+        fd, path = tempfile.mkstemp(prefix="ai4ec-client-", suffix=".pem")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(client_cert_pem)
+            ctx.load_cert_chain(path)
+        finally:
+            Path(path).unlink()
+    return ctx
+
+
 class BackendClient:
     """POSTs bodies to backends over a pool of kept-alive HTTP/1.1 connections.
 
@@ -144,10 +166,13 @@ class BackendClient:
     Args:
         timeout: seconds for connecting and for each socket read; keep it below Event
             Grid's 30 s webhook limit.
+        client_cert_pem: PEM key and certificate presented to every HTTPS backend (the
+            gateways' mutual TLS), or None. Server certificates are verified as usual.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, client_cert_pem: str | None = None) -> None:
         self.timeout = timeout
+        self._tls = _tls_context(client_cert_pem)
         self._free: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -198,8 +223,11 @@ class BackendClient:
             if conn.sock is not None and not _dropped(conn.sock):
                 return conn, True
             conn.close()
-        cls = http.client.HTTPSConnection if key[0] == "https" else http.client.HTTPConnection
-        return cls(key[1], timeout=self.timeout), False
+        if key[0] == "https":
+            return http.client.HTTPSConnection(
+                key[1], timeout=self.timeout, context=self._tls
+            ), False
+        return http.client.HTTPConnection(key[1], timeout=self.timeout), False
 
     def _give(self, key: tuple[str, str], conn: http.client.HTTPConnection, reusable: bool) -> None:
         with self._lock:

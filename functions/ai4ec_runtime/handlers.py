@@ -180,7 +180,7 @@ class Runtime:
             shards=settings.redis_shards,
             op_ttl_seconds=settings.op_ttl_seconds,
         )
-        self.backend = BackendClient(settings.backend_timeout_seconds)
+        self.backend = BackendClient(settings.backend_timeout_seconds, settings.gateway_client_cert)
         self._dispatcher = dispatcher
         self._lock = threading.Lock()
 

@@ -161,6 +161,9 @@ class Settings:
         local_workers: ``AI4EC_LOCAL_WORKERS``: delivery threads per API (local dispatcher).
         local_poll_seconds: ``AI4EC_LOCAL_POLL_SECONDS``: longest a local delivery lane
             sleeps before looking at its durable queue again.
+        gateway_client_cert: ``AI4EC_GATEWAY_CLIENT_CERT``: PEM private key and
+            certificate dispatch presents to HTTPS backends (the gateways' mutual TLS); on
+            Azure a Key Vault reference. Never logged; not in ``repr``.
     """
 
     redis_url: str | None = None
@@ -188,6 +191,7 @@ class Settings:
     op_ttl_seconds: int = 120
     local_workers: int = 4
     local_poll_seconds: float = 1.0
+    gateway_client_cert: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(
@@ -253,6 +257,7 @@ class Settings:
             op_ttl_seconds=_int(e, "AI4EC_OP_TTL_SECONDS", 120),
             local_workers=max(1, _int(e, "AI4EC_LOCAL_WORKERS", 4)),
             local_poll_seconds=_float(e, "AI4EC_LOCAL_POLL_SECONDS", 1.0),
+            gateway_client_cert=_client_pem(e.get("AI4EC_GATEWAY_CLIENT_CERT") or ""),
         )
 
     def require_redis_url(self) -> str:
@@ -280,3 +285,26 @@ class Settings:
                 "(or AI4EC_DISPATCH=local to POST to backends directly)"
             )
         return self.event_grid_topic_uri
+
+
+def _client_pem(text: str) -> str | None:
+    """The client certificate PEM, checked for both parts (the value is never shown).
+
+    Raises:
+        ConfigurationError: the setting is present but not a PEM key and certificate
+            (an unresolved Key Vault reference arrives as its ``@Microsoft.KeyVault``
+            text, which this names without echoing anything else).
+    """
+    if not text.strip():
+        return None
+    if text.startswith("@Microsoft.KeyVault"):
+        raise ConfigurationError(
+            "AI4EC_GATEWAY_CLIENT_CERT is an unresolved Key Vault reference: the Function "
+            "App cannot read the secret ai4ec-gateway-client-pem (does it exist? `ai4ec "
+            "apply` writes it)"
+        )
+    if "PRIVATE KEY-----" not in text or "BEGIN CERTIFICATE-----" not in text:
+        raise ConfigurationError(
+            "AI4EC_GATEWAY_CLIENT_CERT must hold a PEM private key and certificate"
+        )
+    return text
