@@ -224,8 +224,11 @@ def _check_access(ctx: ModelContext, raw: dict[str, Any], path: JsonPath) -> Non
             cors_problem(origins, cors.get("allowCredentials", False)),
             _field(cors, cpath, "allowCredentials"),
         )
-    entra = (raw.get("auth") or {}).get("entraId") or {}
-    epath: JsonPath = (*path, "auth", "entraId")
+    _check_entra(ctx, (raw.get("auth") or {}).get("entraId") or {}, (*path, "auth", "entraId"))
+
+
+def _check_entra(ctx: ModelContext, entra: dict[str, Any], epath: JsonPath) -> None:
+    """Audiences and roles become XML text in ``validate-jwt``: literals only."""
     for key, what in (("audiences", "Entra audience"), ("requiredRoles", "Entra role")):
         for k, text in enumerate(entra.get(key, [])):
             _report(ctx, literal_problem(text, what), (*epath, key, k))
@@ -274,6 +277,7 @@ def _check_product(ctx: ModelContext, product: Product, raw: dict[str, Any], ind
             rate_period_problem(seconds(rate["period"]), f"product {product.name!r} rate limit"),
             (*path, "rateLimit", "period"),
         )
+    _check_entra(ctx, raw.get("entraId") or {}, (*path, "entraId"))
 
 
 def check_apim(
@@ -290,6 +294,7 @@ def check_apim(
     for p in pipelines:
         if p.id in where:
             _check_pipeline(ctx, p, where[p.id])
+    _check_keyless_limits(ctx, apis, pipelines, products)
     raw_products = ctx.data.get("products", [])
     seen: set[str] = set()
     for i, raw in enumerate(raw_products):
@@ -297,3 +302,44 @@ def check_apim(
         if product is not None and raw["name"] not in seen:
             seen.add(raw["name"])
             _check_product(ctx, product, raw, i)
+
+
+def _check_keyless_limits(
+    ctx: ModelContext, apis: list[Api], pipelines: list[Pipeline], products: tuple[Product, ...]
+) -> None:
+    """E-APIM-KEYLESS-LIMIT: keyless callers of a limited product cannot be limited.
+
+    Calls without a subscription key have no product context, so the API policy limits
+    them itself with ``rate-limit-by-key``/``quota-by-key``; the Consumption tier has
+    neither, and leaving such an API unlimited would silently drop its products' limits.
+    """
+    sku = ((ctx.data.get("azure") or {}).get("apiManagement") or {}).get("sku")
+    if sku != "Consumption":
+        return
+    where = pipeline_index(ctx)
+    members: list[tuple[str, bool, JsonPath]] = [
+        (a.id, a.auth.subscription_key, ("apis", i)) for i, a in enumerate(apis)
+    ]
+    members += [
+        (p.id, p.auth.subscription_key, ("pipelines", where[p.id]))
+        for p in pipelines
+        if p.id in where
+    ]
+    for member, keyed, path in members:
+        if keyed:
+            continue
+        limited = [
+            p.name
+            for p in products
+            if member in (*p.apis, *p.pipelines) and (p.rate_limit or p.quota)
+        ]
+        if limited:
+            ctx.report(
+                "E-APIM-KEYLESS-LIMIT",
+                f"{member!r} takes calls without a subscription key, which the limits of "
+                f"product(s) {', '.join(map(repr, limited))} cannot count, and the "
+                "Consumption tier has no per-caller limits to count them with",
+                (*path, "auth", "subscriptionKey"),
+                "keep subscriptionKey: true, or use a tier with rate-limit-by-key "
+                "(Developer, Basic, Standard, Premium)",
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..load import format_path
 from .context import ModelContext
 from .defaults import (
+    read_auth,
     read_limit,
 )
 from .refs import (
@@ -118,6 +119,7 @@ def read_products(
                         )
                     )
                 ),
+                entra_id=read_auth({"entraId": prod.get("entraId")}).entra_id,
                 json_path=format_path(("products", i)),
             )
         )

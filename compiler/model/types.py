@@ -503,6 +503,8 @@ class Product:
     pipelines: tuple[str, ...]
     #: Developer-portal groups that see the product and may subscribe to it.
     groups: tuple[str, ...] = ()
+    #: Callers must also present this Entra ID token (``products[].entraId``).
+    entra_id: EntraAuth | None = None
     json_path: str = ""
 
 

@@ -15,6 +15,7 @@ appears inside JSON bodies (display names) is escaped instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -210,6 +211,13 @@ class ApiPlan:
     not_routed_body: str
     policy_path: str
     json_path: str
+    #: Calls without a subscription key have no product context, so the product's
+    #: limits cannot count them: the API itself limits them, per token subject (or per
+    #: client address without Entra ID), with the strictest limits of its products.
+    keyless_rate_limit: Limit | None = None
+    keyless_quota: Limit | None = None
+    #: Policy expression naming one keyless caller: the token's subject, else the address.
+    keyless_counter_key: str = ""
 
     @property
     def proxies(self) -> bool:
@@ -248,6 +256,8 @@ class ProductPlan:
     policy_path: str
     #: Developer-portal groups linked to the product (none on Consumption: no portal).
     groups: tuple[str, ...] = ()
+    #: ``products[].entraId``: callers of the product also present this token.
+    jwt: JwtPlan | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -587,6 +597,31 @@ def _product_plan(
         apis=tuple(sorted(members)),
         policy_path=f"apim/products/{name}.xml",
         groups=product.groups if portal else (),
+        jwt=_jwt([product.entra_id] if product.entra_id else [], True, product.json_path),
+    )
+
+
+def strictest(limits: list[Limit]) -> Limit | None:
+    """The limit allowing the fewest calls per second (the longer period on a tie)."""
+    if not limits:
+        return None
+    return min(limits, key=lambda x: (x.calls / x.period_seconds, -x.period_seconds))
+
+
+def _keyless(api: ApiPlan, products: tuple[Product, ...], by_key: bool) -> ApiPlan:
+    """``api`` with the limits of its keyless callers (see :attr:`ApiPlan.keyless_rate_limit`)."""
+    if api.subscription_required or not by_key or api.kind not in ("api", "pipeline"):
+        return api
+    mine = [p for p in products if api.name in (*p.apis, *p.pipelines)]
+    if api.jwt is not None:
+        key = f'@("sub:" + ((Jwt)context.Variables["{api.jwt.variable}"]).Subject)'
+    else:
+        key = '@("ip:" + context.Request.IpAddress)'
+    return dataclasses.replace(
+        api,
+        keyless_counter_key=key,
+        keyless_rate_limit=strictest([p.rate_limit for p in mine if p.rate_limit]),
+        keyless_quota=strictest([p.quota for p in mine if p.quota]),
     )
 
 
@@ -628,6 +663,7 @@ def build_plan(platform: Platform, source_dir: str, source_name: str) -> ApimPla
     by_key = az.api_management.sku not in NO_BY_KEY_SKUS
     apis = [_api_plan(platform, a, source_dir) for a in platform.apis]
     apis += [_pipeline_plan(platform, p) for p in platform.pipelines]
+    apis = [_keyless(a, platform.products, by_key) for a in apis]
     status = _status_plan(platform)
     async_members = {a.id for a in platform.apis if a.has_async} | {
         p.id for p in platform.pipelines
