@@ -485,3 +485,23 @@ def test_check_live_against_the_region(arm: FakeArm, tls: Tls) -> None:
     arm.reset_log()
     assert check_live(FakeCredential(), SUB, LOCATION, LiveAsk(), **options(arm, tls)) == []
     assert arm.requests == []  # nothing asked: no call
+
+
+def test_live_ask_asks_quota_for_each_gpu_pool_at_its_maximum() -> None:
+    """`apply --plan`'s live check asks for the GPU pools' most nodes, not their minimum.
+
+    camera-trap has two A100 pools (autoscale 0..4 and 1..2) and a CPU pool: the quota
+    demand must be the two GPU pools at 4 and 2 nodes, and nothing for the CPU pool.
+    """
+    from ai4ec.apply.livecheck import live_ask
+    from ai4ec.pipeline import check_platform, require_ok
+
+    from ..conftest import ROOT
+
+    (platform,) = require_ok(check_platform(ROOT / "samples" / "camera-trap" / "platform.yaml"))
+    ask = live_ask(platform)
+    assert sorted((p.pool, p.vm_size, p.max_nodes) for p in ask.pools) == [
+        ("gpu", "Standard_NC24ads_A100_v4", 4),
+        ("gpusync", "Standard_NC24ads_A100_v4", 2),
+    ]
+    assert ("cluster main, pool cpu", "Standard_DS3_v2") in ask.vm_sizes

@@ -7,6 +7,7 @@ files are the user-facing error messages, so a change in them is a change in beh
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,19 @@ from ai4ec.report import format_text
 from ..conftest import CASES
 
 INVALID = sorted((CASES / "invalid").glob("*.yaml"))
+#: Optional first line of a case judged on another day than the suite's (retirements).
+_TODAY = re.compile(rb"^# today: (\d{4}-\d{2}-\d{2})\.")
+
+
+@pytest.fixture(autouse=True)
+def _case_day(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case whose first line is ``# today: YYYY-MM-DD.`` is judged on that day."""
+    case = getattr(request.node, "callspec", None)
+    path = case.params.get("case") if case is not None else None
+    if isinstance(path, Path):
+        m = _TODAY.match(path.read_bytes())
+        if m:
+            monkeypatch.setenv("AI4EC_TODAY", m.group(1).decode())
 
 
 def render_case(path: Path) -> str:

@@ -8,6 +8,7 @@ Refresh with ``pytest --update-golden`` and review the diff.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -60,3 +61,9 @@ def test_warning_case_cli(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gh = runner.invoke(cli, ["validate", "--format", "github", str(case)], catch_exceptions=False)
     assert gh.exit_code == 0
     assert gh.output.startswith("::warning ")
+    args = ["validate", "--format", "json", str(case)]
+    as_json = runner.invoke(cli, args, catch_exceptions=False)
+    assert as_json.exit_code == 0
+    doc = json.loads(as_json.output)
+    assert doc["valid"] is True and doc["warnings"] >= 1
+    assert doc["diagnostics"] and all(d["severity"] == "warning" for d in doc["diagnostics"])
