@@ -33,6 +33,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from ..model.types import Limit
 from ..render.apim.plan import (
     CREATE_FAILED_RETRY_AFTER,
     STATUS_URL_TEMPLATE,
@@ -195,11 +196,18 @@ class Counters:
 
     def rate_exceeded(self, product: ProductPlan, key: str) -> int | None:
         """Seconds to wait when this call goes over the product's rate limit, else None."""
-        limit = product.rate_limit
+        return self.rate_over(product.name, product.rate_limit, key)
+
+    def quota_exceeded(self, product: ProductPlan, key: str) -> int | None:
+        """Seconds until the quota renews when this call goes over it, else None."""
+        return self.quota_over(product.name, product.quota, key)
+
+    def rate_over(self, scope: str, limit: Limit | None, key: str) -> int | None:
+        """``rate-limit-by-key`` of ``scope`` (a product, or an API's keyless callers)."""
         if limit is None:
             return None
         now = self.clock()
-        calls = self._rate.setdefault((product.name, key), deque())
+        calls = self._rate.setdefault((scope, key), deque())
         while calls and calls[0] <= now - limit.period_seconds:
             calls.popleft()
         if len(calls) >= limit.calls:
@@ -207,18 +215,17 @@ class Counters:
         calls.append(now)
         return None
 
-    def quota_exceeded(self, product: ProductPlan, key: str) -> int | None:
-        """Seconds until the quota renews when this call goes over it, else None."""
-        quota = product.quota
+    def quota_over(self, scope: str, quota: Limit | None, key: str) -> int | None:
+        """``quota-by-key`` of ``scope``: seconds until it renews when over, else None."""
         if quota is None:
             return None
         now = self.clock()
-        start, used = self._quota.get((product.name, key), (now, 0))
+        start, used = self._quota.get((scope, key), (now, 0))
         if now >= start + quota.period_seconds:
             start, used = now, 0
         if used >= quota.calls:
             return max(1, int(start + quota.period_seconds - now + 0.999))
-        self._quota[(product.name, key)] = (start, used + 1)
+        self._quota[(scope, key)] = (start, used + 1)
         return None
 
 
@@ -378,6 +385,8 @@ class Gateway:
             if not products:
                 return apim_error(401, INVALID_KEY)
             subscription = f"dev-subscription-{products[0].name}"
+            if products[0].jwt is not None and self._validate_jwt(request, products[0].jwt) is None:
+                return apim_error(401, JWT_FAILED)  # the product policy's validate-jwt
             limited = self._product_scope(products[0], subscription)
             if limited is not None:
                 return limited
@@ -386,6 +395,14 @@ class Gateway:
             claims = self._validate_jwt(request, api.jwt)
             if claims is None:
                 return apim_error(401, JWT_FAILED)
+        if subscription is None:
+            # The API policy's limits of keyless callers, per token subject or address.
+            caller = f"sub:{claims.get('sub')}" if claims else f"ip:{request.remote}"
+            limited = self._limits(
+                f"keyless:{api.name}", api.keyless_rate_limit, api.keyless_quota, caller
+            )
+            if limited is not None:
+                return limited
         if route.op is None:
             return await self._task_status(params.get("taskId", ""))
         op = route.op
@@ -413,14 +430,19 @@ class Gateway:
         return await self._proxy(request, op, body)
 
     def _product_scope(self, product: ProductPlan, subscription: str) -> web.Response | None:
-        wait = self.counters.rate_exceeded(product, subscription)
+        return self._limits(product.name, product.rate_limit, product.quota, subscription)
+
+    def _limits(
+        self, scope: str, rate: Limit | None, quota: Limit | None, key: str
+    ) -> web.Response | None:
+        wait = self.counters.rate_over(scope, rate, key)
         if wait is not None:
             return apim_error(
                 429,
                 f"Rate limit is exceeded. Try again in {wait} seconds.",
                 {"Retry-After": str(wait)},
             )
-        renews = self.counters.quota_exceeded(product, subscription)
+        renews = self.counters.quota_over(scope, quota, key)
         if renews is not None:
             return apim_error(
                 403,

@@ -363,14 +363,14 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _token_claims(plan: ApimPlan) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Audiences and roles that pass every API's ``validate-jwt`` (so one token does all)."""
+    """Audiences and roles that pass every API's and product's ``validate-jwt`` (one token)."""
     audiences: list[str] = []
     roles: list[str] = []
-    for api in plan.apis:
-        if api.jwt is None:
+    for jwt in [a.jwt for a in plan.apis] + [p.jwt for p in plan.products]:
+        if jwt is None:
             continue
-        audiences.extend(a for a in api.jwt.audiences if a not in audiences)
-        roles.extend(r for r in api.jwt.roles if r not in roles)
+        audiences.extend(a for a in jwt.audiences if a not in audiences)
+        roles.extend(r for r in jwt.roles if r not in roles)
     return tuple(audiences) or (DEFAULT_AUDIENCE,), tuple(roles)
 
 

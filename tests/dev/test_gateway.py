@@ -175,6 +175,49 @@ def test_entra_tokens_and_cors(tmp_path: Path) -> None:
     run_session(path, tmp_path / "state", scenario)
 
 
+def test_product_tokens_and_keyless_limits(tmp_path: Path) -> None:
+    """As the rendered policies do (tests/render/apim/test_keyless.py): a product with
+    ``entraId`` asks its callers for the token; an API without subscription keys limits
+    keyless calls per token subject with its products' limits (429 + Retry-After)."""
+    text = CAMERA_TRAP.read_text(encoding="utf-8")
+    entra = "{tenantId: 11111111-1111-1111-1111-111111111111, audiences: [api://camera-trap]}"
+    text = text.replace(
+        "    concurrency: 4\n",
+        f"    concurrency: 4\n    auth: {{subscriptionKey: false, entraId: {entra}}}\n",
+        1,
+    )
+    text = text.replace(
+        "    rateLimit: {calls: 5, period: 60s}\n",
+        f"    rateLimit: {{calls: 5, period: 60s}}\n    entraId: {entra}\n",
+        1,
+    )
+    text = text.replace("rateLimit: {calls: 60, period: 60s}", "rateLimit: {calls: 2, period: 60s}")
+    path = tmp_path / "platform.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    async def scenario(s: DevSession, c: aiohttp.ClientSession) -> None:
+        token = {"Authorization": f"Bearer {s.token}"}
+        public = {KEY: s.keys["public"]}
+        sync = f"{s.gateway_url}/v1/camera-trap/detector-sync/detect"
+        async with c.post(sync, json={}, headers=public) as resp:
+            assert resp.status == 401  # the public product now asks for the token
+            assert (await resp.json())["message"] == JWT_FAILED
+        async with c.post(sync, json={}, headers={**public, **token}) as resp:
+            assert resp.status == 200
+        classify = f"{s.gateway_url}/v1/camera-trap/classifier/classify"
+        async with c.post(classify, json={}) as resp:
+            assert resp.status == 401  # no key needed, but the token is
+        codes = []
+        for _ in range(3):
+            async with c.post(classify, json={}, headers=token) as resp:
+                codes.append(resp.status)
+                retry_after = resp.headers.get("Retry-After")
+        assert codes == [202, 202, 429]  # partner's 2 calls a minute, per token subject
+        assert retry_after is not None and 0 < int(retry_after) <= 60
+
+    run_session(path, tmp_path / "state", scenario)
+
+
 def test_api_without_backend_answers_503_through_the_gateway(tmp_path: Path) -> None:
     """Without --demo or --backend an API is reported and its sync calls answer 503."""
 
