@@ -7,10 +7,10 @@ pure library functions (no printing, no exit codes): the CLI reports their resul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .errors import Diagnostic, LoadError, Severity, ValidationError
 from .load import (
@@ -203,6 +203,7 @@ __all__ = [
     "DEFAULT_ENV",
     "CheckResult",
     "EnvironmentResult",
+    "Progress",
     "RenderedEnvironment",
     "check_document",
     "check_platform",
@@ -229,8 +230,23 @@ class RenderedEnvironment(NamedTuple):
     manifest: Artifact
 
 
-def render_platforms(result: CheckResult) -> list[RenderedEnvironment]:
+class Progress(Protocol):
+    """Where long work reports how far it got (a progress bar on a terminal)."""
+
+    def start(self, total: int) -> None:
+        """``total`` steps follow."""
+
+    def step(self, label: str) -> None:
+        """One step is done; ``label`` says which (``prod: azure``)."""
+
+
+def render_platforms(
+    result: CheckResult, progress: Progress | None = None, side: str = ""
+) -> list[RenderedEnvironment]:
     """Render every valid environment in memory, in the order of ``result``.
+
+    ``progress`` is told the number of steps (environments x targets) first, then each
+    target of each environment as it finishes; ``side`` prefixes the labels (diff).
 
     Raises:
         ValidationError: the platform file has errors.
@@ -238,7 +254,7 @@ def render_platforms(result: CheckResult) -> list[RenderedEnvironment]:
     """
     import hashlib
 
-    from .render import RenderContext, render_all
+    from .render import TARGETS, RenderContext, render_all
     from .write import manifest
 
     platforms = require_ok(result)
@@ -247,12 +263,23 @@ def render_platforms(result: CheckResult) -> list[RenderedEnvironment]:
     source_sha = hashlib.sha256("\n".join(doc.lines).encode()).hexdigest()
     context = RenderContext(source_name=doc.source.file, source_dir=str(doc.path.parent))
     rendered = []
+    if progress is not None:
+        progress.start(len(platforms) * len(TARGETS))
+    prefix = f"{side}: " if side else ""
     for platform in platforms:
-        r = render_all(platform, context)
+        done = _reporter(progress, f"{prefix}{platform.environment}: ") if progress else None
+        r = render_all(platform, context, done)
         rendered.append(
             RenderedEnvironment(r, manifest(r, platform.name, doc.source.file, source_sha))
         )
     return rendered
+
+
+def _reporter(progress: Progress, prefix: str) -> Callable[[str], None]:
+    def done(target: str) -> None:
+        progress.step(prefix + target)
+
+    return done
 
 
 def build_platform(
@@ -261,6 +288,7 @@ def build_platform(
     environments: Sequence[str] | None = None,
     display_name: str | None = None,
     verify: bool = False,
+    progress: Progress | None = None,
 ) -> BuildResult:
     """Validate, render and write ``out_dir/<env>/`` for each environment.
 
@@ -273,6 +301,6 @@ def build_platform(
     from .write import write_build
 
     result = check_platform(path, environments, display_name)
-    rendered = render_platforms(result)
+    rendered = render_platforms(result, progress)
     written = write_build(Path(out_dir), rendered, verify=verify)
     return BuildResult(check=result, written=tuple(written))

@@ -42,8 +42,14 @@ def build(
     no `environments` builds into OUTPUT/default/.
     """
     from ..pipeline import build_platform
+    from .progress import terminal_progress
 
-    result = build_platform(file, out, envs or None, verify=verify)
+    progress = terminal_progress("building", quiet or fmt == "json")
+    try:
+        result = build_platform(file, out, envs or None, verify=verify, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     if result.check.diagnostics:
         report(result.check.diagnostics, fmt)
     if fmt == "json":

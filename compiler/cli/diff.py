@@ -116,6 +116,7 @@ def diff(
     from .. import diff as engine
     from ..diff import cost as costs
     from ..diff.formats import FORMATTERS, exit_code, summary_line
+    from .progress import terminal_progress
 
     if all_envs and envs:
         raise _fail("--all-envs and -e/--env exclude each other")
@@ -134,7 +135,14 @@ def diff(
         report = engine.diff_dirs(dirs[0], dirs[1], wanted, table)
     else:
         platform = file or Path("platform.yaml")
-        report = engine.diff_git(platform, base_ref, head_ref, wanted, table, display=str(platform))
+        progress = terminal_progress("building both sides", fmt == "json")
+        try:
+            report = engine.diff_git(
+                platform, base_ref, head_ref, wanted, table, str(platform), progress
+            )
+        finally:
+            if progress is not None:
+                progress.close()
     if output is not None:
         text = FORMATTERS[fmt](report)
         try:

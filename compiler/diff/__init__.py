@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ..errors import Diagnostic, DiffError
+from ..pipeline import Progress
 from . import cost as costs
 from .compare import EnvSide, diff_environment
 from .records import ChangeKind, DiffReport, EnvironmentDiff, ResourceChange, Risk, Side
@@ -123,8 +124,11 @@ def diff_git(
     environments: Sequence[str] | None = None,
     prices: costs.Prices | None = None,
     display: str | None = None,
+    progress: Progress | None = None,
 ) -> DiffReport:
     """Compare platform.yaml at ``base_ref`` with ``head_ref`` (default: the working tree).
+
+    ``progress`` hears each target of each environment of each side as it is built.
 
     ``base_ref`` defaults to where the current branch left ``origin``'s default branch
     (see :func:`~ai4ec.diff.sources.default_base`), or ``HEAD`` without a remote.
@@ -173,7 +177,7 @@ def diff_git(
                     ),
                 ),
             )
-        return _compare_loaded(base, head, environments, prices)
+        return _compare_loaded(base, head, environments, prices, progress)
 
 
 def _commit(repo: Path, ref: str, option: str) -> str:
@@ -197,6 +201,7 @@ def _compare_loaded(
     head: Loaded,
     environments: Sequence[str] | None,
     prices: costs.Prices | None,
+    progress: Progress | None = None,
 ) -> DiffReport:
     requested = list(environments) if environments else None
     notes = [*base.notes, *head.notes]
@@ -208,13 +213,13 @@ def _compare_loaded(
 
                 known += environment_names(side.doc) or ["default"]
         _check_envs(requested, known)
-    head_envs, _ = render(head, requested, "head")
+    head_envs, _ = render(head, requested, "head", progress)
     if same_input(base, head):
         # Identical data and referenced files compile to identical output (builds are
         # deterministic): build once. Typical for comment- or layout-only changes.
         base_envs = head_envs
     else:
-        base_envs, _ = render(base, requested, "base")
+        base_envs, _ = render(base, requested, "base", progress)
     return diff_builds(base_envs, head_envs, base.side, head.side, prices, notes)
 
 

@@ -34,7 +34,7 @@ from ..load import (
     load_platform,
     parse_platform,
 )
-from ..pipeline import DEFAULT_ENV, check_document, render_platforms
+from ..pipeline import DEFAULT_ENV, Progress, check_document, render_platforms
 from .compare import EnvSide
 from .records import Side, SourceRef
 
@@ -246,7 +246,7 @@ def _overlay_ref(doc: Document, env: str, defined: bool, change: str) -> SourceR
 
 
 def render(
-    loaded: Loaded, requested: Sequence[str] | None, role: str
+    loaded: Loaded, requested: Sequence[str] | None, role: str, progress: Progress | None = None
 ) -> tuple[dict[str, EnvSide], list[str]]:
     """Build the wanted environments of one side in memory.
 
@@ -266,7 +266,7 @@ def render(
         return {}, available
     result = check_document(doc, wanted if defined else None)
     try:
-        rendered = render_platforms(result)
+        rendered = render_platforms(result, progress, role)
     except Ai4ecError as exc:
         label = loaded.side.label
         diags = exc.diagnostics if role == "head" else _relocate(exc.diagnostics, label)

@@ -12,6 +12,7 @@ parses every artifact back before anything is written
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -49,21 +50,31 @@ class RenderResult:
     artifacts: tuple[Artifact, ...]
 
 
-def render_targets(platform: Platform, context: RenderContext) -> TargetResults:
+#: Told ``"<target>"`` after each target of an environment rendered (progress display).
+TargetDone = Callable[[str], None]
+
+
+def render_targets(
+    platform: Platform, context: RenderContext, done: TargetDone | None = None
+) -> TargetResults:
     """Run every target once for one environment, APIM before the Azure target it feeds."""
+    tell = done or (lambda _target: None)
     apim = render_apim(platform, context)
+    tell("apim")
     azure = render_azure(platform, context, apim.infrastructure)
-    return TargetResults(
-        apim=apim,
-        azure=azure,
-        kubernetes=tuple(render_k8s(platform, context)),
-        functions=tuple(render_runtime(platform, context)),
-    )
+    tell("azure")
+    kubernetes = tuple(render_k8s(platform, context))
+    tell("kubernetes")
+    functions = tuple(render_runtime(platform, context))
+    tell("functions")
+    return TargetResults(apim=apim, azure=azure, kubernetes=kubernetes, functions=functions)
 
 
-def render_all(platform: Platform, context: RenderContext) -> RenderResult:
+def render_all(
+    platform: Platform, context: RenderContext, done: TargetDone | None = None
+) -> RenderResult:
     """Every artifact of one environment, sorted by path."""
-    targets = render_targets(platform, context)
+    targets = render_targets(platform, context, done)
     artifacts = [
         *targets.azure.artifacts,
         *targets.kubernetes,
@@ -84,6 +95,7 @@ def render_all(platform: Platform, context: RenderContext) -> RenderResult:
 __all__ = [
     "TARGETS",
     "Artifact",
+    "TargetDone",
     "RenderContext",
     "RenderResult",
     "TargetResults",
