@@ -28,8 +28,9 @@ import pytest
 import yaml
 
 from ai4ec.apply import Console, arm
-from ai4ec.apply.builddir import load_build
+from ai4ec.apply.builddir import Template, load_build
 from ai4ec.apply.destroy import run_destroy
+from ai4ec.errors import ApplyError
 from ai4ec.pipeline import build_platform
 from ai4ec.render.azure import template
 
@@ -283,3 +284,11 @@ def test_destroy_removes_what_the_split_deployments_made(tls: Tls, split_build: 
         azure.close()
         kube.close()
         vault.close()
+
+
+def test_unknown_split_kind_is_a_clear_error() -> None:
+    """A split template apply has no step for stops the run before anything is sent."""
+    main = Template("main", {"resources": [], "parameters": {}}, {})
+    other = Template("gadgets-1", {"resources": [], "parameters": {}}, {})
+    with pytest.raises(ApplyError, match=r"azure/gadgets-1\.json: not a template kind"):
+        arm.build_parts([main, other], {}, {})
