@@ -22,7 +22,23 @@ one part re-PUTs that part alone, and a first run deploys each part once.
   so with its ``deployEventSubscription`` parameter, which this deployment sets true);
 * ``apim`` - API Management's child objects and policies (``Microsoft.ApiManagement/
   service/*``), deployed after the runtime they call, as the platform's public door
-  opens last. The split ``apim-apis-<n>.json`` templates of very large platforms follow.
+  opens last.
+
+Very large platforms come with split templates (``azure/<kind>-<n>.json``; the Azure
+target writes them only when main.json would pass ARM's 800 resources or 4 MB), each
+its own deployment ``ai4ec-<env>-<kind>-<n>``, in the step its resources belong to:
+
+* ``identities-<n>`` - per-API identities, their federated credentials and results
+  grants: in the ``azure`` step right after ``clusters``, as a federated credential reads
+  its cluster's OIDC issuer with ``reference()``;
+* ``identity-grants-<n>`` - their grants on single Key Vault secrets: in the ``access``
+  step after ``access``, with ``deployAccessGrants`` true like it (the secrets exist then);
+* ``apim-apis-<n>`` - more API Management children: in the ``apim`` step after ``apim``.
+
+main.json's outputs (``apis.<api>.clientId``) then read identities main does not deploy,
+by ``reference(resourceId(...), apiVersion)``, which ARM resolves against the resource
+group whatever deployment made them. So the outputs ride on the first part deployed after
+the identity chunks (``functions``) instead of ``clusters`` (:func:`outputs_part`).
 
 A resource goes to the part of its type, or to a later part when it depends on a
 resource there: main.json's ``dependsOn`` lists every resource a resource references
@@ -56,6 +72,8 @@ ACCESS, DISPATCH, APIM = "access", "dispatch", "apim"
 #: (grants on single Key Vault secrets) follows the ``keys`` step that writes them.
 PARTS = (DATA, CLUSTERS, FUNCTIONS, APIM_SERVICE, ACCESS, DISPATCH, APIM)
 AZURE_PARTS = (DATA, CLUSTERS, FUNCTIONS, APIM_SERVICE)
+#: Kinds of split templates (``<kind>-<n>``, see the module docstring).
+IDENTITIES, IDENTITY_GRANTS, APIM_APIS = "identities", "identity-grants", "apim-apis"
 #: Parameter holding back grants on single Key Vault secrets until apply wrote them.
 PARAM_ACCESS_GRANTS = "deployAccessGrants"
 _ACCESS_CONDITION = f"[parameters('{PARAM_ACCESS_GRANTS}')]"
@@ -73,6 +91,8 @@ UNKNOWN_INGRESS_SUFFIX = ".ingress.invalid"
 _APIM_CHILD = "microsoft.apimanagement/service/"
 _EVENT_SUBSCRIPTION = "microsoft.eventgrid/topics/eventsubscriptions"
 _SPACE = re.compile(r"\s+")
+#: ``resourceId('T', 'name')`` with literal arguments, spaces removed (as outputs read).
+_RESOURCE_ID_CALL = re.compile(r"(?<![A-Za-z])resourceId\('[^()]*'\)")
 _PARAMETER = re.compile(r"parameters\(\s*'([^']+)'\s*\)")
 _VARIABLE = re.compile(r"variables\(\s*'([^']+)'\s*\)")
 #: Part of a resource type before its dependencies are considered (anything not named
@@ -91,7 +111,7 @@ _TYPE_PARTS = {
 class Part:
     """One deployment ``apply`` makes: a name, its template and parameter values."""
 
-    #: One of :data:`PARTS`, or ``apim-apis-<n>``.
+    #: One of :data:`PARTS`, or a split template's ``<kind>-<n>``.
     name: str
     template: dict[str, Any]
     #: ``{name: value}`` for the parameters this template declares.
@@ -259,14 +279,26 @@ def _placement(resources: list[dict[str, Any]]) -> list[str]:
 def _outputs_part(
     template: dict[str, Any], resources: list[dict[str, Any]], placed: list[str]
 ) -> str:
-    """The part that carries the outputs: the latest part of a resource they read."""
-    text = _SPACE.sub("", json.dumps(template.get("outputs") or {}))
+    """The part that carries the outputs: the latest part of a resource they read.
+
+    When they also read a resource main.json does not deploy (an identity of a split
+    ``identities-<n>`` template, deployed right after ``clusters``), the first part after
+    ``clusters``, so that ARM evaluates them once that resource exists.
+    """
+    text = _SPACE.sub("", json.dumps(template.get("outputs") or {}, ensure_ascii=False))
     order = {p: i for i, p in enumerate(PARTS)}
     best = DATA
+    here: set[str] = set()
     for r, part in zip(resources, placed, strict=True):
+        forms = {f.strip("[]") for f in reference_forms(r) if f.startswith("[")}
+        here |= forms
         if part in AZURE_PARTS and order[part] > order[best]:
-            if any(f.strip("[]") in text for f in reference_forms(r) if f.startswith("[")):
+            if any(f in text for f in forms):
                 best = part
+    if set(_RESOURCE_ID_CALL.findall(text)) - here and order[best] <= order[CLUSTERS]:
+        later = [p for p in AZURE_PARTS[AZURE_PARTS.index(CLUSTERS) + 1 :] if p in placed]
+        if later:
+            best = later[0]
     return best
 
 
@@ -315,17 +347,21 @@ def build_parts(
 ) -> dict[str, list[Part]]:
     """The deployments per step: ``{"azure": [...], "dispatch": [...], "apim": [...]}``.
 
-    ``azure`` holds the parts of :data:`AZURE_PARTS` that have resources, in order.
+    ``azure`` holds the parts of :data:`AZURE_PARTS` that have resources, in order, the
+    ``identities-<n>`` templates right after ``clusters``; ``access`` the ``access`` part
+    then the ``identity-grants-<n>`` templates, with ``deployAccessGrants`` true; ``apim``
+    the ``apim`` part then the ``apim-apis-<n>`` templates.
 
     Args:
-        templates: ``main`` first, then the split APIM templates.
+        templates: ``main`` first, then the split templates (:meth:`Build.templates`).
         overrides: ``--parameter`` values (win over everything).
         discovered: values ``apply`` found out (ingress addresses); they replace the
             parameter file's value only where that one is a stand-in (see
             :func:`needs_discovery`).
 
     Raises:
-        ApplyError: an override names a parameter no template declares.
+        ApplyError: an override names a parameter no template declares, or a split
+            template is of a kind this apply does not know.
     """
     if not templates:
         return {"azure": [], "access": [], "dispatch": [], "apim": []}
@@ -351,23 +387,40 @@ def build_parts(
         # not exist yet: only the part that uses it (dispatch) passes it.
         return {k: x for k, x in v.items() if not isinstance(x, SecretReference)}
 
-    main, *split = templates
-    parts = split_main(main)
-    out: dict[str, list[Part]] = {"azure": [], "access": [], "dispatch": [], "apim": []}
-    for name in AZURE_PARTS:
-        if name in parts:
-            infra = plain(values(parts[name], main.parameters))
-            for flag in (PARAM_EVENT_SUBSCRIPTION, PARAM_ACCESS_GRANTS):
-                if flag in infra:
-                    infra[flag] = False
-            out["azure"].append(Part(name, parts[name], infra))
-    if ACCESS in parts:
-        access = plain(values(parts[ACCESS], main.parameters))
+    def azure_part(name: str, template: dict[str, Any], file_values: dict[str, Any]) -> Part:
+        infra = plain(values(template, file_values))
+        for flag in (PARAM_EVENT_SUBSCRIPTION, PARAM_ACCESS_GRANTS):
+            if flag in infra:
+                infra[flag] = False
+        return Part(name, template, infra)
+
+    def access_part(name: str, template: dict[str, Any], file_values: dict[str, Any]) -> Part:
+        access = plain(values(template, file_values))
         if PARAM_ACCESS_GRANTS in access and PARAM_ACCESS_GRANTS not in overrides:
             access[PARAM_ACCESS_GRANTS] = True
         if PARAM_EVENT_SUBSCRIPTION in access:
             access[PARAM_EVENT_SUBSCRIPTION] = False
-        out["access"].append(Part(ACCESS, parts[ACCESS], access))
+        return Part(name, template, access)
+
+    main, *split = templates
+    kinds: dict[str, list[Template]] = {IDENTITIES: [], IDENTITY_GRANTS: [], APIM_APIS: []}
+    for t in split:
+        kind = t.name.rpartition("-")[0]
+        if kind not in kinds:
+            raise ApplyError(f"azure/{t.name}.json: not a template kind apply knows")
+        kinds[kind].append(t)
+    parts = split_main(main)
+    out: dict[str, list[Part]] = {"azure": [], "access": [], "dispatch": [], "apim": []}
+    for name in AZURE_PARTS:
+        if name in parts:
+            out["azure"].append(azure_part(name, parts[name], main.parameters))
+        if name == CLUSTERS:  # identities federate with the clusters' OIDC issuers
+            out["azure"] += [
+                azure_part(t.name, t.template, t.parameters) for t in kinds[IDENTITIES]
+            ]
+    if ACCESS in parts:
+        out["access"].append(access_part(ACCESS, parts[ACCESS], main.parameters))
+    out["access"] += [access_part(t.name, t.template, t.parameters) for t in kinds[IDENTITY_GRANTS]]
     if DISPATCH in parts:
         dispatch = values(parts[DISPATCH], main.parameters)
         if PARAM_EVENT_SUBSCRIPTION in dispatch and PARAM_EVENT_SUBSCRIPTION not in overrides:
@@ -375,7 +428,7 @@ def build_parts(
         out["dispatch"].append(Part(DISPATCH, parts[DISPATCH], dispatch))
     if APIM in parts:
         out["apim"].append(Part(APIM, parts[APIM], plain(values(parts[APIM], main.parameters))))
-    for t in split:
+    for t in kinds[APIM_APIS]:
         out["apim"].append(Part(t.name, t.template, plain(values(t.template, t.parameters))))
     return out
 

@@ -24,7 +24,10 @@ MAIN_TEMPLATE = "azure/main.json"
 MAIN_PARAMETERS = "azure/main.parameters.json"
 BUNDLE = "functions/bundle.zip"
 SETTINGS = "functions/settings.json"
-_SPLIT = re.compile(r"^azure/(apim-apis-(\d+))\.json$")
+#: Kinds of split templates (``azure/<kind>-<n>.json``, written by the Azure target when
+#: main.json would pass ARM's limits), in the order ``apply`` deploys them.
+SPLIT_KINDS = ("identities", "identity-grants", "apim-apis")
+_SPLIT = re.compile(r"^azure/((identities|identity-grants|apim-apis)-(\d+))\.json$")
 _MANIFESTS = re.compile(r"^k8s/([^/]+)/manifests\.yaml$")
 
 
@@ -42,7 +45,7 @@ class SecretReference:
 class Template:
     """One ARM template of the build and its parameter values."""
 
-    #: ``main`` or ``apim-apis-<n>``.
+    #: ``main`` or ``<kind>-<n>`` of :data:`SPLIT_KINDS`.
     name: str
     template: dict[str, Any]
     #: ``{name: value}`` from the ``*.parameters.json`` beside it.
@@ -114,17 +117,19 @@ class Build:
         return docs
 
     def templates(self) -> list[Template]:
-        """``main`` then every ``apim-apis-<n>`` template, in deployment order."""
+        """``main``, then every split template by kind (:data:`SPLIT_KINDS`) and number."""
         out: list[Template] = []
         if not self.has(MAIN_TEMPLATE):
             return out
         out.append(self._template("main", MAIN_TEMPLATE, MAIN_PARAMETERS))
         split = sorted(
-            ((int(m.group(2)), m.group(1)) for p in self.artifacts if (m := _SPLIT.match(p))),
+            (SPLIT_KINDS.index(m.group(2)), int(m.group(3)), m.group(1))
+            for p in self.artifacts
+            if (m := _SPLIT.match(p))
         )
         out.extend(
             self._template(name, f"azure/{name}.json", f"azure/{name}.parameters.json")
-            for _n, name in split
+            for _k, _n, name in split
         )
         return out
 

@@ -201,8 +201,10 @@ class _Destroy:
 
     def _deployment_names(self) -> list[str]:
         env = self.ctx.build.environment
-        # every deployment apply makes (arm.PARTS, then the split APIM templates), and
-        # ``infra``, the single Azure deployment of builds before the split
+        # every deployment apply makes (arm.PARTS, then the split templates of large
+        # platforms: identities-<n>, identity-grants-<n>, apim-apis-<n>, by the names
+        # Build.templates() gives them), and ``infra``, the single Azure deployment of
+        # builds before the split
         parts = [*arm.PARTS, "infra"]
         parts += [t.name for t in self.ctx.build.templates() if t.name != "main"]
         return [f"ai4ec-{env}-{p}"[:64] for p in parts]

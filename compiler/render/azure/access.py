@@ -125,6 +125,11 @@ class ApiIdentity:
     api: Api
     identity: Resource
     secrets: tuple[str, ...]
+    #: What the identity needs to exist and sign in (identity, federated credential,
+    #: results grant), parents first: deployable once the clusters exist.
+    resources: tuple[Resource, ...] = ()
+    #: Its grants on single Key Vault secrets (held back by :data:`PARAM_ACCESS_GRANTS`).
+    grants: tuple[Resource, ...] = ()
 
 
 def identity_name(platform: Platform, api: Api) -> str:
@@ -150,6 +155,8 @@ def api_identities(
         handle = by_cluster.get(api.cluster)
         if handle is None:  # pragma: no cover - the model places every API on a cluster
             continue
+        own: list[Resource] = []
+        grants: list[Resource] = []
         ident = spec.add(
             new_resource(
                 camel("id", "api", api.id),
@@ -160,7 +167,8 @@ def api_identities(
                 comment=f"Identity of API {api.id}'s pods (workload identity).",
             )
         )
-        spec.add(
+        own.append(ident)
+        federation = spec.add(
             new_resource(
                 camel("id", "api", api.id, "federation"),
                 "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
@@ -179,8 +187,9 @@ def api_identities(
                 },
             )
         )
+        own.append(federation)
         principal = ident.ref("principalId")
-        spec.add(
+        results_grant = spec.add(
             role_assignment(
                 ident,
                 principal,
@@ -190,6 +199,7 @@ def api_identities(
                 f"API {api.id} writes its results.",
             )
         )
+        own.append(results_grant)
         # Its own key and its own apis[].secrets: one grant per API is what keeps the
         # template small (ARM allows 800 resources in one deployment).
         readable = (api_key_secret(api.id), *sorted({r.key_vault_secret for _, r in api.secrets}))
@@ -204,8 +214,16 @@ def api_identities(
                 name,
             )
             role.condition = grant
-            spec.add(role)
-        made.append(ApiIdentity(api=api, identity=ident, secrets=readable))
+            grants.append(spec.add(role))
+        made.append(
+            ApiIdentity(
+                api=api,
+                identity=ident,
+                secrets=readable,
+                resources=tuple(own),
+                grants=tuple(grants),
+            )
+        )
     return made
 
 

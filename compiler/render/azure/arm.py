@@ -1,4 +1,4 @@
-"""Azure target, ARM side: ``main.json``, the split APIM templates and parameter files.
+"""Azure target, ARM side: ``main.json``, the split templates and parameter files.
 
 Classic ARM form (``resources`` array, full types and names, ``dependsOn`` ids), which
 ``ai4ec apply`` deploys with azure-mgmt-resource. Printed from the same
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .access import PARAM_ACCESS_GRANTS
 from .spec import Parameter, Resource, scan, to_arm
-from .template import ARM_MAX_RESOURCES, AzureTemplate
+from .template import ARM_MAX_RESOURCES, GRANT_SPLIT, IDENTITY_SPLIT, AzureTemplate
 
 ARM_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
 PARAMS_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#"
@@ -97,18 +98,35 @@ def _arm_document(
 
 
 def split_description(tpl: AzureTemplate, module: str) -> str:
-    """What a separate APIM template is and when to deploy it."""
-    n = tpl.split.index(module)
-    after = "main" if n == 0 else f"main and {tpl.split[n - 1]}"
+    """What a separate template is and when to deploy it (apply orders them so)."""
+    kind = module.rpartition("-")[0]
+    same = [m for m in tpl.split if m.rpartition("-")[0] == kind]
+    n = same.index(module)
+    part = f"part {n + 1} of {len(same)}, of {tpl.description}"
+    limits = f"(Azure Resource Manager limits: {ARM_MAX_RESOURCES} resources, 4 MB)"
+    if kind == IDENTITY_SPLIT:
+        return (
+            f"Per-API workload identities, {part}. Deploy after main's AKS clusters (each "
+            "federated credential reads its cluster's OIDC issuer) and before main's outputs "
+            f"are read (apis.*.clientId reads these identities): one deployment cannot hold "
+            f"them all {limits}. `ai4ec apply` deploys them right after the clusters."
+        )
+    if kind == GRANT_SPLIT:
+        return (
+            f"Grants of the per-API identities on single Key Vault secrets, {part}. Deploy "
+            f"with {PARAM_ACCESS_GRANTS}=true after the {IDENTITY_SPLIT}-<n> templates and "
+            f"after the access keys are in Key Vault (`ai4ec apply`'s access step): one "
+            f"deployment cannot hold them all {limits}."
+        )
+    after = "main" if n == 0 else f"main and {same[n - 1]}"
     return (
-        f"API Management objects, part {n + 1} of {len(tpl.split)}, of "
-        f"{tpl.description}. Deploy after {after}: one deployment cannot hold them all "
-        f"(Azure Resource Manager limits: {ARM_MAX_RESOURCES} resources, 4 MB)."
+        f"API Management objects, {part}. Deploy after {after}: one deployment cannot "
+        f"hold them all {limits}."
     )
 
 
 def split_template(tpl: AzureTemplate, module: str) -> dict[str, Any]:
-    """``apim-apis-<n>.json``: one chunk of APIM children as a template of its own."""
+    """``<module>.json``: one chunk (APIM children, identities, grants) as its own template."""
     rs = [r for r in tpl.spec.resources if r.module == module]
     return _arm_document(tpl, rs, split_description(tpl, module), outputs=False)
 

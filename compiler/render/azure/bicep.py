@@ -27,10 +27,11 @@ from .spec import (
     referenced,
     scan,
 )
-from .template import APIM_MODULE, AzureTemplate
+from .template import APIM_MODULE, GRANT_SPLIT, IDENTITY_SPLIT, AzureTemplate
 
 #: What each module holds, printed at its top. AKS modules are ``aks-<cluster>``; APIM
-#: chunks ``apim-apis-<n>`` say what ``apim-apis`` says.
+#: chunks ``apim-apis-<n>`` say what ``apim-apis`` says, identity chunks ``identities-<n>``
+#: and ``identity-grants-<n>`` what ``identities-split`` and ``identity-grants-split`` say.
 MODULE_ABOUT: dict[str, str] = {
     "monitoring": (
         "Monitoring: the Log Analytics workspace every component logs to, and the\n"
@@ -84,6 +85,15 @@ MODULE_ABOUT: dict[str, str] = {
     "dispatch": (
         "Event Grid subscription that delivers tasks to the runtime's BackendWebhook, with\n"
         "the retry policy of platform.yaml and dead-lettering to storage."
+    ),
+    "identities-split": (
+        "Per-API user-assigned identities, each federated with its API's Kubernetes service\n"
+        "account and allowed to write the results container (one of several files: a large\n"
+        "platform's identities do not fit in one deployment)."
+    ),
+    "identity-grants-split": (
+        "Grants of the per-API identities on single Key Vault secrets (each API its own\n"
+        "key and apis[].secrets), held back by deployAccessGrants until apply wrote them."
     ),
     "apim-apis": (
         "API Management APIs, operations, products, named values, backends and policies,\n"
@@ -162,6 +172,8 @@ def _about(module: str) -> tuple[str, ...]:
         key = "aks"
     elif module.startswith(f"{APIM_MODULE}-"):
         key = APIM_MODULE
+    elif module.rpartition("-")[0] in (IDENTITY_SPLIT, GRANT_SPLIT):
+        key = f"{module.rpartition('-')[0]}-split"
     else:
         key = module
     return tuple(MODULE_ABOUT[key].splitlines())

@@ -6,6 +6,21 @@ the APIM target built (:class:`ApimChildren`, received as an argument: this room
 imports the APIM room), cuts them into separate templates when ARM's limits demand it,
 and derives each resource's dependencies once. :mod:`.arm` and :mod:`.bicep` print the
 result.
+
+Two kinds of resources come by the hundred on large platforms and may leave main.json
+for templates of their own (the *split* templates), each only when main.json would
+otherwise pass ARM's limits, so every ordinary platform stays one template:
+
+* API Management children (``apim-apis-<n>``), deployed last (the public door);
+* the per-API workload identities (:func:`~.access.api_identities`), cut in two kinds
+  because they are needed at two moments: ``identities-<n>`` (identity, federated
+  credential, results grant) can be deployed as soon as the AKS clusters exist (the
+  credential reads the cluster's OIDC issuer), while ``identity-grants-<n>`` (the grants
+  on single Key Vault secrets) need the secrets ``apply`` writes later and carry the
+  ``deployAccessGrants`` condition. Separate templates deploy every resource once, in
+  the step it belongs to, and the grants' template changes (and is redeployed) only when
+  a grant does; deploying one template twice (false, then true) would re-PUT hundreds
+  of unchanged identities in the ``access`` step and mix two moments in one digest.
 """
 
 from __future__ import annotations
@@ -20,6 +35,7 @@ from ...model.naming import GATEWAY_CLIENT_CERT, mutual_tls
 from ...model.types import Mode, Platform
 from ..artifact import RenderContext
 from .access import (
+    ApiIdentity,
     ClusterIdentities,
     access_parameters,
     api_identities,
@@ -49,6 +65,12 @@ APIM_CHUNK = 700
 #: ... and about this many bytes of compact JSON.
 APIM_CHUNK_BYTES = 3_000_000
 ARM_MAX_RESOURCES = 800
+#: Prefixes of the split templates of per-API identities and of their Key Vault grants.
+IDENTITY_SPLIT = "identities"
+GRANT_SPLIT = "identity-grants"
+#: Most resources in one split identity (or grant) template; an API's resources of one
+#: kind never straddle two templates. Well below ARM's limit, like :data:`APIM_CHUNK`.
+IDENTITY_CHUNK = 700
 #: Compact-JSON size above which main.json would risk ARM's 4 MB request limit.
 ARM_TEMPLATE_BUDGET = 3_500_000
 
@@ -162,10 +184,15 @@ def build_template(
         for child in children:
             spec.add(child)
         split = _chunk(spec, children)
+    # Identities go before the APIM chunks: that is the order apply deploys them in.
+    split = _chunk_identities(spec, identities, split) + split
     modules: list[str] = []
     for r in spec.resources:
-        if not r.virtual and r.module not in modules:
+        if not r.virtual and r.module not in modules and r.module not in split:
             modules.append(r.module)
+    # Split templates after main's modules, in deployment order (an identity chunk's
+    # grants are in a later chunk kind, whatever the APIs they start at).
+    modules += split
     deps = {id(r): dependencies(r) for r in spec.resources if not r.virtual}
     _check_module_order(spec, modules, deps)
     description = platform.description or f"ai4ec platform {platform.name}"
@@ -249,6 +276,47 @@ def _chunk(spec: AzureSpec, children: list[Resource]) -> list[str]:
         res.module = chunks[-1]
         count += 1
         weight += size
+    return chunks
+
+
+def _chunk_identities(
+    spec: AzureSpec, identities: Sequence[ApiIdentity], split: Sequence[str]
+) -> list[str]:
+    """Keep the per-API identities in main, or cut them into split templates (returned).
+
+    Only when main.json, without the modules already in ``split``, passes ARM's
+    resource limit or :data:`ARM_TEMPLATE_BUDGET`. Then every API identity moves: its
+    identity, federated credential and results grant to ``identities-<n>``, its grants
+    on single secrets to ``identity-grants-<n>`` (see the module docstring for why two
+    kinds). Chunks hold whole APIs, at most :data:`IDENTITY_CHUNK` resources and
+    :data:`APIM_CHUNK_BYTES` each. Cluster identities stay in main: there are two per
+    cluster, and the clusters' outputs need them.
+    """
+    core = [r for r in spec.resources if not r.virtual and r.module not in split]
+    total = sum(_size(r) for r in core)
+    if len(core) <= ARM_MAX_RESOURCES and total <= ARM_TEMPLATE_BUDGET:
+        return []
+    own = _cut([i.resources for i in identities], IDENTITY_SPLIT)
+    grants = _cut([i.grants for i in identities], GRANT_SPLIT)
+    return own + grants
+
+
+def _cut(groups: Sequence[Sequence[Resource]], prefix: str) -> list[str]:
+    """Put each group (one API's resources) whole into modules ``<prefix>-<n>``."""
+    chunks: list[str] = []
+    count = weight = 0
+    for group in groups:
+        if not group:
+            continue
+        sizes = [_size(r) for r in group]
+        full = count + len(group) > IDENTITY_CHUNK or weight + sum(sizes) > APIM_CHUNK_BYTES
+        if not chunks or full:
+            chunks.append(f"{prefix}-{len(chunks) + 1}")
+            count = weight = 0
+        for res in group:
+            res.module = chunks[-1]
+        count += len(group)
+        weight += sum(sizes)
     return chunks
 
 

@@ -225,7 +225,7 @@ class BicepTemplate:
     modules: dict[str, dict[str, Any]]
     resources: list[BicepResource] = field(default_factory=list)
 
-    #: Split APIM templates (azure/apim-apis-<n>.bicep), deployed after main in order.
+    #: Split templates (azure/<kind>-<n>.bicep, see SPLIT_KINDS), in deployment order.
     split: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
@@ -350,14 +350,22 @@ def load_arm(files: dict[str, bytes]) -> dict[str, Any]:
     return json.loads(files["azure/main.json"])  # type: ignore[no-any-return]
 
 
+#: Kinds of split templates (``azure/<kind>-<n>``), in the order ``apply`` deploys them.
+SPLIT_KINDS = ("identities", "identity-grants", "apim-apis")
+
+
 def split_files(files: dict[str, bytes], suffix: str) -> list[str]:
-    """azure/apim-apis-<n><suffix> in deployment order."""
-    names = [n for n in files if re.fullmatch(rf"azure/apim-apis-\d+{re.escape(suffix)}", n)]
-    return sorted(names, key=lambda n: int(re.findall(r"\d+", n)[-1]))
+    """azure/<kind>-<n><suffix> of every split kind, in deployment order."""
+    found = []
+    for name in files:
+        m = re.fullmatch(rf"azure/([a-z-]+)-(\d+){re.escape(suffix)}", name)
+        if m and m.group(1) in SPLIT_KINDS:
+            found.append((SPLIT_KINDS.index(m.group(1)), int(m.group(2)), name))
+    return [name for _k, _n, name in sorted(found)]
 
 
 def all_arm(files: dict[str, bytes]) -> list[tuple[str, dict[str, Any]]]:
-    """(file, template) of main.json and every split APIM template, in deploy order."""
+    """(file, template) of main.json and every split template, in deploy order."""
     out = [("azure/main.json", load_arm(files))]
     out += [(n, json.loads(files[n])) for n in split_files(files, ".json")]
     return out
