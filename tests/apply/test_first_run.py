@@ -208,6 +208,67 @@ def test_transient_arm_codes_are_retried_with_backoff(
     _clean(azure, kube)
 
 
+def test_transient_arm_codes_are_given_up_after_the_ready_timeout(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """ARM keeps answering AnotherOperationInProgress: apply retries until --ready-timeout,
+    then stops with an error that says it gave up and how to go on (not a hang, and not
+    a bare ARM message that reads like a permanent failure)."""
+    azure, kube = fakes
+    azure.transient = {"ai4ec-default-clusters": ("AnotherOperationInProgress", 10**6)}
+    r = run(azure, tls, project.env_dir, yes=True, ready_timeout=0.3)
+    assert isinstance(r.error, ApplyError), r.text
+    message = str(r.error)
+    assert "deployment ai4ec-default-clusters: gave up after" in message
+    assert "transient failure for --ready-timeout (0.3s)" in message
+    assert "rerun apply (or raise --ready-timeout) to keep trying" in message
+    assert "AnotherOperationInProgress" in message
+    assert "transient failure (AnotherOperationInProgress); deploying again" in r.text
+    puts = _puts(azure)
+    assert puts.count("ai4ec-default-clusters") >= 2  # retried before giving up
+    assert "ai4ec-default-functions" not in puts  # nothing after the failed part
+    assert "ai4ec-apply-lock" not in azure.groups["my-platform-rg"]["tags"]  # released
+    _clean(azure, kube)
+
+
+def test_a_host_runtime_failure_of_the_functions_part_is_retried(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """A ``listKeys`` of a site whose host is restarting fails with ARM's code
+    ``BadRequest`` (permanent by code) and the text "from host runtime": retried by text."""
+    azure, kube = fakes
+    azure.transient = {
+        "ai4ec-default-functions": (
+            "BadRequest",
+            2,
+            "Encountered an error (ServiceUnavailable) from host runtime.",
+        )
+    }
+    r = run(azure, tls, project.env_dir, yes=True)
+    assert r.error is None, r.text
+    assert "ai4ec-default-functions: transient failure (BadRequest); deploying again" in r.text
+    assert _puts(azure).count("ai4ec-default-functions") == 3
+    _clean(azure, kube)
+
+
+def test_a_failed_event_grid_handshake_is_retried_until_it_passes(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """The host lists BackendWebhook but its worker does not answer the first two
+    validation handshakes yet: Event Grid fails the subscription (the fake performs the
+    handshake; no error code is injected), and apply deploys dispatch again until the
+    webhook answers."""
+    azure, kube = fakes
+    azure.functions_host.unanswered = 2
+    r = run(azure, tls, project.env_dir, yes=True)
+    assert r.error is None, r.text
+    assert "ai4ec-default-dispatch: transient failure (Url validation); deploying again" in r.text
+    assert _puts(azure).count("ai4ec-default-dispatch") == 3
+    assert azure.functions_host.unanswered == 0  # both cold handshakes were really made
+    assert any(k.endswith("/eventsubscriptions/ai4ec-dispatch") for k in azure.resources)
+    _clean(azure, kube)
+
+
 def test_permanent_codes_are_not_retried_and_errors_are_this_runs(
     fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
 ) -> None:
