@@ -94,7 +94,10 @@ class ArmStep(Step):
         if ctx.options.plan:
             return plan
         confirm_step(ctx, plan, confirm)
-        ctx.ensure_resource_group()
+        if todo or doomed:
+            # The lock (and a missing group) only before a real write: a run with
+            # nothing to deploy or delete writes nothing, not even the lock tag.
+            ctx.ensure_resource_group()
         deployed = False
         for i in range(len(parts)):
             if deployed and _reads_ingress(parts[i]) and ctx.rediscover():

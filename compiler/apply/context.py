@@ -188,6 +188,7 @@ class Context:
         """Remember that step ``key`` completed with inputs ``digest``."""
         if self.recorded(key) == digest:
             return
+        self.lock()  # a record is a write: the first of a step that deployed nothing
         tag = {self._record_tag(key): digest}
         self.azure().merge_tags(self.target().resource_group, tag)
         if self._rg is not None:

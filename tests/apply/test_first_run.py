@@ -401,6 +401,66 @@ def test_a_second_concurrent_apply_is_refused(
     assert "ai4ec-apply-lock" not in tags  # released at the end
 
 
+def test_runs_that_write_nothing_take_no_lock(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """A second identical run, and --prune with nothing to prune, write nothing to Azure
+    or the cluster: not even the lock tag (docs/apply.md, Lock). With --prune the APIM
+    step always lists the service (leftovers are found only so), and it took the lock
+    although it deleted and deployed nothing."""
+    azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    for kw in ({}, {"prune": True}):
+        azure.reset_log()
+        kube.reset_log()
+        r = run(azure, tls, project.env_dir, yes=True, **kw)
+        assert r.error is None, r.text
+        assert "apply complete: no changes" in r.text, kw
+        assert azure.writes() == [], (kw, azure.writes())
+        assert kube.writes() == [], (kw, kube.writes())
+    assert "ai4ec-apply-lock" not in azure.groups["my-platform-rg"]["tags"]
+    _clean(azure, kube)
+
+
+def test_the_lock_is_taken_before_the_first_write_only(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """The lock is taken once, before a run's first write, and released at the end: a
+    changed API (Kubernetes writes), and a step that deploys nothing but must write its
+    record (the record tag was lost) both write only between the two lock tag writes."""
+    azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+
+    def tag_writes() -> list[str]:
+        out = []
+        for q in azure.requests:
+            if q.method == "PATCH" and q.path.endswith("/tags/default"):
+                body = q.json()
+                out += [f"{body['operation']} {k}" for k in sorted(body["properties"]["tags"])]
+        return out
+
+    project.edit("image: hello:1.0.0", "image: hello:2.0.0")
+    project.build()
+    azure.reset_log()
+    kube.reset_log()
+    changed = run(azure, tls, project.env_dir, yes=True)
+    assert changed.error is None, changed.text
+    assert tag_writes() == ["Merge ai4ec-apply-lock", "Delete ai4ec-apply-lock"]
+    assert [w.rsplit("/", 1)[1] for w in kube.writes()] == ["hello-v1"]
+
+    del azure.groups["my-platform-rg"]["tags"]["ai4ec-apply.default.azure"]
+    azure.reset_log()
+    again = run(azure, tls, project.env_dir, yes=True)
+    assert again.error is None, again.text
+    assert _puts(azure) == []  # what-if: nothing to deploy
+    assert tag_writes() == [
+        "Merge ai4ec-apply-lock",
+        "Merge ai4ec-apply.default.azure",
+        "Delete ai4ec-apply-lock",
+    ]
+    _clean(azure, kube)
+
+
 def test_a_resource_group_of_another_environment_is_refused(
     fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
 ) -> None:
