@@ -547,8 +547,10 @@ class FakeAzure(FakeServer):
         #: The Functions host: after a publish it restarts and lists nothing for
         #: ``index_delay`` reads of ``/functions``, then the functions it could import.
         self.functions_host = FunctionsHost()
-        #: The AKS cluster's API server host name (default: the kube fake's address).
+        #: The AKS cluster's API server host name (default: the kube fake's address),
+        #: and per AKS cluster name, for builds with more than one cluster.
         self.aks_fqdn: str | None = None
+        self.aks_fqdns: dict[str, str] = {}
         #: Deployment name -> GETs for which a deployment left running (a Ctrl-C'd run)
         #: still reports Running; a PUT meanwhile is 409 DeploymentActive, as in ARM.
         self.active: dict[str, int] = {}
@@ -753,7 +755,11 @@ class FakeAzure(FakeServer):
             rid = self._rid(rg, "Microsoft.ContainerService/managedClusters", mc.group(1)).lower()
             if rid not in self.resources:
                 return Response(404, {"error": {"code": "ResourceNotFound", "message": "none"}})
-            fqdn = self.aks_fqdn or urlparse(self.kube.url if self.kube else "").hostname
+            fqdn = (
+                self.aks_fqdns.get(mc.group(1))
+                or self.aks_fqdn
+                or urlparse(self.kube.url if self.kube else "").hostname
+            )
             return Response(200, {"name": mc.group(1), "properties": {"fqdn": fqdn}})
         self.violate(f"unexpected {req.method} {p}")
         return Response(404, {"error": {"code": "NotFound", "message": p}})

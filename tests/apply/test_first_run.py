@@ -381,6 +381,65 @@ def test_a_context_that_is_not_the_builds_cluster_is_refused(
     _clean(azure, kube)
 
 
+def _two_clusters(azure: FakeAzure, project: Project) -> str:
+    """The project with a second cluster ``west`` (same shape as ``main``); its AKS name."""
+    project.edit(
+        "\napis:\n",
+        "  - name: west\n"
+        '    kubernetesVersion: "1.35"\n'
+        "    pools:\n"
+        "      - name: cpu\n"
+        "        vmSize: Standard_DS2_v2\n"
+        "        autoscale: {min: 1, max: 3}\n"
+        "    istio:\n"
+        "      ingress:\n"
+        "        protocol: http\n"
+        "\napis:\n",
+    )
+    project.edit("    image: hello:1.0.0", "    cluster: main\n    image: hello:1.0.0")
+    project.build()
+    template = synthetic_template(project.platform_file)
+    main_aks = next(
+        r
+        for r in template["resources"]
+        if r["type"] == "Microsoft.ContainerService/managedClusters"
+    )
+    west_aks = str(main_aks["name"]).replace("-main-", "-west-")
+    assert west_aks != main_aks["name"]
+    template["resources"].append({**main_aks, "name": west_aks})
+    write_template(project.env_dir, template)
+    clusters = azure.output_values["clusters"]
+    clusters["west"] = dict(clusters["main"])
+    return west_aks
+
+
+def test_a_cluster_falling_back_to_the_current_context_is_refused_before_any_write(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project, tmp_path: Path
+) -> None:
+    """Two clusters, ``--context main=ci`` only: ``west`` falls back to the current
+    context, which is main's API server, not west's. Every cluster's context is
+    checked before the first Kubernetes write, so main is not written either (checked
+    one step at a time, main's objects were applied before west was refused)."""
+    azure, kube = fakes
+    west_aks = _two_clusters(azure, project)
+    assert (project.env_dir / "k8s" / "west").is_dir()
+    assert run(azure, tls, project.env_dir, yes=True, targets=("azure",)).error is None
+    config = str(write_kubeconfig(tmp_path / "kubeconfig", kube, tls))  # current: ci
+    azure.aks_fqdns[west_aks] = "myplat-west-aks-dns-9a0b.hcp.westeurope.azmk8s.io"
+    kube.reset_log()
+    azure.reset_log()
+    kw: dict[str, Any] = {"targets": ("k8s",), "contexts": {"main": "ci"}, "kubeconfig": config}
+    r = run(azure, tls, project.env_dir, yes=True, **kw)
+    assert isinstance(r.error, ApplyError), r.text
+    message = str(r.error)
+    assert "--context (current) for cluster west" in message
+    assert "is not the AKS cluster of the build" in message
+    assert "myplat-west-aks-dns-9a0b.hcp.westeurope.azmk8s.io" in message
+    assert "name its context with --context west=CONTEXT" in message
+    assert kube.writes() == [] and azure.writes() == []
+    _clean(azure, kube)
+
+
 def test_a_second_concurrent_apply_is_refused(
     fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
 ) -> None:
