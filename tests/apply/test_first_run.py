@@ -575,6 +575,46 @@ def test_a_saved_plan_is_applied_exactly_or_refused_as_stale(
     assert "made from another build" in str(other.error)
 
 
+def test_a_saved_plan_of_an_azure_step_is_refused_once_what_if_changed(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project, tmp_path: Path
+) -> None:
+    """--plan -o of the azure step saves what-if's listing; when Azure changed after the
+    review (what-if now shows another change), --from-plan refuses the step before any
+    deployment, and applies exactly the plan once Azure is back as reviewed."""
+    azure, kube = fakes
+    template = synthetic_template(project.platform_file)
+    write_template(project.env_dir, template)
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    write_template(project.env_dir, template, {"nodeCount": 3})
+    saved = tmp_path / "plan.json"
+    plan = run(azure, tls, project.env_dir, plan=True, targets=("azure",), plan_output=saved)
+    assert plan.error is None, plan.text
+    step = next(s for s in json.loads(saved.read_text())["steps"] if s["step"] == "azure")
+    assert [c["kind"] for c in step["changes"] if c["action"] == "update"] == [
+        "Microsoft.ContainerService/managedClusters"
+    ]
+
+    # Someone changes the storage account in the portal after the review.
+    account = next(k for k in azure.resources if "/microsoft.storage/storageaccounts/" in k)
+    reviewed = json.loads(json.dumps(azure.resources[account]))
+    azure.resources[account]["sku"] = {"name": "Premium_LRS"}
+    azure.reset_log()
+    stale = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
+    assert isinstance(stale.error, ApplyError), stale.text
+    message = str(stale.error)
+    assert "stale: step azure would now do something else than planned" in message
+    assert "now update Microsoft.Storage/storageAccounts" in message
+    assert "planned noop Microsoft.Storage/storageAccounts" in message
+    assert azure.writes() == []  # no deployment, not even the lock
+
+    # Azure back as reviewed: exactly the plan is applied, the clusters' part only.
+    azure.resources[account] = reviewed
+    ok = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
+    assert ok.error is None, ok.text
+    assert _puts(azure) == ["ai4ec-default-clusters"]
+    _clean(azure, kube)
+
+
 # ------------------------------------------------------------------ only what changed
 
 
