@@ -7,7 +7,7 @@ logged or planned: only secret names appear (keys.py holds the rules).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ..errors import ApplyError
 from ..model.naming import GATEWAY_CLIENT_CERT, GATEWAY_CLIENT_PEM_SECRET
@@ -111,10 +111,10 @@ class _Locking:
         self._store, self._ctx = store, ctx
 
     def get(self, name: str) -> str | None:
-        return self._store.get(name)  # type: ignore[no-any-return]
+        return cast(str | None, self._store.get(name))
 
     def public_der(self, name: str) -> bytes | None:
-        return self._store.public_der(name)  # type: ignore[no-any-return]
+        return cast(bytes | None, self._store.public_der(name))
 
     def set(self, name: str, value: str) -> None:
         self._ctx.lock()
@@ -122,4 +122,4 @@ class _Locking:
 
     def create_self_signed(self, name: str, subject: str) -> bytes:
         self._ctx.lock()
-        return self._store.create_self_signed(name, subject)  # type: ignore[no-any-return]
+        return cast(bytes, self._store.create_self_signed(name, subject))
