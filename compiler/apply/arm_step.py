@@ -94,7 +94,10 @@ class ArmStep(Step):
         if ctx.options.plan:
             return plan
         confirm_step(ctx, plan, confirm)
-        ctx.ensure_resource_group()
+        if todo or doomed:
+            # The lock (and a missing group) only before a real write: a run with
+            # nothing to deploy or delete writes nothing, not even the lock tag.
+            ctx.ensure_resource_group()
         deployed = False
         for i in range(len(parts)):
             if deployed and _reads_ingress(parts[i]) and ctx.rediscover():
@@ -168,9 +171,20 @@ def _deploy(ctx: Context, rg: str, name: str, payload: dict[str, Any]) -> dict[s
         try:
             return dict(az.deploy(rg, name, payload))
         except DeploymentFailed as exc:
-            if not _transient(exc) or time.monotonic() >= deadline:
+            if not _transient(exc):
                 raise
-            wait = o.retry.delay(attempt, None)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                # Say that apply gave up on purpose, and how to go on: the bare ARM
+                # message reads like a permanent failure.
+                raise DeploymentFailed(
+                    f"deployment {name}: gave up after {attempt} attempt(s): Azure kept "
+                    f"answering a transient failure for --ready-timeout "
+                    f"({o.ready_timeout:g}s); rerun apply (or raise --ready-timeout) "
+                    f"to keep trying. Last failure:\n{exc.message}",
+                    codes=exc.codes,
+                ) from None
+            wait = min(o.retry.delay(attempt, None), left)
             first = exc.message.splitlines()[0]
             ctx.console.say(
                 f"  {name}: transient failure ({', '.join(exc.codes) or first}); "

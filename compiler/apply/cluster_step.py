@@ -48,6 +48,7 @@ class ClusterStep(Step):
         if objs is None:
             show_plan(ctx, plan)
             return plan
+        ctx.check_contexts()  # all clusters' --context before the first cluster's writes
         kube = ctx.kube(self.cluster)
         if kube is None:
             if not ctx.options.plan:

@@ -188,6 +188,7 @@ class Context:
         """Remember that step ``key`` completed with inputs ``digest``."""
         if self.recorded(key) == digest:
             return
+        self.lock()  # a record is a write: the first of a step that deployed nothing
         tag = {self._record_tag(key): digest}
         self.azure().merge_tags(self.target().resource_group, tag)
         if self._rg is not None:
@@ -390,6 +391,20 @@ class Context:
                 )
         return self._kubes[cluster]
 
+    def check_contexts(self) -> None:
+        """With ``--context``/``--kubeconfig``: open, and so check, every cluster's context.
+
+        Each cluster's step opens its own client. Checked one step at a time, a
+        multi-cluster run where ``--context main=X`` leaves ``west`` on the current
+        context (main's server) would apply all of main before west is refused; checked
+        together, a wrong context stops the run before any Kubernetes write.
+        """
+        o = self.options
+        if not (o.contexts or o.kubeconfig):
+            return  # the clients come from AKS itself: nothing to check
+        for cluster in self.build.clusters:
+            self.kube(cluster)
+
     def _check_context(self, cluster: str, context: str | None, kube: Any) -> None:
         """Refuse a ``--context`` whose API server is not the build's AKS cluster.
 
@@ -425,9 +440,14 @@ class Context:
                 )
             hosts = found
         if host not in hosts:
+            hint = (
+                f" (name its context with --context {cluster}=CONTEXT)"
+                if context is None and self.options.contexts
+                else ""
+            )
             raise ApplyError(
                 f"{label}: its server {host} is not the AKS cluster of the build "
-                f"({', '.join(sorted(hosts)) or 'no address'}); refusing to apply there"
+                f"({', '.join(sorted(hosts)) or 'no address'}); refusing to apply there{hint}"
             )
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ logged or planned: only secret names appear (keys.py holds the rules).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ..errors import ApplyError
 from ..model.naming import GATEWAY_CLIENT_CERT, GATEWAY_CLIENT_PEM_SECRET
@@ -79,8 +79,9 @@ def _ensure(ctx: Context, keys: Any, vault: str, apis: list[str], gateway_cert: 
     if o.key_vault_endpoint:
         # The challenge names the cloud's vault audience, not the stand-in's host.
         options["verify_challenge_resource"] = False
-    store = keys.KeyVaultSecrets(endpoint, ctx.azure().credential, options)
-    certs = keys.KeyVaultCertificates(endpoint, ctx.azure().credential, options)
+    vault_secrets = keys.KeyVaultSecrets(endpoint, ctx.azure().credential, options)
+    vault_certs = keys.KeyVaultCertificates(endpoint, ctx.azure().credential, options)
+    store, certs = _Locking(vault_secrets, ctx), _Locking(vault_certs, ctx)
     try:
         written = list(keys.ensure_access_keys(store, apis))
         if gateway_cert:
@@ -94,5 +95,31 @@ def _ensure(ctx: Context, keys: Any, vault: str, apis: list[str], gateway_cert: 
             )
         return written
     finally:
-        store.close()
-        certs.close()
+        vault_secrets.close()
+        vault_certs.close()
+
+
+class _Locking:
+    """A Key Vault store that takes the apply lock before its first write.
+
+    Reads pass through: a run whose keys are all in place writes nothing and so takes
+    no lock (docs/apply.md, Lock), while one that must write them holds it first, even
+    when the azure step before had nothing to deploy.
+    """
+
+    def __init__(self, store: Any, ctx: Context) -> None:
+        self._store, self._ctx = store, ctx
+
+    def get(self, name: str) -> str | None:
+        return cast(str | None, self._store.get(name))
+
+    def public_der(self, name: str) -> bytes | None:
+        return cast(bytes | None, self._store.public_der(name))
+
+    def set(self, name: str, value: str) -> None:
+        self._ctx.lock()
+        self._store.set(name, value)
+
+    def create_self_signed(self, name: str, subject: str) -> bytes:
+        self._ctx.lock()
+        return cast(bytes, self._store.create_self_signed(name, subject))

@@ -419,7 +419,9 @@ class FunctionsHost:
     * After a publish it restarts: the first ``index_delay`` listings are empty.
 
     Its ``BackendWebhook`` answers Event Grid's validation handshake by echoing the
-    validation code, once it is indexed.
+    validation code, once it is indexed. ``unanswered`` handshakes after that get no
+    answer at all, as while the Python worker of a just-restarted host is still loading
+    (listed, but not yet serving): Event Grid then fails the subscription's creation.
     """
 
     _cache: dict[tuple[str, str], tuple[list[str], str]] = {}
@@ -430,6 +432,8 @@ class FunctionsHost:
         #: dependencies, as ai4ec built them before the bundle vendored them.
         self.strip_packages = False
         self.index_delay = 2
+        #: Validation handshakes of an indexed BackendWebhook left unanswered (cold worker).
+        self.unanswered = 0
         self.indexed: list[str] = []
         self.error = ""
         self._pending: list[str] = []
@@ -491,6 +495,9 @@ class FunctionsHost:
         """BackendWebhook's answer to a SubscriptionValidationEvent (None: not served)."""
         if "BackendWebhook" not in self.indexed:
             return None
+        if self.unanswered > 0:
+            self.unanswered -= 1  # the worker is still loading: the request times out
+            return None
         return {"validationResponse": (event.get("data") or {}).get("validationCode")}
 
     def handshake(self) -> str:
@@ -540,8 +547,10 @@ class FakeAzure(FakeServer):
         #: The Functions host: after a publish it restarts and lists nothing for
         #: ``index_delay`` reads of ``/functions``, then the functions it could import.
         self.functions_host = FunctionsHost()
-        #: The AKS cluster's API server host name (default: the kube fake's address).
+        #: The AKS cluster's API server host name (default: the kube fake's address),
+        #: and per AKS cluster name, for builds with more than one cluster.
         self.aks_fqdn: str | None = None
+        self.aks_fqdns: dict[str, str] = {}
         #: Deployment name -> GETs for which a deployment left running (a Ctrl-C'd run)
         #: still reports Running; a PUT meanwhile is 409 DeploymentActive, as in ARM.
         self.active: dict[str, int] = {}
@@ -551,8 +560,10 @@ class FakeAzure(FakeServer):
         self.whatif_forced: dict[str, str] = {}
         self.whatif_noise = False
         #: Deployment name -> error code its next ``times`` PUTs fail with (in a resource
-        #: operation, as ARM reports AnotherOperationInProgress or PrincipalNotFound).
-        self.transient: dict[str, tuple[str, int]] = {}
+        #: operation, as ARM reports AnotherOperationInProgress or PrincipalNotFound), and
+        #: optionally ARM's message (a ``listKeys`` of a restarting site is ``BadRequest``
+        #: "Encountered an error (ServiceUnavailable) from host runtime.").
+        self.transient: dict[str, tuple[str, int] | tuple[str, int, str]] = {}
         #: The region's offer for apply --plan's live catalog checks (catalog_reads.py).
         self.catalog_reads = CatalogReads()
 
@@ -744,7 +755,11 @@ class FakeAzure(FakeServer):
             rid = self._rid(rg, "Microsoft.ContainerService/managedClusters", mc.group(1)).lower()
             if rid not in self.resources:
                 return Response(404, {"error": {"code": "ResourceNotFound", "message": "none"}})
-            fqdn = self.aks_fqdn or urlparse(self.kube.url if self.kube else "").hostname
+            fqdn = (
+                self.aks_fqdns.get(mc.group(1))
+                or self.aks_fqdn
+                or urlparse(self.kube.url if self.kube else "").hostname
+            )
             return Response(200, {"name": mc.group(1), "properties": {"fqdn": fqdn}})
         self.violate(f"unexpected {req.method} {p}")
         return Response(404, {"error": {"code": "NotFound", "message": p}})
@@ -948,12 +963,13 @@ class FakeAzure(FakeServer):
         template = self._check_template(props, where)
         params = self._params(template, props, where)
         failed = []
-        code, times = self.transient.get(name, ("", 0))
+        code, times, *said = self.transient.get(name, ("", 0))
+        message = said[0] if said else f"{code}: injected transient failure"
         if times > 0:
-            self.transient[name] = (code, times - 1)
+            self.transient[name] = (code, times - 1, message)
         for r, body in self._expand(template, params):
             if times > 0:
-                failed.append(_failed_op(r, code, f"{code}: injected transient failure"))
+                failed.append(_failed_op(r, code, message))
                 times = 0
                 continue
             if r["type"] == "Microsoft.EventGrid/topics/eventSubscriptions":

@@ -117,6 +117,9 @@ def test_event_grid_handshake_needs_the_indexed_webhook(built_sample: Path) -> N
     assert host.handshake() == ""
     event = {"data": {"validationCode": "abc"}}
     assert host.webhook(event) == {"validationResponse": "abc"}
+    host.unanswered = 1  # listed, but the worker does not answer yet: the handshake fails
+    assert "validation handshake failed" in host.handshake()
+    assert host.handshake() == ""
 
 
 def test_kube_answers_403_until_a_role_exists_and_refuses_unlistable_kinds(

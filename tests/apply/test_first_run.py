@@ -208,6 +208,67 @@ def test_transient_arm_codes_are_retried_with_backoff(
     _clean(azure, kube)
 
 
+def test_transient_arm_codes_are_given_up_after_the_ready_timeout(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """ARM keeps answering AnotherOperationInProgress: apply retries until --ready-timeout,
+    then stops with an error that says it gave up and how to go on (not a hang, and not
+    a bare ARM message that reads like a permanent failure)."""
+    azure, kube = fakes
+    azure.transient = {"ai4ec-default-clusters": ("AnotherOperationInProgress", 10**6)}
+    r = run(azure, tls, project.env_dir, yes=True, ready_timeout=0.3)
+    assert isinstance(r.error, ApplyError), r.text
+    message = str(r.error)
+    assert "deployment ai4ec-default-clusters: gave up after" in message
+    assert "transient failure for --ready-timeout (0.3s)" in message
+    assert "rerun apply (or raise --ready-timeout) to keep trying" in message
+    assert "AnotherOperationInProgress" in message
+    assert "transient failure (AnotherOperationInProgress); deploying again" in r.text
+    puts = _puts(azure)
+    assert puts.count("ai4ec-default-clusters") >= 2  # retried before giving up
+    assert "ai4ec-default-functions" not in puts  # nothing after the failed part
+    assert "ai4ec-apply-lock" not in azure.groups["my-platform-rg"]["tags"]  # released
+    _clean(azure, kube)
+
+
+def test_a_host_runtime_failure_of_the_functions_part_is_retried(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """A ``listKeys`` of a site whose host is restarting fails with ARM's code
+    ``BadRequest`` (permanent by code) and the text "from host runtime": retried by text."""
+    azure, kube = fakes
+    azure.transient = {
+        "ai4ec-default-functions": (
+            "BadRequest",
+            2,
+            "Encountered an error (ServiceUnavailable) from host runtime.",
+        )
+    }
+    r = run(azure, tls, project.env_dir, yes=True)
+    assert r.error is None, r.text
+    assert "ai4ec-default-functions: transient failure (BadRequest); deploying again" in r.text
+    assert _puts(azure).count("ai4ec-default-functions") == 3
+    _clean(azure, kube)
+
+
+def test_a_failed_event_grid_handshake_is_retried_until_it_passes(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """The host lists BackendWebhook but its worker does not answer the first two
+    validation handshakes yet: Event Grid fails the subscription (the fake performs the
+    handshake; no error code is injected), and apply deploys dispatch again until the
+    webhook answers."""
+    azure, kube = fakes
+    azure.functions_host.unanswered = 2
+    r = run(azure, tls, project.env_dir, yes=True)
+    assert r.error is None, r.text
+    assert "ai4ec-default-dispatch: transient failure (Url validation); deploying again" in r.text
+    assert _puts(azure).count("ai4ec-default-dispatch") == 3
+    assert azure.functions_host.unanswered == 0  # both cold handshakes were really made
+    assert any(k.endswith("/eventsubscriptions/ai4ec-dispatch") for k in azure.resources)
+    _clean(azure, kube)
+
+
 def test_permanent_codes_are_not_retried_and_errors_are_this_runs(
     fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
 ) -> None:
@@ -320,6 +381,65 @@ def test_a_context_that_is_not_the_builds_cluster_is_refused(
     _clean(azure, kube)
 
 
+def _two_clusters(azure: FakeAzure, project: Project) -> str:
+    """The project with a second cluster ``west`` (same shape as ``main``); its AKS name."""
+    project.edit(
+        "\napis:\n",
+        "  - name: west\n"
+        '    kubernetesVersion: "1.35"\n'
+        "    pools:\n"
+        "      - name: cpu\n"
+        "        vmSize: Standard_DS2_v2\n"
+        "        autoscale: {min: 1, max: 3}\n"
+        "    istio:\n"
+        "      ingress:\n"
+        "        protocol: http\n"
+        "\napis:\n",
+    )
+    project.edit("    image: hello:1.0.0", "    cluster: main\n    image: hello:1.0.0")
+    project.build()
+    template = synthetic_template(project.platform_file)
+    main_aks = next(
+        r
+        for r in template["resources"]
+        if r["type"] == "Microsoft.ContainerService/managedClusters"
+    )
+    west_aks = str(main_aks["name"]).replace("-main-", "-west-")
+    assert west_aks != main_aks["name"]
+    template["resources"].append({**main_aks, "name": west_aks})
+    write_template(project.env_dir, template)
+    clusters = azure.output_values["clusters"]
+    clusters["west"] = dict(clusters["main"])
+    return west_aks
+
+
+def test_a_cluster_falling_back_to_the_current_context_is_refused_before_any_write(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project, tmp_path: Path
+) -> None:
+    """Two clusters, ``--context main=ci`` only: ``west`` falls back to the current
+    context, which is main's API server, not west's. Every cluster's context is
+    checked before the first Kubernetes write, so main is not written either (checked
+    one step at a time, main's objects were applied before west was refused)."""
+    azure, kube = fakes
+    west_aks = _two_clusters(azure, project)
+    assert (project.env_dir / "k8s" / "west").is_dir()
+    assert run(azure, tls, project.env_dir, yes=True, targets=("azure",)).error is None
+    config = str(write_kubeconfig(tmp_path / "kubeconfig", kube, tls))  # current: ci
+    azure.aks_fqdns[west_aks] = "myplat-west-aks-dns-9a0b.hcp.westeurope.azmk8s.io"
+    kube.reset_log()
+    azure.reset_log()
+    kw: dict[str, Any] = {"targets": ("k8s",), "contexts": {"main": "ci"}, "kubeconfig": config}
+    r = run(azure, tls, project.env_dir, yes=True, **kw)
+    assert isinstance(r.error, ApplyError), r.text
+    message = str(r.error)
+    assert "--context (current) for cluster west" in message
+    assert "is not the AKS cluster of the build" in message
+    assert "myplat-west-aks-dns-9a0b.hcp.westeurope.azmk8s.io" in message
+    assert "name its context with --context west=CONTEXT" in message
+    assert kube.writes() == [] and azure.writes() == []
+    _clean(azure, kube)
+
+
 def test_a_second_concurrent_apply_is_refused(
     fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
 ) -> None:
@@ -338,6 +458,66 @@ def test_a_second_concurrent_apply_is_refused(
     broken = run(azure, tls, project.env_dir, yes=True, break_lock=True)
     assert broken.error is None, broken.text
     assert "ai4ec-apply-lock" not in tags  # released at the end
+
+
+def test_runs_that_write_nothing_take_no_lock(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """A second identical run, and --prune with nothing to prune, write nothing to Azure
+    or the cluster: not even the lock tag (docs/apply.md, Lock). With --prune the APIM
+    step always lists the service (leftovers are found only so), and it took the lock
+    although it deleted and deployed nothing."""
+    azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    for kw in ({}, {"prune": True}):
+        azure.reset_log()
+        kube.reset_log()
+        r = run(azure, tls, project.env_dir, yes=True, **kw)
+        assert r.error is None, r.text
+        assert "apply complete: no changes" in r.text, kw
+        assert azure.writes() == [], (kw, azure.writes())
+        assert kube.writes() == [], (kw, kube.writes())
+    assert "ai4ec-apply-lock" not in azure.groups["my-platform-rg"]["tags"]
+    _clean(azure, kube)
+
+
+def test_the_lock_is_taken_before_the_first_write_only(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """The lock is taken once, before a run's first write, and released at the end: a
+    changed API (Kubernetes writes), and a step that deploys nothing but must write its
+    record (the record tag was lost) both write only between the two lock tag writes."""
+    azure, kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+
+    def tag_writes() -> list[str]:
+        out = []
+        for q in azure.requests:
+            if q.method == "PATCH" and q.path.endswith("/tags/default"):
+                body = q.json()
+                out += [f"{body['operation']} {k}" for k in sorted(body["properties"]["tags"])]
+        return out
+
+    project.edit("image: hello:1.0.0", "image: hello:2.0.0")
+    project.build()
+    azure.reset_log()
+    kube.reset_log()
+    changed = run(azure, tls, project.env_dir, yes=True)
+    assert changed.error is None, changed.text
+    assert tag_writes() == ["Merge ai4ec-apply-lock", "Delete ai4ec-apply-lock"]
+    assert [w.rsplit("/", 1)[1] for w in kube.writes()] == ["hello-v1"]
+
+    del azure.groups["my-platform-rg"]["tags"]["ai4ec-apply.default.azure"]
+    azure.reset_log()
+    again = run(azure, tls, project.env_dir, yes=True)
+    assert again.error is None, again.text
+    assert _puts(azure) == []  # what-if: nothing to deploy
+    assert tag_writes() == [
+        "Merge ai4ec-apply-lock",
+        "Merge ai4ec-apply.default.azure",
+        "Delete ai4ec-apply-lock",
+    ]
+    _clean(azure, kube)
 
 
 def test_a_resource_group_of_another_environment_is_refused(
@@ -393,6 +573,46 @@ def test_a_saved_plan_is_applied_exactly_or_refused_as_stale(
     other = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
     assert isinstance(other.error, ApplyError)
     assert "made from another build" in str(other.error)
+
+
+def test_a_saved_plan_of_an_azure_step_is_refused_once_what_if_changed(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project, tmp_path: Path
+) -> None:
+    """--plan -o of the azure step saves what-if's listing; when Azure changed after the
+    review (what-if now shows another change), --from-plan refuses the step before any
+    deployment, and applies exactly the plan once Azure is back as reviewed."""
+    azure, kube = fakes
+    template = synthetic_template(project.platform_file)
+    write_template(project.env_dir, template)
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    write_template(project.env_dir, template, {"nodeCount": 3})
+    saved = tmp_path / "plan.json"
+    plan = run(azure, tls, project.env_dir, plan=True, targets=("azure",), plan_output=saved)
+    assert plan.error is None, plan.text
+    step = next(s for s in json.loads(saved.read_text())["steps"] if s["step"] == "azure")
+    assert [c["kind"] for c in step["changes"] if c["action"] == "update"] == [
+        "Microsoft.ContainerService/managedClusters"
+    ]
+
+    # Someone changes the storage account in the portal after the review.
+    account = next(k for k in azure.resources if "/microsoft.storage/storageaccounts/" in k)
+    reviewed = json.loads(json.dumps(azure.resources[account]))
+    azure.resources[account]["sku"] = {"name": "Premium_LRS"}
+    azure.reset_log()
+    stale = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
+    assert isinstance(stale.error, ApplyError), stale.text
+    message = str(stale.error)
+    assert "stale: step azure would now do something else than planned" in message
+    assert "now update Microsoft.Storage/storageAccounts" in message
+    assert "planned noop Microsoft.Storage/storageAccounts" in message
+    assert azure.writes() == []  # no deployment, not even the lock
+
+    # Azure back as reviewed: exactly the plan is applied, the clusters' part only.
+    azure.resources[account] = reviewed
+    ok = run(azure, tls, project.env_dir, yes=True, from_plan=saved)
+    assert ok.error is None, ok.text
+    assert _puts(azure) == ["ai4ec-default-clusters"]
+    _clean(azure, kube)
 
 
 # ------------------------------------------------------------------ only what changed

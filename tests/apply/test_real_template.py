@@ -244,7 +244,10 @@ def test_sample_applies_against_the_fakes(
     assert spc is not None
     assert "$(azure:" not in json.dumps(spc)
     # --prune on the same build lists API Management (the real template's ownership
-    # tags included) and Kubernetes, and finds nothing of ai4ec's to delete.
+    # tags included) and Kubernetes, and finds nothing of ai4ec's to delete; writing
+    # nothing, it takes no lock either (docs/apply.md, Lock).
+    azure.reset_log()
+    vault.writes.clear()
     again = run(
         azure,
         tls,
@@ -256,7 +259,32 @@ def test_sample_applies_against_the_fakes(
     )
     assert again.error is None and not again.result.changed, again.text  # type: ignore[union-attr]
     assert azure.count("GET", r"/Microsoft\.ApiManagement/service/[^/]+/apis$") == 1
-    assert not [w for w in azure.writes() if w.startswith("DELETE")]
+    assert azure.writes() == [] and vault.writes == []
+    # A key lost from the vault is written again, with the lock held, although no
+    # deployment has anything to do.
+    tags = azure.groups[platform.azure.resource_group.lower()]["tags"]
+    held: list[bool] = []
+
+    class Watched(list[str]):
+        def append(self, name: str) -> None:
+            held.append("ai4ec-apply-lock" in tags)
+            super().append(name)
+
+    vault.writes = Watched()
+    del vault.secrets["ai4ec-apim-key"]
+    azure.reset_log()
+    restored = run(
+        azure,
+        tls,
+        env_dir,
+        yes=True,
+        deployer_principal_id=DEPLOYER,
+        key_vault_endpoint=vault.url,
+    )
+    assert restored.error is None, restored.text
+    assert vault.writes == ["ai4ec-apim-key"] and held == [True]
+    assert not [w for w in azure.writes() if "/deployments/" in w]
+    assert "ai4ec-apply-lock" not in tags  # released at the end
     vault.close()
     assert vault.violations == []
 
