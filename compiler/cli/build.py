@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -26,13 +27,25 @@ from .output import Command, report
 @diagnostic_format_option()
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Render everything anew, neither reading nor writing the render cache "
+    "($AI4EC_CACHE_DIR, else ~/.cache/ai4ec). Cached or not, the output is the same bytes.",
+)
+@click.option(
     "--verify",
     is_flag=True,
     help="Also parse every generated Bicep file back (seconds per large file; CI uses it). "
     "YAML, JSON and XML are always parsed back.",
 )
 def build(
-    file: Path, envs: tuple[str, ...], out: Path, fmt: str, quiet: bool, verify: bool
+    file: Path,
+    envs: tuple[str, ...],
+    out: Path,
+    fmt: str,
+    quiet: bool,
+    no_cache: bool,
+    verify: bool,
 ) -> None:
     """Compile FILE into Bicep/ARM, Kubernetes, APIM and runtime artifacts.
 
@@ -41,12 +54,14 @@ def build(
     input always gives byte-identical output. Without a named environment, a file with
     no `environments` builds into OUTPUT/default/.
     """
+    from ..cache import disabled
     from ..pipeline import build_platform
     from .progress import terminal_progress
 
     progress = terminal_progress("building", quiet or fmt == "json")
     try:
-        result = build_platform(file, out, envs or None, verify=verify, progress=progress)
+        with disabled() if no_cache else nullcontext():
+            result = build_platform(file, out, envs or None, verify=verify, progress=progress)
     finally:
         if progress is not None:
             progress.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -83,6 +84,11 @@ def _platform_argument(arg: Path, file: Path | None) -> Path:
     help="JSON price table merged over the shipped one (layout: compiler/data/prices.json).",
 )
 @click.option("--no-color", is_flag=True, help="Plain text even on a terminal (also NO_COLOR).")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Build both sides anew, without the render cache (the report is the same).",
+)
 def diff(
     dirs: tuple[Path, ...],
     base_ref: str | None,
@@ -94,6 +100,7 @@ def diff(
     output: Path | None,
     prices: Path | None,
     no_color: bool,
+    no_cache: bool,
 ) -> None:
     """Show what a platform.yaml change does to Azure, Kubernetes, APIM and the runtime.
 
@@ -114,6 +121,7 @@ def diff(
     Exit codes: 0 no changes, 2 changes, 1 error.
     """  # noqa: D301 - click needs a real backspace (\b) to keep the examples unwrapped
     from .. import diff as engine
+    from ..cache import disabled
     from ..diff import cost as costs
     from ..diff.formats import FORMATTERS, exit_code, summary_line
     from .progress import terminal_progress
@@ -137,9 +145,10 @@ def diff(
         platform = file or Path("platform.yaml")
         progress = terminal_progress("building both sides", fmt == "json")
         try:
-            report = engine.diff_git(
-                platform, base_ref, head_ref, wanted, table, str(platform), progress
-            )
+            with disabled() if no_cache else nullcontext():
+                report = engine.diff_git(
+                    platform, base_ref, head_ref, wanted, table, str(platform), progress
+                )
         finally:
             if progress is not None:
                 progress.close()

@@ -24,6 +24,7 @@ from typing import Any
 import fastjsonschema
 import jsonschema
 
+from ..cache import cache_dir
 from ..errors import Diagnostic, Severity
 from ..load import JsonPath, SourceMap, format_path
 from ..resources import platform_schema
@@ -39,11 +40,6 @@ def _validator() -> jsonschema.protocols.Validator:
     cls.check_schema(schema)
     validator: jsonschema.protocols.Validator = cls(schema)
     return validator
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("AI4EC_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    return Path(root) / "ai4ec" if root else Path.home() / ".cache" / "ai4ec"
 
 
 @cache
@@ -71,7 +67,7 @@ def compiled_validator(name: str, schema: dict[str, Any]) -> Callable[[Any], Any
     """
     text = json.dumps(schema, sort_keys=True).encode()
     digest = hashlib.sha256(text + fastjsonschema.VERSION.encode()).hexdigest()[:16]
-    module_path = _cache_dir() / f"{name}_{digest}.py"
+    module_path = cache_dir() / f"{name}_{digest}.py"
 
     def code() -> str:
         source: str = fastjsonschema.compile_to_code(schema, use_default=False, use_formats=False)
@@ -90,9 +86,13 @@ def compiled_validator(name: str, schema: dict[str, Any]) -> Callable[[Any], Any
         spec = importlib.util.spec_from_file_location(f"_ai4ec_{name}_{digest}", module_path)
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        validate: Callable[[Any], Any] = module.validate
-        return validate
+        try:
+            spec.loader.exec_module(module)
+            validate: Callable[[Any], Any] = module.validate
+            return validate
+        except Exception:  # noqa: BLE001 - a truncated or foreign file: never trusted
+            module_path.unlink(missing_ok=True)
+            raise OSError("unusable cached validator") from None
     except OSError:
         namespace: dict[str, Any] = {}
         exec(compile(code(), f"<{name}>", "exec"), namespace)  # noqa: S102

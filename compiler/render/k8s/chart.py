@@ -9,6 +9,7 @@ The chart is loaded once per build and rendered once per release in-process.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from typing import Any
 
 from ai4ec_runtime import keys as runtime_keys
 
+from ...cache import DiskCache, key_of
 from ...errors import Diagnostic, RenderError
 from ...model.types import Api, Cluster, Mode, Platform, Probe
 from ...resources import templates_dir
@@ -385,6 +387,19 @@ def load_chart() -> Any:
 
 
 @cache
+def chart_fingerprint() -> str:
+    """Every file of the chart (its values schema included) and the engine's version."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256(version("helm-python-sdk").encode())
+    root = chart_dir()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@cache
 def values_validator() -> Callable[[Any], Any]:
     """The chart's values schema compiled once: it stands in for Helm's check per render."""
     from ...validate import compiled_validator
@@ -435,13 +450,24 @@ def render_releases(
             raise _reject(api.id, str(getattr(exc, "message", exc))) from exc
         prepared.append((api, values, values_file))
 
+    store = DiskCache("helm")
+    chart_key = chart_fingerprint()
+
     def render(item: tuple[Api, dict[str, Any], RenderedFile]) -> dict[str, str] | Exception:
+        # The release depends on nothing but the chart, its name, namespace and values.
+        values = json.dumps(item[1], sort_keys=True, separators=(",", ":"))
+        key = key_of(chart_key, item[0].id, cluster.namespace, values)
+        hit = store.get(key)
+        if hit is not None:
+            cached: dict[str, str] = json.loads(hit)
+            return cached
         try:
             out: dict[str, str] = chart.render(
                 item[1], name=item[0].id, namespace=cluster.namespace
             )
         except helm_python.HelmError as exc:
             return exc
+        store.put(key, json.dumps(out, sort_keys=True).encode("utf-8"))
         return out
 
     # Helm's engine runs in Go behind ctypes, which lets go of the GIL: releases render
