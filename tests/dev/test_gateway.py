@@ -341,3 +341,49 @@ def test_images_run_in_containers_when_an_engine_answers(
     assert all("host.docker.internal" in c["env"]["CACHE_CONNECTOR_UPSERT_URI"] for c in runs)
     assert sorted(c["name"] for c in calls if c["cmd"] == "stop") == sorted(c["name"] for c in runs)
     assert not list((tmp_path / "fake").iterdir()), "a container was left running"
+
+
+def test_query_key_and_an_external_redis(tmp_path: Path) -> None:
+    """`?subscription-key=` works like the header; `--redis-url` keeps tasks in that Redis.
+
+    The external Redis is a real redis-server on a free port, started here; no embedded
+    one is started, and the task the gateway created is found in it.
+    """
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    import redis
+
+    binary = shutil.which("redis-server") or redis_server_binary()
+    assert binary is not None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [str(binary), "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+
+        async def scenario(s: DevSession, c: aiohttp.ClientSession) -> str:
+            url = f"{s.gateway_url}/v1/camera-trap/detector/detect"
+            async with c.post(f"{url}?subscription-key={s.keys['partner']}", json={}) as resp:
+                assert resp.status == 202
+                return str((await resp.json())["TaskId"])
+
+        url = f"redis://127.0.0.1:{port}/0"
+        task_id = run_session(CAMERA_TRAP, tmp_path / "state", scenario, redis_url=url)
+        assert any(task_id.encode() in key for key in client.scan_iter(count=1000))
+        client.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
