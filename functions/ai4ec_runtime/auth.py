@@ -191,6 +191,26 @@ def _api_of(rt: Runtime, endpoint: str) -> str | None:
     return route.api_id if route is not None else None
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
+
+
+def _on_its_ingress(rt: Runtime, api_id: str, endpoint: str) -> bool:
+    """Whether ``endpoint`` points at the ingress that serves ``api_id``.
+
+    Only when the runtime knows that ingress (``AI4EC_BACKEND_BASE_URLS`` or
+    ``AI4EC_BACKEND_BASE_URL``, always set on Azure); without either (a bare local
+    ``functions serve``) the routing table's path check is all there is.
+    """
+    s = rt.settings
+    base = rt.routing.base_url(api_id, s.backend_base_urls, s.backend_base_url)
+    if not base or ".invalid" in base:
+        return True
+    return _origin(endpoint) == _origin(base)
+
+
 def _task_api(rt: Runtime, record: bytes) -> str | None:
     """The API a task is at now (a pipeline task: its current step's API)."""
     path = str(json.loads(record).get("EndpointPath") or "")
@@ -240,6 +260,11 @@ def _check_upsert(rt: Runtime, principal: Principal, req: Request) -> Response |
             return None  # malformed URL: the handler answers the 400
         if api is None:
             err = BadRequest("Endpoint is not in the routing table", field="Endpoint")
+            return Response.error(err)
+        if not _on_its_ingress(rt, api, endpoint):
+            # Dispatch POSTs to the Endpoint as given: a host of the caller's choosing
+            # would make the task manager a request forwarder and a port scanner.
+            err = BadRequest("Endpoint is not on the ingress of its API", field="Endpoint")
             return Response.error(err)
         if principal.kind == "api" and api != principal.api_id and not doc.get("TaskId"):
             return _error(403, "forbidden", "This key may not create tasks of another API")

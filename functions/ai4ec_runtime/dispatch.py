@@ -323,7 +323,11 @@ def deliver(
     try:
         status = backend.post(item.endpoint, body, item.task_id)
     except OSError as exc:
-        status, detail = 0, f"unreachable: {exc}"
+        # The public status text says only that the backend did not answer: the error's
+        # own text names hosts and ports (and tells "refused" from "timed out"). The log
+        # line, for operators, keeps the class.
+        log.warning("task %s: backend unreachable (%s)", item.task_id, type(exc).__name__)
+        status, detail = 0, "unreachable"
     else:
         detail = f"HTTP {status}"
     if 200 <= status < 300:

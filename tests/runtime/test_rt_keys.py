@@ -121,6 +121,34 @@ def test_endpoint_outside_the_routing_table_is_refused(keyed: tuple[Host, Access
         backend.proc.wait()
 
 
+def test_endpoint_on_another_host_is_refused(tmp_path: Path, redis_url: str) -> None:
+    """With the ingress known (as on Azure), an Endpoint must point at it, not merely share
+    its path: an API's key cannot aim dispatch at a host of its choosing (a request
+    forwarder, a port scanner). The "other host" is a real listening backend that records
+    every request; nothing reaches it.
+    """
+    keys_file = tmp_path / "keys.json"
+    host = start_host(
+        tmp_path, redis_url, "--keys", str(keys_file), AI4EC_BACKEND_BASE_URL="http://127.0.0.1:9"
+    )
+    backend = start_backend(host.url, "--mode", "hang")
+    try:
+        keys = AccessKeys.load(keys_file)
+        for key in (keys.apim, keys.apis["detector-v1"]):
+            doc = create(backend.url + "/v1/detector/detect", PublishToGrid=True)
+            status, err = call(host, UPSERT, doc, key=key)
+            assert status == 400 and err["field"] == "Endpoint", err
+            assert "ingress" in err["message"]
+        status, task = call(host, UPSERT, create(DETECT), key=keys.apim)  # on the ingress
+        assert status == 200, task
+        time.sleep(0.5)  # give a (wrong) dispatch the time to arrive
+        assert backend.log() == []
+    finally:
+        backend.proc.kill()
+        backend.proc.wait()
+        host.stop()
+
+
 def test_userinfo_never_echoed_or_logged(keyed: tuple[Host, AccessKeys]) -> None:
     host, keys = keyed
     for url in ("http://user:s3cret@10.0.0.1/v1/detector/detect", "ftp://user:s3cret@x/y"):

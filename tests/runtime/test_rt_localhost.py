@@ -236,6 +236,20 @@ def test_retries_exhausted_fail_the_task(
     assert len(backend.log()) == 3
 
 
+def test_unreachable_backend_status_names_no_host(local_host: Factory) -> None:
+    """A refused connection fails the task with a fixed text: the error's own words name
+    the host and port (and tell "refused" from "timed out"), which would make the public
+    status a port-scan oracle (issue 13 item 7)."""
+    server = local_host(routing(), local_max_attempts=2)
+    port = free_port()  # nothing listens there
+    tid = apim_create(server, f"http://127.0.0.1:{port}/v1/detector/detect", {"x": 1})["TaskId"]
+    doc = poll(server, tid, "failed")
+    assert doc["Status"] == (
+        "Failed - backend unavailable and delivery retries exhausted (last: unreachable)."
+    )
+    assert str(port) not in doc["Status"] and "refused" not in doc["Status"].lower()
+
+
 def test_stuck_task_is_retried_then_failed(
     local_host: Factory, backends: Callable[..., Backend], r: redis.Redis
 ) -> None:

@@ -270,3 +270,37 @@ def test_only_known_named_values_are_referenced() -> None:
         for path, content in render(platform, ctx).items():
             refs = set(re.findall(r"\{\{([^{}]+)\}\}", content.decode()))
             assert refs <= declared, path
+
+
+def test_api_management_presents_the_gateway_client_certificate() -> None:
+    """Every mutual-TLS ingress backend presents ai4ec-gateway-client, read from Key Vault,
+    and the Function App gets its PEM for dispatch (issue 13 item 1)."""
+    from ai4ec.render import render_targets
+
+    for _, _, platform, ctx in sample_models():
+        resources = arm(platform, ctx)
+        certs = _by_name(resources, "certificates")
+        svc = platform.azure.api_management.name
+        mutual = [
+            c
+            for c in platform.clusters
+            if c.ingress.protocol == "https" and c.ingress.client_certificate
+        ]
+        assert mutual, "every sample uses the default mutual TLS"
+        cert = certs[f"{svc}/ai4ec-gateway-client"]["properties"]
+        assert cert["keyVault"]["secretIdentifier"] == (
+            f"https://{platform.azure.key_vault.name}.vault.azure.net/secrets/ai4ec-gateway-client"
+        )
+        backends = _by_name(resources, "backends")
+        for c in mutual:
+            (backend,) = [b for n, b in backends.items() if n.endswith(f"/ai4ec-ingress-{c.name}")]
+            ids = backend["properties"]["credentials"]["certificateIds"]
+            assert ids == [
+                f"[resourceId('Microsoft.ApiManagement/service/certificates', '{svc}', "
+                "'ai4ec-gateway-client')]"
+            ]
+        files = {str(a.path): a.content for a in render_targets(platform, ctx).azure.artifacts}
+        main = json.loads(files["azure/main.json"])
+        (site,) = [r for r in main["resources"] if r["type"] == "Microsoft.Web/sites"]
+        settings = {s["name"]: s["value"] for s in site["properties"]["siteConfig"]["appSettings"]}
+        assert settings["AI4EC_GATEWAY_CLIENT_CERT"].endswith("/secrets/ai4ec-gateway-client-pem/)")
