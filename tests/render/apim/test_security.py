@@ -304,3 +304,24 @@ def test_api_management_presents_the_gateway_client_certificate() -> None:
         (site,) = [r for r in main["resources"] if r["type"] == "Microsoft.Web/sites"]
         settings = {s["name"]: s["value"] for s in site["properties"]["siteConfig"]["appSettings"]}
         assert settings["AI4EC_GATEWAY_CLIENT_CERT"].endswith("/secrets/ai4ec-gateway-client-pem/)")
+
+
+def test_published_products_are_visible_to_developers() -> None:
+    """Without a group no one sees or subscribes to a product in the developer portal:
+    published products are linked to `developers` by default (issue 13 item 6)."""
+    for _, _, platform, ctx in sample_models():
+        links = {r["name"] for r in arm(platform, ctx) if r["type"].endswith("/products/groups")}
+        svc = platform.azure.api_management.name
+        for p in platform.products:
+            expected = {f"{svc}/{p.name}/{g}" for g in p.groups}
+            if p.published:
+                assert p.groups == ("developers",)
+            assert expected <= links
+    consumption = dataclasses.replace(
+        platform,
+        azure=dataclasses.replace(
+            platform.azure,
+            api_management=dataclasses.replace(platform.azure.api_management, sku="Consumption"),
+        ),
+    )
+    assert not [r for r in arm(consumption, ctx) if r["type"].endswith("/products/groups")]
