@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,58 @@ from .output import Command, report_step_error
 _TARGETS = ("azure", "functions", "apim", "k8s")
 _CLOUDS = ("AzureCloud", "AzureChinaCloud", "AzureUSGovernment")
 _INSTALL = "pip install 'ai4ec[azure,k8s]'"
+
+
+def target_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options naming where a build goes (clusters, cloud, subscription, group, platform).
+
+    ``apply`` and ``destroy`` take the same ones, with the same meaning.
+    """
+    options = [
+        click.option(
+            "--context",
+            "contexts",
+            multiple=True,
+            metavar="[CLUSTER=]CONTEXT",
+            help="Use this kubeconfig context (for one cluster, or all) instead of AKS "
+            "credentials.",
+        ),
+        click.option(
+            "--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file for --context."
+        ),
+        click.option(
+            "--admin-credentials",
+            is_flag=True,
+            help="Fetch AKS admin (local account) credentials instead of Entra ID user "
+            "credentials.",
+        ),
+        click.option(
+            "--cloud", type=click.Choice(_CLOUDS), default="AzureCloud", show_default=True
+        ),
+        click.option(
+            "--arm-endpoint",
+            metavar="URL",
+            help="Custom Azure Resource Manager endpoint (overrides --cloud).",
+        ),
+        click.option(
+            "--subscription", metavar="ID", help="Override the subscription of platform.yaml."
+        ),
+        click.option(
+            "-g",
+            "--resource-group",
+            metavar="NAME",
+            help="Override the resource group of platform.yaml.",
+        ),
+        click.option(
+            "--platform",
+            "platform_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="The platform file the build came from (default: the one manifest.json names).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 # "\b" (a backspace character, not backslash-b) keeps click from rewrapping the table.
@@ -109,37 +162,7 @@ def _interactive_confirm(question: str) -> bool:
     is_flag=True,
     help="Take over fields another field manager owns (SSA force).",
 )
-@click.option(
-    "--context",
-    "contexts",
-    multiple=True,
-    metavar="[CLUSTER=]CONTEXT",
-    help="Use this kubeconfig context (for one cluster, or all) instead of AKS credentials.",
-)
-@click.option(
-    "--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file for --context."
-)
-@click.option(
-    "--admin-credentials",
-    is_flag=True,
-    help="Fetch AKS admin (local account) credentials instead of Entra ID user credentials.",
-)
-@click.option("--cloud", type=click.Choice(_CLOUDS), default="AzureCloud", show_default=True)
-@click.option(
-    "--arm-endpoint",
-    metavar="URL",
-    help="Custom Azure Resource Manager endpoint (overrides --cloud).",
-)
-@click.option("--subscription", metavar="ID", help="Override the subscription of platform.yaml.")
-@click.option(
-    "-g", "--resource-group", metavar="NAME", help="Override the resource group of platform.yaml."
-)
-@click.option(
-    "--platform",
-    "platform_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The platform file the build came from (default: the one manifest.json names).",
-)
+@target_options
 @click.option(
     "--outputs",
     "outputs_file",

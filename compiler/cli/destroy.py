@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .apply import _CLOUDS, _contexts, _missing_extras
+from .apply import _contexts, _missing_extras, target_options
 from .exits import EXIT_USER, CommandExit
 from .output import Command, report_step_error
 
@@ -48,37 +48,7 @@ def _on_terminal() -> bool:
     is_flag=True,
     help="Also delete Namespaces ai4ec applied (and everything in them).",
 )
-@click.option(
-    "--context",
-    "contexts",
-    multiple=True,
-    metavar="[CLUSTER=]CONTEXT",
-    help="Use this kubeconfig context (for one cluster, or all) instead of AKS credentials.",
-)
-@click.option(
-    "--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file for --context."
-)
-@click.option(
-    "--admin-credentials",
-    is_flag=True,
-    help="Fetch AKS admin (local account) credentials instead of Entra ID user credentials.",
-)
-@click.option("--cloud", type=click.Choice(_CLOUDS), default="AzureCloud", show_default=True)
-@click.option(
-    "--arm-endpoint",
-    metavar="URL",
-    help="Custom Azure Resource Manager endpoint (overrides --cloud).",
-)
-@click.option("--subscription", metavar="ID", help="Override the subscription of platform.yaml.")
-@click.option(
-    "-g", "--resource-group", metavar="NAME", help="Override the resource group of platform.yaml."
-)
-@click.option(
-    "--platform",
-    "platform_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The platform file the build came from (default: the one manifest.json names).",
-)
+@target_options
 @click.option(
     "--no-context-check",
     is_flag=True,

@@ -40,12 +40,9 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     return make_tls(tmp_path_factory.mktemp("tls"))
 
 
-@pytest.fixture
-def fakes(tls: Tls) -> Iterator[tuple[FakeAzure, FakeKube]]:
-    azure = FakeAzure(tls, SUBSCRIPTION)
-    kube = FakeKube(tls)
-    azure.kube = kube
-    azure.output_values = {
+def fake_outputs() -> dict[str, Any]:
+    """What the fake ARM answers as main.json's outputs for the synthetic template."""
+    return {
         "tenantId": TENANT_ID,
         "clusters": {
             "main": {
@@ -58,6 +55,14 @@ def fakes(tls: Tls) -> Iterator[tuple[FakeAzure, FakeKube]]:
         # Issue 13: one workload identity per API (the Azure side's apis.<workload>.clientId).
         "apis": {"hello-v1": {"clientId": API_CLIENT_ID}},
     }
+
+
+@pytest.fixture
+def fakes(tls: Tls) -> Iterator[tuple[FakeAzure, FakeKube]]:
+    azure = FakeAzure(tls, SUBSCRIPTION)
+    kube = FakeKube(tls)
+    azure.kube = kube
+    azure.output_values = fake_outputs()
     yield azure, kube
     azure.close()
     kube.close()

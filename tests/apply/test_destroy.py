@@ -25,13 +25,9 @@ from ai4ec.errors import ApplyError
 from ai4ec.pipeline import check_platform, require_ok
 
 from .conftest import (
-    API_CLIENT_ID,
-    CLIENT_ID,
-    GATEWAY_CLIENT_ID,
-    RUNTIME_CLIENT_ID,
     SUBSCRIPTION,
-    TENANT_ID,
     Project,
+    fake_outputs,
     options,
     run,
     synthetic_template,
@@ -48,18 +44,7 @@ def life(tls: Tls) -> Iterator[tuple[FakeArmLifecycle, FakeKube]]:
     azure = FakeArmLifecycle(tls, SUBSCRIPTION)
     kube = FakeKube(tls)
     azure.kube = kube
-    azure.output_values = {
-        "tenantId": TENANT_ID,
-        "clusters": {
-            "main": {
-                "keyVaultProviderClientId": CLIENT_ID,
-                "runtimeClientId": RUNTIME_CLIENT_ID,
-                "gatewayClientId": GATEWAY_CLIENT_ID,
-                "ingressHost": "",
-            }
-        },
-        "apis": {"hello-v1": {"clientId": API_CLIENT_ID}},
-    }
+    azure.output_values = fake_outputs()
     yield azure, kube
     azure.close()
     kube.close()
