@@ -7,6 +7,7 @@ local HTTPS server that checks requests and refuses what Key Vault refuses (see 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -27,14 +28,14 @@ def vault(tls: Tls) -> Iterator[FakeKeyVault]:
     assert kv.violations == []
 
 
+def _options(tls: Tls) -> dict[str, Any]:
+    # The challenge names vault.azure.net, the fake listens on 127.0.0.1.
+    return {"connection_verify": str(tls.ca_file), "verify_challenge_resource": False}
+
+
 @pytest.fixture
 def store(vault: FakeKeyVault, tls: Tls) -> Iterator[apply_keys.KeyVaultSecrets]:
-    s = apply_keys.KeyVaultSecrets(
-        vault.url,
-        FakeCredential(),
-        # The challenge names vault.azure.net, the fake listens on 127.0.0.1.
-        {"connection_verify": str(tls.ca_file), "verify_challenge_resource": False},
-    )
+    s = apply_keys.KeyVaultSecrets(vault.url, FakeCredential(), _options(tls))
     yield s
     s.close()
 
@@ -120,12 +121,7 @@ def test_forbidden_write_names_the_secret_and_the_role(
 
 @pytest.fixture
 def certs(vault: FakeKeyVault, tls: Tls) -> Iterator[apply_keys.KeyVaultCertificates]:
-    c = apply_keys.KeyVaultCertificates(
-        vault.url,
-        FakeCredential(),
-        {"connection_verify": str(tls.ca_file), "verify_challenge_resource": False},
-        poll_seconds=0,
-    )
+    c = apply_keys.KeyVaultCertificates(vault.url, FakeCredential(), _options(tls), poll_seconds=0)
     yield c
     c.close()
 

@@ -132,10 +132,55 @@ class ApiIdentity:
     grants: tuple[Resource, ...] = ()
 
 
+def _federated_identity(
+    spec: AzureSpec,
+    symbol: tuple[str, ...],
+    name: str,
+    module: str,
+    handle: ClusterHandle,
+    subject: str,
+    comment: str,
+    why: str,
+) -> tuple[Resource, Resource]:
+    """A user-assigned identity and its federated credential for one ServiceAccount."""
+    ident = spec.add(
+        new_resource(
+            camel("id", *symbol),
+            "Microsoft.ManagedIdentity/userAssignedIdentities",
+            name,
+            module,
+            body={"location": LOCATION, "tags": TAGS},
+            comment=comment,
+        )
+    )
+    federation = spec.add(
+        new_resource(
+            camel("id", *symbol, "federation"),
+            "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
+            f"aks-{handle.model.name}",
+            module,
+            parent=ident,
+            body={
+                "properties": {
+                    "issuer": handle.cluster.ref("oidcIssuerProfile", "issuerURL"),
+                    "subject": Note(subject, why),
+                    "audiences": [TOKEN_EXCHANGE_AUDIENCE],
+                }
+            },
+        )
+    )
+    return ident, federation
+
+
+def _identity_prefix(platform: Platform) -> str:
+    """``<prefix>[-<env>]``: identity names unique per environment in a resource group."""
+    e = env_part(platform.environment, 10)
+    return f"{platform.azure.name_prefix}{'-' + e if e else ''}"
+
+
 def identity_name(platform: Platform, api: Api) -> str:
     """``<prefix>[-<env>]-api-<api id>``: unique per environment in a resource group."""
-    e = env_part(platform.environment, 10)
-    return f"{platform.azure.name_prefix}{'-' + e if e else ''}-api-{api.id}"
+    return f"{_identity_prefix(platform)}-api-{api.id}"
 
 
 def api_identities(
@@ -157,37 +202,17 @@ def api_identities(
             continue
         own: list[Resource] = []
         grants: list[Resource] = []
-        ident = spec.add(
-            new_resource(
-                camel("id", "api", api.id),
-                "Microsoft.ManagedIdentity/userAssignedIdentities",
-                identity_name(platform, api),
-                module,
-                body={"location": LOCATION, "tags": TAGS},
-                comment=f"Identity of API {api.id}'s pods (workload identity).",
-            )
+        ident, federation = _federated_identity(
+            spec,
+            ("api", api.id),
+            identity_name(platform, api),
+            module,
+            handle,
+            service_account_subject(handle.model.namespace, workload_name(api)),
+            f"Identity of API {api.id}'s pods (workload identity).",
+            "Only this API's service account signs in as this identity.",
         )
-        own.append(ident)
-        federation = spec.add(
-            new_resource(
-                camel("id", "api", api.id, "federation"),
-                "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
-                f"aks-{handle.model.name}",
-                module,
-                parent=ident,
-                body={
-                    "properties": {
-                        "issuer": handle.cluster.ref("oidcIssuerProfile", "issuerURL"),
-                        "subject": Note(
-                            service_account_subject(handle.model.namespace, workload_name(api)),
-                            "Only this API's service account signs in as this identity.",
-                        ),
-                        "audiences": [TOKEN_EXCHANGE_AUDIENCE],
-                    }
-                },
-            )
-        )
-        own.append(federation)
+        own += [ident, federation]
         principal = ident.ref("principalId")
         results_grant = spec.add(
             role_assignment(
@@ -256,8 +281,7 @@ def cluster_identities(
     module = "identities"
     scopes: dict[str, Resource] = {}
     grant = Param(PARAM_ACCESS_GRANTS)
-    e = env_part(platform.environment, 10)
-    prefix = f"{platform.azure.name_prefix}{'-' + e if e else ''}"
+    prefix = _identity_prefix(platform)
     out: dict[str, ClusterIdentities] = {}
     for handle in clusters:
         c = handle.model
@@ -269,34 +293,15 @@ def cluster_identities(
             wanted.append(("gateway", INGRESS_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, certs))
         made: dict[str, Resource] = {}
         for role_name, namespace, account, secrets in wanted:
-            ident = spec.add(
-                new_resource(
-                    camel("id", c.name, role_name),
-                    "Microsoft.ManagedIdentity/userAssignedIdentities",
-                    f"{prefix}-{c.name}-{role_name}",
-                    module,
-                    body={"location": LOCATION, "tags": TAGS},
-                    comment=f"Identity of cluster {c.name}'s {role_name} secret sync.",
-                )
-            )
-            spec.add(
-                new_resource(
-                    camel("id", c.name, role_name, "federation"),
-                    "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
-                    f"aks-{c.name}",
-                    module,
-                    parent=ident,
-                    body={
-                        "properties": {
-                            "issuer": handle.cluster.ref("oidcIssuerProfile", "issuerURL"),
-                            "subject": Note(
-                                service_account_subject(namespace, account),
-                                f"Only the {role_name} sync's service account signs in.",
-                            ),
-                            "audiences": [TOKEN_EXCHANGE_AUDIENCE],
-                        }
-                    },
-                )
+            ident, _federation = _federated_identity(
+                spec,
+                (c.name, role_name),
+                f"{prefix}-{c.name}-{role_name}",
+                module,
+                handle,
+                service_account_subject(namespace, account),
+                f"Identity of cluster {c.name}'s {role_name} secret sync.",
+                f"Only the {role_name} sync's service account signs in.",
             )
             for name in secrets:
                 role = role_assignment(
