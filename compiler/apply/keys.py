@@ -84,7 +84,7 @@ class KeyVaultSecrets:
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
-            raise ApplyError(_failure("read", name, self.vault_url, exc)) from None
+            raise _refused("read", name, self.vault_url, exc) from None
         return str(value) if value is not None else None
 
     def set(self, name: str, value: str) -> None:
@@ -94,7 +94,7 @@ class KeyVaultSecrets:
         try:
             self._secrets().set_secret(name, value, content_type="text/plain")
         except AzureError as exc:
-            raise ApplyError(_failure("write", name, self.vault_url, exc)) from None
+            raise _refused("write", name, self.vault_url, exc) from None
 
     def close(self) -> None:
         """Release the client's connections."""
@@ -145,7 +145,7 @@ class KeyVaultCertificates:
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
-            raise ApplyError(_failure("read", name, self.vault_url, exc, "certificate")) from None
+            raise _refused("read", name, self.vault_url, exc, "certificate") from None
         return bytes(cer) if cer else None
 
     def create_self_signed(self, name: str, subject: str) -> bytes:
@@ -176,7 +176,7 @@ class KeyVaultCertificates:
             )
             done = poller.result()
         except AzureError as exc:
-            raise ApplyError(_failure("create", name, self.vault_url, exc, "certificate")) from None
+            raise _refused("create", name, self.vault_url, exc, "certificate") from None
         if not isinstance(done, KeyVaultCertificate) or not done.cer:
             status = getattr(done, "status", "unknown")
             raise ApplyError(
@@ -240,6 +240,22 @@ def ensure_gateway_certificate(
     return written
 
 
+class KeyVaultForbidden(ApplyError):
+    """Key Vault answered 403: the deployer lacks a data role on the vault (yet).
+
+    A separate class because a role the same run has just assigned takes minutes to
+    reach Key Vault: the keys step waits for it (bounded) instead of failing at once.
+    """
+
+
+def _refused(verb: str, name: str, vault: str, exc: Any, what: str = "secret") -> ApplyError:
+    """The error for a failed Key Vault call: :class:`KeyVaultForbidden` on a 403."""
+    message = _failure(verb, name, vault, exc, what)
+    if getattr(exc, "status_code", None) == 403:
+        return KeyVaultForbidden(message)
+    return ApplyError(message)
+
+
 def _failure(verb: str, name: str, vault: str, exc: Any, what: str = "secret") -> str:
     """One line naming the secret and the cause; never the value, never a body dump."""
     status = getattr(exc, "status_code", None)
@@ -251,7 +267,8 @@ def _failure(verb: str, name: str, vault: str, exc: Any, what: str = "secret") -
         role = "Certificates Officer" if what == "certificate" else "Secrets Officer"
         hint = (
             f"; the deployer needs the 'Key Vault {role}' role on the vault to "
-            "write the platform's access keys and gateway certificate"
+            "write the platform's access keys and gateway certificate (the template "
+            "grants it to deployerPrincipalId)"
         )
     return f"Key Vault {vault}: cannot {verb} {what} {name} (HTTP {status}, {code}){hint}"
 

@@ -7,6 +7,7 @@ logged or planned: only secret names appear (keys.py holds the rules).
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 from ..errors import ApplyError
@@ -73,6 +74,38 @@ class KeysStep(Step):
 
 
 def _ensure(ctx: Context, keys: Any, vault: str, apis: list[str], gateway_cert: str) -> list[str]:
+    """:func:`_ensure_once`, again while Key Vault refuses (403) until ``--ready-timeout``.
+
+    The template grants the deployer its Key Vault roles in the deployment that has just
+    finished; Azure takes minutes to honour a new role assignment, so a first run's 403
+    is expected and passes. Every attempt is idempotent (keys.py writes what is missing).
+    """
+    o = ctx.options
+    deadline = time.monotonic() + o.ready_timeout
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return _ensure_once(ctx, keys, vault, apis, gateway_cert)
+        except keys.KeyVaultForbidden as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ApplyError(
+                    f"{exc} (still refused after {attempt} attempt(s) over --ready-timeout "
+                    f"{o.ready_timeout:g}s; a role assigned moments ago can take minutes to "
+                    "apply: rerun apply, or check the deployer's roles on the vault)"
+                ) from None
+            wait = min(o.retry.delay(attempt, None), left)
+            ctx.console.say(
+                f"  Key Vault {vault}: not allowed yet (a new role assignment takes minutes "
+                f"to apply); trying again in {wait:.1f}s"
+            )
+            o.retry.sleep(wait)
+
+
+def _ensure_once(
+    ctx: Context, keys: Any, vault: str, apis: list[str], gateway_cert: str
+) -> list[str]:
     o = ctx.options
     endpoint = o.key_vault_endpoint or f"https://{vault}.vault.azure.net"
     options: dict[str, Any] = {"connection_verify": o.connection_verify}

@@ -39,6 +39,14 @@ class FakeKeyVault:
         self.writes: list[str] = []
         self.violations: list[str] = []
         self.forbid_writes = False
+        #: Azure RBAC on the data plane: with ``require_roles``, a request is refused (403)
+        #: until ARM deployed the role it needs for the deployer (secrets: Key Vault
+        #: Secrets Officer; certificates: Certificates Officer), and for ``propagation``
+        #: more requests after that (a new assignment takes minutes to reach the vault).
+        self.require_roles = False
+        self.roles: set[str] = set()
+        self.propagation = 0
+        self.refused = 0
         vault = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -81,6 +89,9 @@ class FakeKeyVault:
                     self._send(400, {"error": {"code": "BadParameter", "message": "api"}})
                     return
                 c = re.fullmatch(r"/certificates/([^/]+)(/create|/pending)?/?", url.path)
+                if not vault.allowed("certificate" if c is not None else "secret"):
+                    self._send(403, {"error": {"code": "Forbidden", "message": "RBAC"}})
+                    return
                 if c is not None:
                     vault.certificate(self, c.group(1), c.group(2) or "", body)
                     return
@@ -122,6 +133,31 @@ class FakeKeyVault:
         self.url = f"https://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def grant(self, role_definition_id: str) -> None:
+        """ARM deployed a role assignment on this vault for the deployer."""
+        for name, guid in (
+            ("Key Vault Secrets Officer", "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"),
+            ("Key Vault Certificates Officer", "a4417e6f-fecd-4de8-b567-7b0420556985"),
+        ):
+            if guid in role_definition_id.lower():
+                self.roles.add(name)
+
+    def allowed(self, what: str) -> bool:
+        """Whether RBAC lets the deployer at a secret or a certificate now."""
+        if not self.require_roles:
+            return True
+        need = (
+            "Key Vault Certificates Officer"
+            if what == "certificate"
+            else ("Key Vault Secrets Officer")
+        )
+        if need in self.roles and self.propagation <= 0:
+            return True
+        if need in self.roles:
+            self.propagation -= 1
+        self.refused += 1
+        return False
 
     def certificate(self, h: Any, name: str, action: str, body: bytes) -> None:
         """The certificate calls of the data plane ai4ec makes (see the module docstring)."""

@@ -535,6 +535,8 @@ class FakeAzure(FakeServer):
         self.kudu: list[bytes] = []
         self.kudu_polls = 1
         self.kube: FakeKube | None = None
+        #: A Key Vault stand-in told of role assignments deployed on its vault.
+        self.vault: Any = None
         self.tls = tls
         self.fail_resource: tuple[str, str] | None = None
         #: More (type, name) pairs whose deployment fails, and the operations page size.
@@ -983,6 +985,11 @@ class FakeAzure(FakeServer):
                 continue
             if r["type"] == "Microsoft.Authorization/roleAssignments" and self.kube is not None:
                 self.kube.grant(str((body.get("properties") or {}).get("principalId")))
+            if r["type"] == "Microsoft.Authorization/roleAssignments" and self.vault is not None:
+                # Single-resource scopes are "<type>/<name>" here, roles an expression.
+                scope = str(body.get("scope") or "")
+                if re.fullmatch(r"Microsoft\.KeyVault/vaults/[^/]+", scope):
+                    self.vault.grant(str((body.get("properties") or {}).get("roleDefinitionId")))
             if (r["type"], r["name"]) == self.fail_resource or (
                 r["type"],
                 r["name"],

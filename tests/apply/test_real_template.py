@@ -150,23 +150,13 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("sample", "env"), CASES, ids=[f"{s}-{e}" for s, e in CASES])
-def test_sample_applies_against_the_fakes(
-    fakes: tuple[FakeAzure, FakeKube],
-    tls: Tls,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    sample: str,
-    env: str,
-) -> None:
-    """A sample's real build (local HTTPS fakes): deployments in order, clean, then no-op.
+def _built(
+    azure: FakeAzure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample: str, env: str
+) -> tuple[Path, Any]:
+    """The sample built for real in ``tmp_path``, and the fake ARM's outputs for its model.
 
-    The Kubernetes fake answers 403 to the deployer until a role assignment for it is
-    deployed, so the Kubernetes step succeeding proves the real template's deployer role
-    (issue 17) reaches Azure with the principal apply passed as ``deployerPrincipalId``.
+    The fake's outputs stand in for what ARM would evaluate: one per API and cluster.
     """
-    azure, kube = fakes
-    kube.caller = DEPLOYER
     root = tmp_path / sample
     shutil.copytree(ROOT / "samples" / sample, root)
     monkeypatch.chdir(root)
@@ -184,15 +174,38 @@ def test_sample_applies_against_the_fakes(
     platform = next(
         p for p in require_ok(check_platform(Path("platform.yaml"))) if p.environment == env
     )
-    # Every placeholder of the Kubernetes objects names an output main.json declares
-    # (issue 13: the workload identities of the APIs and of each cluster's syncs).
-    assert _outputs_the_objects_miss(env_dir) == []
-    # The fake's outputs stand in for what ARM would evaluate: one per API and cluster.
     main = azure.output_values["clusters"]["main"]
     azure.output_values["clusters"] = {c.name: dict(main) for c in platform.clusters}
     azure.output_values["apis"] = {a.id: {"clientId": API_CLIENT_ID} for a in platform.apis}
     azure.subscription = platform.azure.subscription_id
+    return env_dir, platform
+
+
+@pytest.mark.parametrize(("sample", "env"), CASES, ids=[f"{s}-{e}" for s, e in CASES])
+def test_sample_applies_against_the_fakes(
+    fakes: tuple[FakeAzure, FakeKube],
+    tls: Tls,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sample: str,
+    env: str,
+) -> None:
+    """A sample's real build (local HTTPS fakes): deployments in order, clean, then no-op.
+
+    The Kubernetes fake answers 403 to the deployer until a role assignment for it is
+    deployed, so the Kubernetes step succeeding proves the real template's deployer role
+    (issue 17) reaches Azure with the principal apply passed as ``deployerPrincipalId``.
+    """
+    azure, kube = fakes
+    kube.caller = DEPLOYER
+    env_dir, platform = _built(azure, tmp_path, monkeypatch, sample, env)
+    # Every placeholder of the Kubernetes objects names an output main.json declares
+    # (issue 13: the workload identities of the APIs and of each cluster's syncs).
+    assert _outputs_the_objects_miss(env_dir) == []
     vault = FakeKeyVault(tls)
+    # The vault refuses the deployer until the template's role assignments on it are
+    # deployed, and a few requests longer (propagation): apply waits, then writes.
+    vault.require_roles, vault.propagation, azure.vault = True, 2, vault
     r = run(
         azure,
         tls,
@@ -202,6 +215,8 @@ def test_sample_applies_against_the_fakes(
         key_vault_endpoint=vault.url,
     )
     assert r.error is None, r.text
+    assert vault.roles == {"Key Vault Secrets Officer", "Key Vault Certificates Officer"}
+    assert vault.refused == 2 and "not allowed yet" in r.text
     assert azure.violations == [] and kube.violations == []
     infra = [
         q.json()["properties"]["parameters"]
@@ -285,6 +300,36 @@ def test_sample_applies_against_the_fakes(
     assert vault.writes == ["ai4ec-apim-key"] and held == [True]
     assert not [w for w in azure.writes() if "/deployments/" in w]
     assert "ai4ec-apply-lock" not in tags  # released at the end
+    vault.close()
+    assert vault.violations == []
+
+
+def test_a_vault_that_keeps_refusing_stops_apply_clearly(
+    fakes: tuple[FakeAzure, FakeKube],
+    tls: Tls,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No role ever reaches the vault (local Key Vault stand-in): apply waits for
+    --ready-timeout, then names the secret, the role and what to do; nothing written."""
+    azure, _kube = fakes
+    env_dir, _platform = _built(azure, tmp_path, monkeypatch, "minimal", "default")
+    vault = FakeKeyVault(tls)
+    vault.require_roles = True  # and azure.vault is not told: the grant never arrives
+    r = run(
+        azure,
+        tls,
+        env_dir,
+        yes=True,
+        deployer_principal_id=DEPLOYER,
+        key_vault_endpoint=vault.url,
+        ready_timeout=0.3,
+    )
+    assert r.error is not None
+    message = str(r.error)
+    assert "ai4ec-access-keys" in message and "Key Vault Secrets Officer" in message
+    assert "still refused" in message and "rerun apply" in message
+    assert vault.secrets == {} and vault.refused >= 1
     vault.close()
     assert vault.violations == []
 

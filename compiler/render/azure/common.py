@@ -54,6 +54,8 @@ ROLES: dict[str, str] = {
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "EventGrid Data Sender": "d5a91429-5739-47e2-a06b-3470a27159e7",
     "Azure Kubernetes Service RBAC Cluster Admin": "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b",
+    "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    "Key Vault Certificates Officer": "a4417e6f-fecd-4de8-b567-7b0420556985",
 }
 
 #: Blob container Event Grid dead-letters to; the runtime's blob trigger reads it

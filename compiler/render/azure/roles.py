@@ -28,7 +28,8 @@ DEPLOYER_PRINCIPAL_ID = Parameter(
     "string",
     "",
     "Object id of the identity that deploys (ai4ec apply fills it from its Azure token); "
-    "it gets the AKS RBAC Cluster Admin role on each cluster. Empty: no role is assigned.",
+    "it gets the AKS RBAC Cluster Admin role on each cluster and writes the platform's "
+    "keys in the Key Vault. Empty: no role is assigned.",
 )
 DEPLOYER_PRINCIPAL_TYPE = Parameter(
     PARAM_DEPLOYER_TYPE,
@@ -66,8 +67,16 @@ def roles(
     functions: Functions,
     apim: Resource,
     clusters: Sequence[ClusterHandle],
+    gateway_certificate: bool = False,
 ) -> Grants:
-    """Every grant between managed identities and the resources they use."""
+    """Every grant between managed identities and the resources they use.
+
+    The deployer also gets what ``ai4ec apply``'s keys step writes in the vault (the
+    access keys; the gateway client certificate when a gateway wants one), so a first
+    run needs no role granted by hand. Secrets Officer on the vault lets the deployer
+    read every secret in it, which it could grant itself anyway: whoever may create
+    role assignments (the template does) already holds that power.
+    """
     account, site, topic = storage.account, functions.site, functions.topic
     site_principal = site.ref("identity", "principalId", full=True)
     grants = [
@@ -149,6 +158,20 @@ def roles(
             )
             for group in cluster.admin_groups
         )
+    vault_roles = ["Key Vault Secrets Officer"]
+    if gateway_certificate:
+        vault_roles.append("Key Vault Certificates Officer")
+    grants.extend(
+        deployer_role_assignment(
+            vault,
+            deployer,
+            deployer_type,
+            role,
+            "roles",
+            f"The deployer (ai4ec apply) writes the platform's keys ({role}).",
+        )
+        for role in vault_roles
+    )
     grants.append(
         role_assignment(
             topic,

@@ -169,7 +169,7 @@ def build_template(
         ingress_urls = Fn("string", (Param(PARAM_INGRESS_URLS),))
     fns = functions(spec, platform, store.account, _backend_url_default(platform), ingress_urls)
     service = apim_service(spec, platform, vault)
-    grants = roles(spec, vault, store, acr, fns, service, clusters)
+    grants = roles(spec, vault, store, acr, fns, service, clusters, mutual_tls(platform))
     secrets(spec, vault, cache, fns, mon.app_insights, grants)
     spec.params += access_parameters(platform)
     identities = api_identities(spec, platform, vault, store.results, clusters)

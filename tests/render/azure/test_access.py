@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from ai4ec.model.naming import mutual_tls
 from ai4ec.render.apim.plan import APIM_KEY_SECRET as APIM_SIDE_SECRET
 from ai4ec.render.azure.access import (
     ACCESS_KEYS_SECRET,
@@ -26,7 +27,15 @@ from ai4ec.render.azure.access import (
     api_key_secret,
 )
 
-from .support import ROOT, arm_resources, case_files, load_arm, platforms, sample_envs
+from .support import (
+    ROOT,
+    arm_resources,
+    case_files,
+    load_arm,
+    platforms,
+    render_platform,
+    sample_envs,
+)
 
 SAMPLES = sample_envs()
 GRANT = f"[parameters('{PARAM_ACCESS_GRANTS}')]"
@@ -165,3 +174,48 @@ def test_node_identity_has_no_vault_wide_access(sample: str, env: str) -> None:
     ]
     assert node_grants, "the kubelet identity pulls from the registry"
     assert all(ACR_PULL in g for g in node_grants), node_grants
+
+
+SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
+CERTIFICATES_OFFICER = "a4417e6f-fecd-4de8-b567-7b0420556985"
+
+
+def _deployer_vault_roles(resources: list[dict[str, Any]]) -> set[str]:
+    """Roles the template gives the deployer on the Key Vault (only when it is known)."""
+    found = set()
+    for r in _roles(resources):
+        if r["properties"]["principalId"] != "[parameters('deployerPrincipalId')]":
+            continue
+        if not re.fullmatch(r"Microsoft\.KeyVault/vaults/[^/]+", r["scope"]):
+            continue
+        assert r["condition"] == "[not(empty(parameters('deployerPrincipalId')))]"
+        found.add(r["properties"]["roleDefinitionId"].split("'")[-2])
+    return found
+
+
+@pytest.mark.parametrize(("sample", "env"), SAMPLES)
+def test_deployer_may_write_the_keys_and_no_more(sample: str, env: str) -> None:
+    """apply's keys step writes secrets (and the gateway certificate with mutual TLS):
+    the template grants exactly those roles on the vault to the deployer, so a first
+    run needs nothing granted by hand (tests/apply/test_real_template.py proves apply
+    waits for the grant to take effect)."""
+    wanted = {SECRETS_OFFICER}
+    if mutual_tls(_platform(sample, env)):
+        wanted.add(CERTIFICATES_OFFICER)
+    assert _deployer_vault_roles(arm_resources(_files(sample, env))) == wanted
+
+
+def test_deployer_gets_no_certificate_role_without_mutual_tls() -> None:
+    import dataclasses
+
+    p = _platform("camera-trap", "default")
+    plain = dataclasses.replace(
+        p,
+        clusters=tuple(
+            dataclasses.replace(c, ingress=dataclasses.replace(c.ingress, client_certificate=False))
+            for c in p.clusters
+        ),
+    )
+    assert not mutual_tls(plain)
+    files = render_platform(plain, "samples/camera-trap/platform.yaml")
+    assert _deployer_vault_roles(arm_resources(files)) == {SECRETS_OFFICER}

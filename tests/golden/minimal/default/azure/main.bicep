@@ -23,7 +23,7 @@ param vaultCreateMode string = 'default'
 @description('Scheme and host of the cluster\'s Istio ingress that dispatch posts tasks to (AI4EC_BACKEND_BASE_URL), e.g. https://ingress.example.org or http://20.1.2.3. The ingress address exists only once the cluster and its gateway run, so `ai4ec apply` reads it from the cluster and deploys again with it.')
 param backendBaseUrl string = 'https://api.my-platform.example.org'
 
-@description('Object id of the identity that deploys (ai4ec apply fills it from its Azure token); it gets the AKS RBAC Cluster Admin role on each cluster. Empty: no role is assigned.')
+@description('Object id of the identity that deploys (ai4ec apply fills it from its Azure token); it gets the AKS RBAC Cluster Admin role on each cluster and writes the platform\'s keys in the Key Vault. Empty: no role is assigned.')
 param deployerPrincipalId string = ''
 
 @description('Kind of the deployerPrincipalId identity (Azure needs it to assign a role to a principal that was created moments ago).')

@@ -5,7 +5,7 @@
 
 targetScope = 'resourceGroup'
 
-@description('Object id of the identity that deploys (ai4ec apply fills it from its Azure token); it gets the AKS RBAC Cluster Admin role on each cluster. Empty: no role is assigned.')
+@description('Object id of the identity that deploys (ai4ec apply fills it from its Azure token); it gets the AKS RBAC Cluster Admin role on each cluster and writes the platform\'s keys in the Key Vault. Empty: no role is assigned.')
 param deployerPrincipalId string
 
 @description('Kind of the deployerPrincipalId identity (Azure needs it to assign a role to a principal that was created moments ago).')
@@ -129,6 +129,30 @@ resource roleDeployerAksMainAzureKubernetesServiceRBACClusterAdmin 'Microsoft.Au
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
     description: 'The deployer (ai4ec apply) manages Kubernetes objects of cluster main.'
+  }
+}
+
+resource roleDeployerKeyVaultKeyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!(empty(deployerPrincipalId))) {
+  name: guid(keyVault.id, deployerPrincipalId, 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7')
+  scope: keyVault
+  properties: {
+    // Key Vault Secrets Officer
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7')
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    description: 'The deployer (ai4ec apply) writes the platform\'s keys (Key Vault Secrets Officer).'
+  }
+}
+
+resource roleDeployerKeyVaultKeyVaultCertificatesOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!(empty(deployerPrincipalId))) {
+  name: guid(keyVault.id, deployerPrincipalId, 'a4417e6f-fecd-4de8-b567-7b0420556985')
+  scope: keyVault
+  properties: {
+    // Key Vault Certificates Officer
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'a4417e6f-fecd-4de8-b567-7b0420556985')
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    description: 'The deployer (ai4ec apply) writes the platform\'s keys (Key Vault Certificates Officer).'
   }
 }
 
