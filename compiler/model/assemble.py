@@ -19,6 +19,7 @@ from ..errors import Diagnostic, Severity
 from ..load import SourceMap
 from .apim_rules import check_apim
 from .apis import read_api
+from .azure_limits import check_azure_limits
 from .capacity_rules import check_capacity_rules
 from .catalog_rules import check_catalog
 from .clusters import read_cluster
@@ -50,7 +51,7 @@ def assemble(ctx: ModelContext) -> Platform:
     tags = dict(sorted((meta.get("tags") or {}).items()))
     tags.setdefault("ai4ec-platform", meta["name"])
     tags.setdefault("ai4ec-environment", ctx.environment)
-    return Platform(
+    platform = Platform(
         name=meta["name"],
         description=meta.get("description", ""),
         environment=ctx.environment,
@@ -63,6 +64,8 @@ def assemble(ctx: ModelContext) -> Platform:
         development=bool(ctx.data.get("development", False)),
         source_file=ctx.source.file,
     )
+    check_azure_limits(ctx, platform)
+    return platform
 
 
 def build_model(
