@@ -714,7 +714,8 @@ def main() -> None:
                 procs, loop, parser = (config.split(":") + ["", ""])[:3]
                 label = f"{procs} proc, {loop or 'uvloop'}" + (", python parser" if parser else "")
                 if label in wrk_runs:  # a set-up listed again (alternating A/B runs)
-                    label += f" #{sum(k.startswith(label) for k in wrk_runs) + 1}"
+                    same = [k for k in wrk_runs if k == label or k.startswith(label + " #")]
+                    label += f" #{len(same) + 1}"
                 wrk_runs[label] = bench_http_wrk(
                     rp.url,
                     args.conns,
