@@ -161,3 +161,33 @@ def test_the_store_reads_alike_with_every_reply_parser(
     finally:
         store.close()
         client.close()
+
+
+def test_a_queued_create_is_in_its_delivery_queue_after_one_call(
+    r: redis.Redis, routing_doc: dict[str, Any]
+) -> None:
+    """The local host's publishing create: the task and its durable delivery-queue entry
+    come from one script call (before, a second ``enqueue`` call followed), and only a
+    publishing create asks for the entry."""
+    store = TaskStore(r, Routing(routing_doc))
+    try:
+        req = UpsertRequest(None, "created", None, DETECT, '{"image":"a.jpg"}', True, None)
+        store.upsert(req)  # loads the script
+        before = calls(r)
+        made = store.upsert(req, queue=True)
+        spent = delta(before, calls(r))
+        assert spent["evalsha"] == 1 and "script|load" not in spent
+        assert made.dispatch is not None and made.dispatch.queued
+        api = store.routing.resolve("/v1/detector/detect")
+        assert api is not None
+        assert store.backlog([api.api_id]) == {api.api_id: 1}  # the unqueued one is not
+        quiet = store.upsert(
+            UpsertRequest(None, "created", None, DETECT, "{}", False, None), queue=True
+        )
+        assert quiet.dispatch is None
+        assert store.backlog([api.api_id]) == {api.api_id: 1}
+        (taken,) = store.take(api.api_id, 10, 60.0)
+        assert taken.item.task_id == made.dispatch.task_id
+        assert taken.item.body == '{"image":"a.jpg"}'
+    finally:
+        store.close()
