@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from .models import endpoint_path
 from .store import Dispatch, Queued, TaskStore
 
 log = logging.getLogger("ai4ec_runtime.dispatch")
@@ -559,6 +560,12 @@ class LocalDispatcher:
         """
         if self.closed:
             raise DispatchError("local dispatcher is closed")
+        if item.queued:
+            # The create's script queued it already (TaskStore.upsert(queue=True)): the
+            # lane of its API only needs waking.
+            route = self.store.routing.resolve(endpoint_path(item.endpoint))
+            self._lane(route.api_id if route is not None else "").wake()
+            return
         try:
             api = self.store.enqueue(item.task_id)
         except Exception as exc:

@@ -367,13 +367,18 @@ def cache_connector_upsert(rt: Runtime, req: Request) -> Response:
         return _shaped_update(rt, task_id, exc)
     if upsert.task_id is not None and upsert.endpoint == CLIENT_FALLBACK_ENDPOINT:
         upsert = dataclasses.replace(upsert, endpoint=None)
+    queue = False
     if upsert.publish:
-        _ = rt.dispatcher  # a missing transport setting fails before the task exists
+        # A missing transport setting fails before the task exists. The local transport
+        # is the store's own delivery queue: the create's script queues it (one round
+        # trip, not two).
+        queue = isinstance(rt.dispatcher, LocalDispatcher) and not rt.dispatcher.closed
     try:
         result = rt.store.upsert(
             upsert,
             idempotency_key=req.header("idempotency-key") if upsert.task_id is None else None,
             caller=req.header("x-ai4ec-caller") or "",
+            queue=queue,
         )
     except ConfigurationError:
         raise

@@ -187,7 +187,8 @@ local M = {}
 
 function M.create()
   -- 1 id 2 text 3 ep 4 path 5 api 6 ttl 7 tmo 8 qto 9 maxatt 10 boff 11 ptg
-  -- 12 body 13 pl 14 step 15 steps 16 idem_key 17 fingerprint
+  -- 12 body 13 pl 14 step 15 steps 16 idem_key 17 fingerprint 18 queue ('1': also put
+  -- the dispatch into the API's delivery queue, as M.enqueue would, in this same call)
   local id, idem = a[1], a[16]
   if idem ~= '' then
     local ex = redis.call('GET', P .. idem)
@@ -207,6 +208,7 @@ function M.create()
   if m.ptg == '1' then
     redis.call('SET', P .. id .. '_ORIG', a[12])
     arm(id, m)
+    if a[18] == '1' then redis.call('ZADD', dq(m.api), now, id) end
   end
   local rec = commit(id, m)
   if idem ~= '' then

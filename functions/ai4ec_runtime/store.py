@@ -103,11 +103,17 @@ def valid_task_id(task_id: str | None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Dispatch:
-    """A task to hand to the backend at ``endpoint`` with ``body`` and ``taskId`` header."""
+    """A task to hand to the backend at ``endpoint`` with ``body`` and ``taskId`` header.
+
+    ``queued`` is true when the script that produced it already put it into its API's
+    durable delivery queue (a create asked to, see :meth:`TaskStore.upsert`): the local
+    dispatcher then only wakes the API's lane instead of queueing it in a second call.
+    """
 
     task_id: str
     endpoint: str
     body: str
+    queued: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,8 +408,15 @@ class TaskStore:
         *,
         idempotency_key: str | None = None,
         caller: str = "",
+        queue: bool = False,
     ) -> UpsertResult:
         """Create (no TaskId) or update a task, atomically, in one round trip.
+
+        With ``queue``, a create that publishes also puts its dispatch into its API's
+        durable delivery queue in the same script (the local dispatcher's transport), so
+        a create and its hand-over cost one round trip instead of two, and a host killed
+        between them cannot leave a created task that was never queued. Ignored for
+        updates and for creates without ``PublishToGrid``.
 
         Raises:
             BadRequest: creation without Endpoint, unknown pipeline, bad TaskId.
@@ -411,7 +424,7 @@ class TaskStore:
             IllegalTransition: the change breaks the state machine.
             IdempotencyMismatch: the key was used for a different request.
         """
-        mode, tag, args, finish = self._prepare(req, idempotency_key, caller)
+        mode, tag, args, finish = self._prepare(req, idempotency_key, caller, queue)
         return finish(self._eval(mode, tag, *args))
 
     def upsert_many(self, reqs: Sequence[UpsertRequest]) -> list[UpsertResult | TaskError]:
@@ -443,12 +456,16 @@ class TaskStore:
                 out.append(exc)
         return out
 
-    def _prepare(self, req: UpsertRequest, idem: str | None, caller: str) -> _Prepared:
+    def _prepare(
+        self, req: UpsertRequest, idem: str | None, caller: str, queue: bool = False
+    ) -> _Prepared:
         if req.task_id is None:
-            return self._prepare_create(req, idem, caller)
+            return self._prepare_create(req, idem, caller, queue)
         return self._prepare_update(req)
 
-    def _prepare_create(self, req: UpsertRequest, idem: str | None, caller: str) -> _Prepared:
+    def _prepare_create(
+        self, req: UpsertRequest, idem: str | None, caller: str, queue: bool = False
+    ) -> _Prepared:
         if req.endpoint is None:
             raise BadRequest("Creating a task needs an Endpoint (the backend URL)")
         if req.backend_status not in (None, BackendStatus.CREATED):
@@ -500,6 +517,7 @@ class TaskStore:
         args = (
             task_id, text, endpoint, path, api, ttl, tmo, qto, maxatt, boff,
             "1" if publish else "0", body, pipeline_id, step, steps, idem_key, fingerprint,
+            "1" if queue and publish else "0",
         )  # fmt: skip
 
         def finish(reply: Any) -> UpsertResult:
@@ -513,7 +531,7 @@ class TaskStore:
                 record = reply[1] or self._gone_record(_s(reply[2]))
                 return UpsertResult(record=record, replayed=True)
             # 'ok' ('exists' would be a TaskId collision; the id is fresh per call).
-            dispatch = Dispatch(task_id, endpoint, body) if publish else None
+            dispatch = Dispatch(task_id, endpoint, body, queue) if publish else None
             return UpsertResult(record=reply[1], dispatch=dispatch, created=True)
 
         return "create", self.tag(task_id), args, finish
