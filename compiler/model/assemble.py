@@ -24,7 +24,7 @@ from .capacity_rules import check_capacity_rules
 from .catalog_rules import check_catalog
 from .clusters import read_cluster
 from .context import ModelContext
-from .naming import read_azure
+from .naming import check_results_containers, read_azure
 from .pipelines import link_pipelines, read_pipelines
 from .products import read_products
 from .rules import check_api_ids, check_routes, unique
@@ -42,6 +42,7 @@ def assemble(ctx: ModelContext) -> Platform:
     check_catalog(ctx)
     apis = [read_api(ctx, a, i, clusters, azure) for i, a in enumerate(ctx.data.get("apis", []))]
     check_api_ids(ctx, apis)
+    check_results_containers(ctx, azure, apis)
     pipelines = read_pipelines(ctx, apis)
     apis = link_pipelines(apis, pipelines)
     check_routes(ctx, apis, pipelines)

@@ -71,6 +71,10 @@ RESERVED_ENV = frozenset(
         "NEXT_API_NAME_IN_PIPELINE",
         "APPINSIGHTS_INSTRUMENTATIONKEY",
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        # Where the API writes its results (its own container, docs/contracts.md).
+        "AI4EC_RESULTS_ACCOUNT_URL",
+        "AI4EC_RESULTS_CONTAINER",
+        "AI4EC_RESULTS_URL",
     }
 )
 SECRET_LIKE_NAME = re.compile(r"(KEY|SECRET|PASSWORD|PASSWD|TOKEN|CONNECTION_STRING|SAS)$", re.I)

@@ -192,6 +192,50 @@ def check_azure_names(ctx: ModelContext, az: Azure, raw: dict[str, Any]) -> None
             ctx.report("E-AZURE-NAME", f"invalid Azure name {name!r}: {rule}", path)
 
 
+#: Azure's rule for blob container names: 3-63 lowercase letters, digits and single
+#: hyphens, starting and ending with a letter or digit.
+CONTAINER_NAME = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
+
+
+def results_container(azure: Azure, api: Api) -> str:
+    """``<storage.resultsContainer>-<api id>``: the one blob container ``api`` writes to.
+
+    One container per API, so that each API's identity can be granted its own results
+    and nothing else (issue 13). The name is the prefix and the API id joined, never
+    shortened: distinct API ids give distinct names, and a name Azure would refuse is a
+    validation error (E-RESULTS-CONTAINER), not a surprise at deployment. It cannot
+    meet the platform's own containers (``ai4ec-deadletter``, ``ai4ec-packages``): the
+    name holds the API id, and every API id holds ``-v<digit>``, which they do not.
+    """
+    return f"{azure.storage.results_container}-{api.id}"
+
+
+def check_results_containers(ctx: ModelContext, azure: Azure, apis: list[Api]) -> None:
+    """Report each API whose results container name Azure would refuse (E-RESULTS-CONTAINER).
+
+    API names may hold double hyphens and versions may be long, both of which Kubernetes
+    accepts but a blob container name does not. The error points at the API's name.
+    """
+    prefix = azure.storage.results_container
+    for i, api in enumerate(apis):
+        name = results_container(azure, api)
+        if CONTAINER_NAME.fullmatch(name):
+            continue
+        hint = (
+            "use single hyphens in the API's name (Azure refuses '--' in container names)"
+            if "--" in api.id
+            else "shorten the API's name or version, or storage.resultsContainer"
+        )
+        ctx.report(
+            "E-RESULTS-CONTAINER",
+            f"API {api.id!r} would write to blob container {name!r} ({len(name)} "
+            "characters), which Azure refuses: container names are 3-63 lowercase "
+            "letters, digits and single hyphens",
+            ("apis", i, "name"),
+            f"the container is '<storage.resultsContainer ({prefix})>-<name>-<version>'; " + hint,
+        )
+
+
 def workload_name(api: Api) -> str:
     """The name of ``api``'s Kubernetes workload: Deployment, Service and ServiceAccount.
 

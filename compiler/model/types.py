@@ -165,7 +165,14 @@ class Storage:
 
     name: str
     sku: str
+    #: Prefix of the per-API results containers (``<prefix>-<api id>``, see
+    #: :func:`~ai4ec.model.naming.results_container`); no container has this name itself.
     results_container: str
+
+    @property
+    def blob_endpoint(self) -> str:
+        """The account's blob endpoint (public cloud, like every endpoint ai4ec derives)."""
+        return f"https://{self.name}.blob.core.windows.net"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

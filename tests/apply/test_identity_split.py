@@ -127,7 +127,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "platform.yaml").write_text(yaml.safe_dump(make_platform(12), sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(template, "ARM_MAX_RESOURCES", 60)
-        mp.setattr(template, "IDENTITY_CHUNK", 9)
+        # 3 APIs per identities-<n> (results container, identity, federated credential,
+        # results grant), 6 per identity-grants-<n> (2 grants each).
+        mp.setattr(template, "IDENTITY_CHUNK", 12)
         build_platform(root / "platform.yaml", root / "out")
     return root / "out" / "default"
 
@@ -142,9 +144,9 @@ def test_build_lists_split_templates_in_deployment_order(split_build: Path) -> N
     names = [t.name for t in load_build(split_build).templates()]
     assert names[0] == "main"
     identities = [f"identities-{n}" for n in (1, 2, 3, 4)]
-    grants = [f"identity-grants-{n}" for n in (1, 2, 3)]
-    assert names[1:8] == identities + grants
-    assert all(n.startswith("apim-apis-") for n in names[8:])  # APIM split too at 60
+    grants = [f"identity-grants-{n}" for n in (1, 2)]
+    assert names[1:7] == identities + grants
+    assert all(n.startswith("apim-apis-") for n in names[7:])  # APIM split too at 60
 
 
 def test_identity_chunks_deploy_after_clusters_and_grants_after_keys(
@@ -174,7 +176,7 @@ def test_identity_chunks_deploy_after_clusters_and_grants_after_keys(
         ]
         order = [n for n, _ in puts]
         identities = [f"identities-{n}" for n in (1, 2, 3, 4)]
-        grants = [f"identity-grants-{n}" for n in (1, 2, 3)]
+        grants = [f"identity-grants-{n}" for n in (1, 2)]
         assert order == [
             arm.DATA,
             arm.CLUSTERS,
@@ -256,7 +258,7 @@ def test_destroy_removes_what_the_split_deployments_made(tls: Tls, split_build: 
         r = run(azure, tls, split_build, **kw)
         assert r.error is None, r.text
         split = [d for d in azure.deployments if "-identit" in d]
-        assert len(split) == 7
+        assert len(split) == 6
         grants = [k for k in azure.resources if "/microsoft.authorization/roleassignments/" in k]
         assert len(grants) > 36  # 12 APIs x (results, key, user secret) and main's own
         lines: list[str] = []
@@ -276,7 +278,11 @@ def test_destroy_removes_what_the_split_deployments_made(tls: Tls, split_build: 
         ]
         assert sum("/secrets/ai4ec-api-key-" in d for d in roles) == 12
         assert sum("/secrets/storage-key-" in d for d in roles) == 12
-        assert sum("/containers/results/providers/" in d for d in roles) == 12
+        # Each API's grant on its own results container (results-api<i>-v1).
+        assert (
+            sum(f"/containers/results-api{i}-v1/providers/" in d for d in roles for i in range(12))
+            == 12
+        )
         assert not [k for k in azure.resources if f"/{_IDENTITY.lower()}/" in k]
         assert not [k for k in azure.resources if "/microsoft.authorization/" in k]
         assert azure.deployments == {}  # records of split deployments removed too

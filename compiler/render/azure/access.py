@@ -32,6 +32,7 @@ from ...model.naming import (
     RUNTIME_SECRET_KEYS,
     RUNTIME_SERVICE_ACCOUNT,
     env_part,
+    results_container,
     service_account_subject,
     workload_name,
 )
@@ -125,8 +126,11 @@ class ApiIdentity:
     api: Api
     identity: Resource
     secrets: tuple[str, ...]
-    #: What the identity needs to exist and sign in (identity, federated credential,
-    #: results grant), parents first: deployable once the clusters exist.
+    #: The API's own results container (the only one its identity may write).
+    container: Resource | None = None
+    #: What the identity needs to exist and sign in (its results container, identity,
+    #: federated credential, results grant), parents first: deployable once the clusters
+    #: exist.
     resources: tuple[Resource, ...] = ()
     #: Its grants on single Key Vault secrets (held back by :data:`PARAM_ACCESS_GRANTS`).
     grants: tuple[Resource, ...] = ()
@@ -187,10 +191,17 @@ def api_identities(
     spec: AzureSpec,
     platform: Platform,
     vault: Resource,
-    results: Resource,
+    blob: Resource,
     clusters: Sequence[ClusterHandle],
 ) -> list[ApiIdentity]:
-    """Per API: identity, federated credential, data role and its own secrets' grants."""
+    """Per API: results container, identity, federated credential, data role, secrets' grants.
+
+    Each API writes its results to a container of its own (``blob`` is the storage
+    account's blob service), and its identity holds Storage Blob Data Contributor on that
+    container alone: no API can read or overwrite another API's results, and none holds
+    a data role on the account. The container travels with the identity (in main.json,
+    or in the same ``identities-<n>`` split template), so 1,000 APIs split the same way.
+    """
     module = "identities"
     by_cluster = {h.model.name: h for h in clusters}
     scopes: dict[str, Resource] = {}
@@ -202,6 +213,18 @@ def api_identities(
             continue
         own: list[Resource] = []
         grants: list[Resource] = []
+        container = spec.add(
+            new_resource(
+                camel("results", api.id),
+                "Microsoft.Storage/storageAccounts/blobServices/containers",
+                results_container(platform.azure, api),
+                module,
+                parent=blob,
+                body={"properties": {"publicAccess": "None"}},
+                comment=f"API {api.id}'s results; only its identity may read and write them.",
+            )
+        )
+        own.append(container)
         ident, federation = _federated_identity(
             spec,
             ("api", api.id),
@@ -218,10 +241,10 @@ def api_identities(
             role_assignment(
                 ident,
                 principal,
-                results,
+                container,
                 "Storage Blob Data Contributor",
                 module,
-                f"API {api.id} writes its results.",
+                f"API {api.id} reads and writes its own results container, no other.",
             )
         )
         own.append(results_grant)
@@ -245,6 +268,7 @@ def api_identities(
                 api=api,
                 identity=ident,
                 secrets=readable,
+                container=container,
                 resources=tuple(own),
                 grants=tuple(grants),
             )

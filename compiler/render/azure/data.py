@@ -40,13 +40,14 @@ class Storage:
         account: The storage account (Function App host storage, results, dead letters).
         blob: Its blob service.
         dead_letter: The container Event Grid dead-letters into.
-        results: The container APIs write results to (each API identity's data role).
+
+    Each API's results container is made with its identity
+    (:func:`~.access.api_identities`), as a child of ``blob``.
     """
 
     account: Resource
     blob: Resource
     dead_letter: Resource
-    results: Resource
 
 
 def storage(spec: AzureSpec, platform: Platform) -> Storage:
@@ -83,8 +84,8 @@ def storage(spec: AzureSpec, platform: Platform) -> Storage:
                     ),
                 },
             },
-            comment="Host storage of the Function App (identity-based), API results and the\n"
-            "Event Grid dead-letter container.",
+            comment="Host storage of the Function App (identity-based), each API's results\n"
+            "container and the Event Grid dead-letter container.",
         )
     )
     blob = spec.add(
@@ -104,7 +105,6 @@ def storage(spec: AzureSpec, platform: Platform) -> Storage:
         )
     )
     containers = [
-        ("resultsContainer", st.results_container, "Where APIs write their results."),
         (
             "deadLetterContainer",
             DEAD_LETTER_CONTAINER,
@@ -136,7 +136,6 @@ def storage(spec: AzureSpec, platform: Platform) -> Storage:
         account=account,
         blob=blob,
         dead_letter=made["deadLetterContainer"],
-        results=made["resultsContainer"],
     )
 
 

@@ -13,14 +13,15 @@ otherwise pass ARM's limits, so every ordinary platform stays one template:
 
 * API Management children (``apim-apis-<n>``), deployed last (the public door);
 * the per-API workload identities (:func:`~.access.api_identities`), cut in two kinds
-  because they are needed at two moments: ``identities-<n>`` (identity, federated
-  credential, results grant) can be deployed as soon as the AKS clusters exist (the
-  credential reads the cluster's OIDC issuer), while ``identity-grants-<n>`` (the grants
-  on single Key Vault secrets) need the secrets ``apply`` writes later and carry the
-  ``deployAccessGrants`` condition. Separate templates deploy every resource once, in
-  the step it belongs to, and the grants' template changes (and is redeployed) only when
-  a grant does; deploying one template twice (false, then true) would re-PUT hundreds
-  of unchanged identities in the ``access`` step and mix two moments in one digest.
+  because they are needed at two moments: ``identities-<n>`` (results container,
+  identity, federated credential, results grant) can be deployed as soon as the AKS
+  clusters exist (the credential reads the cluster's OIDC issuer), while
+  ``identity-grants-<n>`` (the grants on single Key Vault secrets) need the secrets
+  ``apply`` writes later and carry the ``deployAccessGrants`` condition. Separate
+  templates deploy every resource once, in the step it belongs to, and the grants'
+  template changes (and is redeployed) only when a grant does; deploying one template
+  twice (false, then true) would re-PUT hundreds of unchanged identities in the
+  ``access`` step and mix two moments in one digest.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def build_template(
     grants = roles(spec, vault, store, acr, fns, service, clusters, mutual_tls(platform))
     secrets(spec, vault, cache, fns, mon.app_insights, grants)
     spec.params += access_parameters(platform)
-    identities = api_identities(spec, platform, vault, store.results, clusters)
+    identities = api_identities(spec, platform, vault, store.blob, clusters)
     syncs = cluster_identities(spec, platform, vault, clusters)
     dispatch(spec, platform, fns, store.account, grants)
     split: list[str] = []
@@ -286,11 +287,12 @@ def _chunk_identities(
 
     Only when main.json, without the modules already in ``split``, passes ARM's
     resource limit or :data:`ARM_TEMPLATE_BUDGET`. Then every API identity moves: its
-    identity, federated credential and results grant to ``identities-<n>``, its grants
-    on single secrets to ``identity-grants-<n>`` (see the module docstring for why two
-    kinds). Chunks hold whole APIs, at most :data:`IDENTITY_CHUNK` resources and
-    :data:`APIM_CHUNK_BYTES` each. Cluster identities stay in main: there are two per
-    cluster, and the clusters' outputs need them.
+    results container, identity, federated credential and results grant to
+    ``identities-<n>``, its grants on single secrets to ``identity-grants-<n>`` (see the
+    module docstring for why two kinds). Chunks hold whole APIs, at most
+    :data:`IDENTITY_CHUNK` resources and :data:`APIM_CHUNK_BYTES` each. Cluster
+    identities stay in main: there are two per cluster, and the clusters' outputs need
+    them.
     """
     core = [r for r in spec.resources if not r.virtual and r.module not in split]
     total = sum(_size(r) for r in core)

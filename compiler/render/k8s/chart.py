@@ -25,6 +25,7 @@ from ai4ec_runtime import keys as runtime_keys
 
 from ...cache import DiskCache, key_of
 from ...errors import Diagnostic, RenderError
+from ...model.naming import results_container
 from ...model.types import Api, Cluster, Mode, Platform, Probe
 from ...resources import templates_dir
 from ..artifact import to_yaml
@@ -144,6 +145,11 @@ def release_values(platform: Platform, cluster: Cluster, api: Api) -> dict[str, 
         "serviceAccount": {
             "workloadIdentityClientId": api_client_id(api),
             "automountToken": False,
+        },
+        # Its own results container: the API's identity may write there and nowhere else.
+        "results": {
+            "accountUrl": platform.azure.storage.blob_endpoint,
+            "container": results_container(platform.azure, api),
         },
         "resources": resources,
         "gpu": {"count": api.resources.gpu, "resourceName": "nvidia.com/gpu"},

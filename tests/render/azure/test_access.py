@@ -4,7 +4,9 @@
   credential are three different Key Vault secrets, and no template reads the Functions
   host's keys (one key that opened every function).
 * Each API has its own workload identity, federated with exactly its service account,
-  allowed its own secrets only (secret-level scope) and the results container.
+  allowed its own secrets only (secret-level scope) and its own results container: no
+  identity holds a data role on another API's container, on the blob service or on the
+  account.
 * The clusters' Key Vault add-on (the node identity any pod can borrow from the metadata
   endpoint) has no vault-wide grant.
 """
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ai4ec.model.naming import mutual_tls
+from ai4ec.model.naming import mutual_tls, results_container
 from ai4ec.render.apim.plan import APIM_KEY_SECRET as APIM_SIDE_SECRET
 from ai4ec.render.azure.access import (
     ACCESS_KEYS_SECRET,
@@ -146,7 +148,7 @@ def test_each_api_has_its_own_identity_and_only_its_secrets(sample: str, env: st
         blob = [r for r in mine if BLOB_CONTRIBUTOR in r["properties"]["roleDefinitionId"]]
         assert [r["scope"] for r in blob] == [
             f"Microsoft.Storage/storageAccounts/{plat.azure.storage.name}/blobServices/default"
-            f"/containers/{plat.azure.storage.results_container}"
+            f"/containers/{results_container(plat.azure, api)}"
         ]
         assert len(mine) == len(vault_grants) + len(blob)
     # No other API's key is readable by anyone but its own identity (and the runtime,
@@ -158,6 +160,47 @@ def test_each_api_has_its_own_identity_and_only_its_secrets(sample: str, env: st
             if r.get("scope", "").endswith(f"/secrets/{api_key_secret(api.id)}")
         ]
         assert len(readers) == 1 and f"-api-{api.id}'" in readers[0]
+
+
+@pytest.mark.parametrize(("sample", "env"), SAMPLES)
+def test_each_api_owns_one_results_container_and_no_other(sample: str, env: str) -> None:
+    """One container per API, private, named after it; on it, only its identity holds a
+    role, and API identities hold no role anywhere else in the storage account."""
+    files = _files(sample, env)
+    plat = _platform(sample, env)
+    resources = arm_resources(files)
+    account = f"Microsoft.Storage/storageAccounts/{plat.azure.storage.name}"
+    containers = {
+        r["name"].rsplit("/", 1)[1]: r
+        for r in resources
+        if r["type"] == "Microsoft.Storage/storageAccounts/blobServices/containers"
+    }
+    wanted = {results_container(plat.azure, a): a for a in plat.apis}
+    assert len(wanted) == len(plat.apis)  # distinct APIs, distinct containers
+    assert set(wanted) <= set(containers)
+    # Nothing else is left for results (no shared container any more).
+    assert plat.azure.storage.results_container not in containers
+    for name, api in wanted.items():
+        assert containers[name]["properties"] == {"publicAccess": "None"}, api.id
+        assert len(name) <= 63 and re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]+[a-z0-9]", name)
+    roles = _roles(resources)
+    storage_roles = [r for r in roles if r.get("scope", "").startswith(account)]
+    for r in storage_roles:
+        principal = r["properties"]["principalId"]
+        scope = r["scope"]
+        owner = wanted.get(scope.rsplit("/containers/", 1)[-1]) if "/containers/" in scope else None
+        if owner is not None:
+            # Its own identity, and no one else (not another API, not the runtime).
+            assert f"-api-{owner.id}'" in principal, (scope, principal)
+        else:
+            assert "-api-" not in principal, (scope, principal)  # no API on shared scopes
+    for name in wanted:
+        on_own = [
+            r
+            for r in storage_roles
+            if r["scope"] == f"{account}/blobServices/default/containers/{name}"
+        ]
+        assert len(on_own) == 1 and BLOB_CONTRIBUTOR in on_own[0]["properties"]["roleDefinitionId"]
 
 
 @pytest.mark.parametrize(("sample", "env"), SAMPLES)

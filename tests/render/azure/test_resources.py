@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ai4ec.model.naming import results_container
 from ai4ec.model.types import CustomDomain, Platform
 from ai4ec.render.azure.common import DEAD_LETTER_CONTAINER, PACKAGE_CONTAINER, ROLES
 from ai4ec.render.runtime import app_settings
@@ -109,7 +110,9 @@ def test_storage_account_is_locked_down() -> None:
         r["name"].split("/")[-1]: r
         for r in _all(arm, "Microsoft.Storage/storageAccounts/blobServices/containers")
     }
-    assert set(containers) == {plat.azure.storage.results_container, DEAD_LETTER_CONTAINER}
+    # The dead-letter container and one results container per API (no shared one).
+    results = {results_container(plat.azure, a) for a in plat.apis}
+    assert set(containers) == results | {DEAD_LETTER_CONTAINER}
     assert all(c["properties"]["publicAccess"] == "None" for c in containers.values())
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from ai4ec.apply.arm import reference_forms
+from ai4ec.model.naming import results_container
 from ai4ec.model.types import Platform
 from ai4ec.pipeline import check_platform
 from ai4ec.render.azure import template
@@ -80,15 +81,16 @@ def test_api_identities_move_to_split_templates(
     whole = render_platform(platform)
     assert split_files(whole, ".json") == []  # 12 APIs fit: one template
     monkeypatch.setattr(template, "ARM_MAX_RESOURCES", 60)
-    monkeypatch.setattr(template, "IDENTITY_CHUNK", 9)
+    monkeypatch.setattr(template, "IDENTITY_CHUNK", 12)
     files = render_platform(platform)
     parts = split_files(files, ".json")
     idents = [p for p in parts if p.startswith("azure/identities-")]
     grants = [p for p in parts if p.startswith("azure/identity-grants-")]
-    # 3 resources per API in identities-<n> (9 = 3 APIs), 2 grants per API in
-    # identity-grants-<n> (its key and its one user secret: 4 APIs per 9).
+    # 4 resources per API in identities-<n> (results container, identity, federated
+    # credential, results grant: 12 = 3 APIs), 2 grants per API in identity-grants-<n>
+    # (its key and its one user secret: 6 APIs per 12).
     assert idents == [f"azure/identities-{n}.json" for n in (1, 2, 3, 4)]
-    assert grants == [f"azure/identity-grants-{n}.json" for n in (1, 2, 3)]
+    assert grants == [f"azure/identity-grants-{n}.json" for n in (1, 2)]
     main = json.loads(files["azure/main.json"])
     docs = {p: json.loads(files[p]) for p in parts}
     # Nothing is lost or doubled: main plus the splits hold what one template held.
@@ -101,7 +103,8 @@ def test_api_identities_move_to_split_templates(
     assert names == {"bench-main-runtime", "bench-main-gateway"}
     for p in idents:
         rs = docs[p]["resources"]
-        assert len(rs) <= 9 and len(rs) % 3 == 0, p  # whole APIs only
+        assert len(rs) <= 12 and len(rs) % 4 == 0, p  # whole APIs only
+        _results_grants_stay_with_their_containers(rs)
         assert not any("condition" in r for r in rs)
         assert "deployAccessGrants" not in docs[p]["parameters"]
         assert "identities" in docs[p]["metadata"]["description"]
@@ -121,6 +124,21 @@ def test_api_identities_move_to_split_templates(
     assert "idApiApi0V1" not in files["azure/modules/identities.bicep"].decode()
 
 
+_CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
+
+
+def _results_grants_stay_with_their_containers(resources: list[dict[str, Any]]) -> None:
+    """Each API's container and its one data-role grant travel in the same template."""
+    containers = [r["name"].rsplit("/", 1)[1] for r in resources if r["type"] == _CONTAINER]
+    scopes = [
+        r["scope"].rsplit("/containers/", 1)[1]
+        for r in resources
+        if r["type"] == "Microsoft.Authorization/roleAssignments"
+        and "/containers/" in r.get("scope", "")
+    ]
+    assert containers and sorted(containers) == sorted(scopes)
+
+
 def test_thousand_apis_fit_arm_limits(tmp_path: Path) -> None:
     """Every template of a 1,000-API build is one Azure accepts: <= 800 resources, < 4 MB."""
     platform = _bench_platform(tmp_path, 1000)
@@ -136,3 +154,10 @@ def test_thousand_apis_fit_arm_limits(tmp_path: Path) -> None:
         assert len(json.dumps(doc, separators=(",", ":"))) < 4_000_000, name
     assert arm["resources"]
     assert len(arm["outputs"]["apis"]["value"]) == 1000
+    # One results container per API, each granted to its API's identity alone.
+    every = arm_resources(files)
+    containers = {r["name"].rsplit("/", 1)[1] for r in every if r["type"] == _CONTAINER}
+    assert {results_container(platform.azure, a) for a in platform.apis} <= containers
+    for p in parts:
+        if p.startswith("azure/identities-"):
+            _results_grants_stay_with_their_containers(json.loads(files[p])["resources"])

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ai4ec.model.naming import workload_name
+from ai4ec.model.naming import results_container, workload_name
 from ai4ec.model.types import Platform
 from ai4ec.pipeline import check_platform, render_platforms
 
@@ -265,6 +265,34 @@ def test_each_api_secret_provider_class_lists_only_its_own_secrets(
         assert listed == {f"ai4ec-api-key-{w}"} | {ref.key_vault_secret for _, ref in api.secrets}
     # One identity per API: none reads another API's secrets.
     assert len(identities) == len([a for a in platform.apis if a.cluster == cluster])
+
+
+@pytest.mark.parametrize(("platform", "cluster", "docs"), BUILDS, ids=IDS)
+def test_each_api_pod_is_told_its_own_results_container(
+    platform: Platform, cluster: str, docs: Docs
+) -> None:
+    """The pods' env names their API's container (the one its identity may write), and
+    they sign in as that identity: workload identity label, their own ServiceAccount,
+    annotated with their own API's client id (the webhook then sets AZURE_CLIENT_ID)."""
+    deployments = {d["metadata"]["name"]: d for d in _kind(docs, "Deployment")}
+    accounts = {s["metadata"]["name"]: s for s in _kind(docs, "ServiceAccount")}
+    account_url = f"https://{platform.azure.storage.name}.blob.core.windows.net"
+    seen: set[str] = set()
+    for api in (a for a in platform.apis if a.cluster == cluster):
+        w = workload_name(api)
+        pod = deployments[w]["spec"]["template"]
+        (container,) = pod["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        own = results_container(platform.azure, api)
+        assert env["AI4EC_RESULTS_ACCOUNT_URL"] == account_url
+        assert env["AI4EC_RESULTS_CONTAINER"] == own
+        assert env["AI4EC_RESULTS_URL"] == f"{account_url}/{own}"
+        seen.add(own)
+        assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+        assert pod["spec"]["serviceAccountName"] == w
+        annotations = accounts[w]["metadata"]["annotations"]
+        assert annotations["azure.workload.identity/client-id"] == f"$(azure:apis.{w}.clientId)"
+    assert len(seen) == len([a for a in platform.apis if a.cluster == cluster])
 
 
 @pytest.mark.parametrize(("platform", "cluster", "docs"), BUILDS, ids=IDS)

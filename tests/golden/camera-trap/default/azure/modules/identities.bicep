@@ -28,10 +28,6 @@ resource storageBlob 'Microsoft.Storage/storageAccounts/blobServices@2026-04-01'
   parent: storage
   name: 'default'
 }
-resource resultsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' existing = {
-  parent: storageBlob
-  name: 'results'
-}
 resource keyVault 'Microsoft.KeyVault/vaults@2026-02-01' existing = {
   name: 'camtrap-kv-62e62'
 }
@@ -87,6 +83,15 @@ resource kvSecretGatewayClient 'Microsoft.KeyVault/vaults/secrets@2026-02-01' ex
   name: 'ai4ec-gateway-client'
 }
 
+// API classifier-v1's results; only its identity may read and write them.
+resource resultsClassifierV1 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' = {
+  parent: storageBlob
+  name: 'results-classifier-v1'
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 // Identity of API classifier-v1's pods (workload identity).
 resource idApiClassifierV1 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: 'camtrap-api-classifier-v1'
@@ -108,14 +113,14 @@ resource idApiClassifierV1Federation 'Microsoft.ManagedIdentity/userAssignedIden
 }
 
 resource roleIdApiClassifierV1StorageBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(resultsContainer.id, idApiClassifierV1.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
-  scope: resultsContainer
+  name: guid(resultsClassifierV1.id, idApiClassifierV1.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
+  scope: resultsClassifierV1
   properties: {
     // Storage Blob Data Contributor
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
     principalId: idApiClassifierV1.properties.principalId
     principalType: 'ServicePrincipal'
-    description: 'API classifier-v1 writes its results.'
+    description: 'API classifier-v1 reads and writes its own results container, no other.'
   }
 }
 
@@ -128,6 +133,15 @@ resource roleIdApiClassifierV1Ai4ecApiKeyClassifierV1KeyVaultSecretsUser 'Micros
     principalId: idApiClassifierV1.properties.principalId
     principalType: 'ServicePrincipal'
     description: 'API classifier-v1 reads the secret ai4ec-api-key-classifier-v1, and no other API\'s key.'
+  }
+}
+
+// API detector-sync-v1's results; only its identity may read and write them.
+resource resultsDetectorSyncV1 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' = {
+  parent: storageBlob
+  name: 'results-detector-sync-v1'
+  properties: {
+    publicAccess: 'None'
   }
 }
 
@@ -152,14 +166,14 @@ resource idApiDetectorSyncV1Federation 'Microsoft.ManagedIdentity/userAssignedId
 }
 
 resource roleIdApiDetectorSyncV1StorageBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(resultsContainer.id, idApiDetectorSyncV1.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
-  scope: resultsContainer
+  name: guid(resultsDetectorSyncV1.id, idApiDetectorSyncV1.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
+  scope: resultsDetectorSyncV1
   properties: {
     // Storage Blob Data Contributor
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
     principalId: idApiDetectorSyncV1.properties.principalId
     principalType: 'ServicePrincipal'
-    description: 'API detector-sync-v1 writes its results.'
+    description: 'API detector-sync-v1 reads and writes its own results container, no other.'
   }
 }
 
@@ -172,6 +186,15 @@ resource roleIdApiDetectorSyncV1Ai4ecApiKeyDetectorSyncV1KeyVaultSecretsUser 'Mi
     principalId: idApiDetectorSyncV1.properties.principalId
     principalType: 'ServicePrincipal'
     description: 'API detector-sync-v1 reads the secret ai4ec-api-key-detector-sync-v1, and no other API\'s key.'
+  }
+}
+
+// API detector-v1's results; only its identity may read and write them.
+resource resultsDetectorV1 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' = {
+  parent: storageBlob
+  name: 'results-detector-v1'
+  properties: {
+    publicAccess: 'None'
   }
 }
 
@@ -196,14 +219,14 @@ resource idApiDetectorV1Federation 'Microsoft.ManagedIdentity/userAssignedIdenti
 }
 
 resource roleIdApiDetectorV1StorageBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(resultsContainer.id, idApiDetectorV1.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
-  scope: resultsContainer
+  name: guid(resultsDetectorV1.id, idApiDetectorV1.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
+  scope: resultsDetectorV1
   properties: {
     // Storage Blob Data Contributor
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
     principalId: idApiDetectorV1.properties.principalId
     principalType: 'ServicePrincipal'
-    description: 'API detector-v1 writes its results.'
+    description: 'API detector-v1 reads and writes its own results container, no other.'
   }
 }
 

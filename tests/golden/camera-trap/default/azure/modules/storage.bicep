@@ -16,8 +16,8 @@ var tags = {
   project: 'camera-trap'
 }
 
-// Host storage of the Function App (identity-based), API results and the
-// Event Grid dead-letter container.
+// Host storage of the Function App (identity-based), each API's results
+// container and the Event Grid dead-letter container.
 resource storage 'Microsoft.Storage/storageAccounts@2026-04-01' = {
   name: 'camtrapst62e62'
   location: location
@@ -58,15 +58,6 @@ resource storageBlob 'Microsoft.Storage/storageAccounts/blobServices@2026-04-01'
       enabled: true
       days: 7
     }
-  }
-}
-
-// Where APIs write their results.
-resource resultsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' = {
-  parent: storageBlob
-  name: 'results'
-  properties: {
-    publicAccess: 'None'
   }
 }
 

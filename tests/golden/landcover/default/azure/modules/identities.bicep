@@ -27,10 +27,6 @@ resource storageBlob 'Microsoft.Storage/storageAccounts/blobServices@2026-04-01'
   parent: storage
   name: 'default'
 }
-resource resultsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' existing = {
-  parent: storageBlob
-  name: 'results'
-}
 resource keyVault 'Microsoft.KeyVault/vaults@2026-02-01' existing = {
   name: 'landcov-kv-e53c5'
 }
@@ -78,6 +74,15 @@ resource kvSecretGatewayClient 'Microsoft.KeyVault/vaults/secrets@2026-02-01' ex
   name: 'ai4ec-gateway-client'
 }
 
+// API landcover-v1's results; only its identity may read and write them.
+resource resultsLandcoverV1 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' = {
+  parent: storageBlob
+  name: 'results-landcover-v1'
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 // Identity of API landcover-v1's pods (workload identity).
 resource idApiLandcoverV1 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: 'landcov-api-landcover-v1'
@@ -99,14 +104,14 @@ resource idApiLandcoverV1Federation 'Microsoft.ManagedIdentity/userAssignedIdent
 }
 
 resource roleIdApiLandcoverV1StorageBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(resultsContainer.id, idApiLandcoverV1.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
-  scope: resultsContainer
+  name: guid(resultsLandcoverV1.id, idApiLandcoverV1.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
+  scope: resultsLandcoverV1
   properties: {
     // Storage Blob Data Contributor
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
     principalId: idApiLandcoverV1.properties.principalId
     principalType: 'ServicePrincipal'
-    description: 'API landcover-v1 writes its results.'
+    description: 'API landcover-v1 reads and writes its own results container, no other.'
   }
 }
 
@@ -119,6 +124,15 @@ resource roleIdApiLandcoverV1Ai4ecApiKeyLandcoverV1KeyVaultSecretsUser 'Microsof
     principalId: idApiLandcoverV1.properties.principalId
     principalType: 'ServicePrincipal'
     description: 'API landcover-v1 reads the secret ai4ec-api-key-landcover-v1, and no other API\'s key.'
+  }
+}
+
+// API landcover-v2's results; only its identity may read and write them.
+resource resultsLandcoverV2 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' = {
+  parent: storageBlob
+  name: 'results-landcover-v2'
+  properties: {
+    publicAccess: 'None'
   }
 }
 
@@ -143,14 +157,14 @@ resource idApiLandcoverV2Federation 'Microsoft.ManagedIdentity/userAssignedIdent
 }
 
 resource roleIdApiLandcoverV2StorageBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(resultsContainer.id, idApiLandcoverV2.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
-  scope: resultsContainer
+  name: guid(resultsLandcoverV2.id, idApiLandcoverV2.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
+  scope: resultsLandcoverV2
   properties: {
     // Storage Blob Data Contributor
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
     principalId: idApiLandcoverV2.properties.principalId
     principalType: 'ServicePrincipal'
-    description: 'API landcover-v2 writes its results.'
+    description: 'API landcover-v2 reads and writes its own results container, no other.'
   }
 }
 

@@ -15,8 +15,8 @@ var tags = {
   owner: 'ai4e'
 }
 
-// Host storage of the Function App (identity-based), API results and the
-// Event Grid dead-letter container.
+// Host storage of the Function App (identity-based), each API's results
+// container and the Event Grid dead-letter container.
 resource storage 'Microsoft.Storage/storageAccounts@2026-04-01' = {
   name: 'landcovste53c5'
   location: location
@@ -57,15 +57,6 @@ resource storageBlob 'Microsoft.Storage/storageAccounts/blobServices@2026-04-01'
       enabled: true
       days: 7
     }
-  }
-}
-
-// Where APIs write their results.
-resource resultsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' = {
-  parent: storageBlob
-  name: 'results'
-  properties: {
-    publicAccess: 'None'
   }
 }
 

@@ -27,10 +27,6 @@ resource storageBlob 'Microsoft.Storage/storageAccounts/blobServices@2026-04-01'
   parent: storage
   name: 'default'
 }
-resource resultsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' existing = {
-  parent: storageBlob
-  name: 'results'
-}
 resource keyVault 'Microsoft.KeyVault/vaults@2026-02-01' existing = {
   name: 'myplat-kv-e61b8'
 }
@@ -74,6 +70,15 @@ resource kvSecretGatewayClient 'Microsoft.KeyVault/vaults/secrets@2026-02-01' ex
   name: 'ai4ec-gateway-client'
 }
 
+// API hello-v1's results; only its identity may read and write them.
+resource resultsHelloV1 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' = {
+  parent: storageBlob
+  name: 'results-hello-v1'
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 // Identity of API hello-v1's pods (workload identity).
 resource idApiHelloV1 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: 'myplat-api-hello-v1'
@@ -95,14 +100,14 @@ resource idApiHelloV1Federation 'Microsoft.ManagedIdentity/userAssignedIdentitie
 }
 
 resource roleIdApiHelloV1StorageBlobDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(resultsContainer.id, idApiHelloV1.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
-  scope: resultsContainer
+  name: guid(resultsHelloV1.id, idApiHelloV1.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
+  scope: resultsHelloV1
   properties: {
     // Storage Blob Data Contributor
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
     principalId: idApiHelloV1.properties.principalId
     principalType: 'ServicePrincipal'
-    description: 'API hello-v1 writes its results.'
+    description: 'API hello-v1 reads and writes its own results container, no other.'
   }
 }
 
