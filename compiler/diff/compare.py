@@ -483,7 +483,8 @@ def _ids(res: Comparable) -> set[str]:
         found.add(str(meta["id"]))
     if "policy_file" in meta:
         parts = str(meta["policy_file"]).removesuffix(".xml").split("/")
-        if len(parts) >= 3 and parts[2] not in ("global",):
+        # apim/fragments/<id>: shared by every API, so it names none of them
+        if len(parts) >= 3 and parts[2] not in ("global",) and parts[1] != "fragments":
             found.add(parts[2])
     t = meta.get("arm_type", "")
     if t.startswith(

@@ -124,6 +124,8 @@ def _render_text(template: str, path: str, values: dict[str, Any]) -> str:
     return text
 
 
+#: API Management's documented size limit of one policy fragment.
+MAX_FRAGMENT_BYTES = 32 * 1024
 #: ``<include-fragment fragment-id="...">`` as the templates print it.
 _INCLUDE = re.compile(r'<include-fragment fragment-id="([^"]*)"')
 
@@ -139,7 +141,8 @@ def check_policy(
     Raises:
         RenderError: the XML is not well formed, the root is not ``root_tag``, a
             ``{{...}}`` reference names something that is not one of ``named_values``,
-            or an ``include-fragment`` names a fragment that is not in ``fragments``.
+            an ``include-fragment`` names a fragment that is not in ``fragments``, or
+            a fragment includes another or is over APIM's 32 KB.
     """
     text = artifact.content.decode("utf-8")
     problem = ""
@@ -153,6 +156,8 @@ def check_policy(
         included = set(_INCLUDE.findall(text))
         if root_tag == "fragment" and included:
             problem = "a fragment cannot include another fragment"
+        elif root_tag == "fragment" and len(artifact.content) > MAX_FRAGMENT_BYTES:
+            problem = f"{len(artifact.content)} bytes; APIM takes fragments up to 32 KB"
         elif included - fragments:
             problem = f"includes fragments ai4ec does not deploy: {sorted(included - fragments)}"
     if not problem:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import PurePosixPath
 
 import pytest
 
@@ -107,3 +108,49 @@ def test_no_indent_filter_in_the_policy_templates() -> None:
     rendered text once per operation."""
     for template in sorted((ROOT / "templates" / "apim-policies").glob("*.j2")):
         assert "indent(" not in template.read_text(encoding="utf-8"), template.name
+
+
+def test_each_policy_and_fragment_renders_once_per_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15: the pipeline renders the APIM target once; the Azure target embeds the
+    same strings, and each fragment body is rendered once however many include it."""
+    from ai4ec.render import render_targets
+    from ai4ec.render.apim import policies
+
+    calls: list[tuple[str, str]] = []
+    real = policies._render_text
+
+    def counting(template: str, path: str, values: dict[str, object]) -> str:
+        calls.append((template, path))
+        return real(template, path, values)
+
+    monkeypatch.setattr(policies, "_render_text", counting)
+    platform, ctx = sample("landcover")
+    render_targets(platform, ctx)
+    assert len(calls) == len(set(calls)), sorted(c for c in calls if calls.count(c) > 1)
+    # one file per policy (the fragment's body, then its file)
+    files = [p for t, p in calls if not t.startswith("_")]
+    assert len(files) == len(set(files))
+    bodies = [t for t, _ in calls if t.startswith("_")]
+    assert sorted(bodies) == ["_create-task.xml.j2", "_proxy-headers.xml.j2", "_size-check.xml.j2"]
+
+
+def test_a_fragment_over_apims_size_limit_is_refused() -> None:
+    from ai4ec.errors import RenderError
+    from ai4ec.render.apim.policies import MAX_FRAGMENT_BYTES, check_policy
+    from ai4ec.render.artifact import Artifact
+
+    big = "<fragment>" + "<set-header name='x' exists-action='delete' />" * 800 + "</fragment>"
+    assert len(big) > MAX_FRAGMENT_BYTES
+    artifact = Artifact(PurePosixPath("apim/fragments/ai4ec-big.xml"), big.encode())
+    with pytest.raises(RenderError, match="32 KB"):
+        check_policy(artifact, frozenset(), root_tag="fragment")
+    nested = '<fragment><include-fragment fragment-id="ai4ec-x" /></fragment>'
+    with pytest.raises(RenderError, match="cannot include another"):
+        check_policy(
+            Artifact(PurePosixPath("apim/fragments/ai4ec-n.xml"), nested.encode()),
+            frozenset(),
+            frozenset({"ai4ec-x"}),
+            root_tag="fragment",
+        )
