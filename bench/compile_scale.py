@@ -228,6 +228,23 @@ def _run(mode: str, path: Path, out: Path, repeat: int, cache: Path | None = Non
     return best
 
 
+def _output_size(out: Path, input_bytes: int) -> str:
+    """What a build wrote: total MB and files, the APIM policies' part, and the ratio to
+    the platform.yaml it came from (issue 15's goal: < 25 MB for 1,000 APIs)."""
+    total = files = apim = 0
+    for f in out.rglob("*"):
+        if f.is_file():
+            size = f.stat().st_size
+            total, files = total + size, files + 1
+            if "apim" in f.relative_to(out).parts[:2] or f.name.startswith("apim-apis"):
+                apim += size
+    return (
+        f"output {total / 1e6:.1f} MB, {files} files (APIM: apim/ and apim-apis ARM/Bicep "
+        f"{apim / 1e6:.1f} MB); platform.yaml {input_bytes / 1e6:.1f} MB, "
+        f"ratio {total / input_bytes:.0f}x"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100,1000,5000")
@@ -269,6 +286,7 @@ def main() -> None:
                 row += f" {warm['seconds']:>7.2f}s {ten['seconds']:>10.2f}s"
             print(row, flush=True)
             if not args.no_build:
+                print(f"{'':>6} {_output_size(Path(tmp) / f'out-{n}', len(text))}", flush=True)
                 res = subprocess.run(
                     [sys.executable, __file__, "--child", "targets", str(path), "-"],
                     capture_output=True,

@@ -99,11 +99,13 @@ def apim_prune_candidates(ctx: Context, parts: list[Any], plan: StepPlan) -> lis
     """API Management children ai4ec created that the build no longer has.
 
     Only objects with ai4ec's marker: APIs and products linked to the ``ai4ec`` tag,
-    named values tagged ``ai4ec``, backends described ``ai4ec: ...``; operations of an
+    named values tagged ``ai4ec``, backends and policy fragments described
+    ``ai4ec: ...``; a fragment that a kept policy (the build's, or a hand-made API's)
+    still includes is kept, with a note; operations of an
     API the build keeps, and API links of a product it keeps, belong to ai4ec through
     their parent. An API, product or named value made by hand carries no marker and is
     never listed. Returned in the order they can be deleted: operations and product
-    links, then APIs (with their policies), products, backends, and named values last
+    links, then APIs (with their policies), products, fragments, backends, and named values last
     (APIM refuses to delete a named value a policy still uses).
 
     Raises:
@@ -111,11 +113,15 @@ def apim_prune_candidates(ctx: Context, parts: list[Any], plan: StepPlan) -> lis
     """
     desired: set[tuple[str, str]] = set()
     service: str | None = None
+    #: Policy texts of the build: a fragment one of them includes is never deleted.
+    kept_policies: list[str] = []
     for part in parts:
         for r in part.template.get("resources") or []:
             kind, name = str(r.get("type", "")), str(r.get("name", ""))
             if not kind.lower().startswith(_APIM_CHILD):
                 continue
+            if kind.lower().endswith("/policies"):
+                kept_policies.append(str((r.get("properties") or {}).get("value") or ""))
             if name.startswith("["):
                 plan.notes.append(
                     f"API Management prune skipped: {kind} has a computed name ({name[:40]})"
@@ -154,6 +160,7 @@ def apim_prune_candidates(ctx: Context, parts: list[Any], plan: StepPlan) -> lis
         return []  # the service does not exist yet
     first: list[ApimObject] = []
     gone_apis: list[ApimObject] = []
+    foreign_apis: list[str] = []
     for a in apis:
         n = str(a.get("name"))
         if wanted("apis", n):
@@ -163,6 +170,8 @@ def apim_prune_candidates(ctx: Context, parts: list[Any], plan: StepPlan) -> lis
                     first.append(obj("apis/operations", f"apis/{n}/operations/{o}", n, o))
         elif owned(f"apis/{n}"):
             gone_apis.append(obj("apis", f"apis/{n}", n))
+        else:
+            foreign_apis.append(n)
     gone_products: list[ApimObject] = []
     for p in listed("products"):
         n = str(p.get("name"))
@@ -185,4 +194,52 @@ def apim_prune_candidates(ctx: Context, parts: list[Any], plan: StepPlan) -> lis
         if not wanted("namedValues", str(v.get("name")))
         and OWNER_TAG in ((v.get("properties") or {}).get("tags") or [])
     ]
-    return [*first, *gone_apis, *gone_products, *gone_backends, *gone_values]
+    doomed_fragments = _gone_fragments(listed, wanted, obj, kept_policies, foreign_apis, plan)
+    return [
+        *first,
+        *gone_apis,
+        *gone_products,
+        *doomed_fragments,
+        *gone_backends,
+        *gone_values,
+    ]
+
+
+def _gone_fragments(
+    listed: Callable[[str], list[dict[str, Any]]],
+    wanted: Callable[..., bool],
+    obj: Callable[..., ApimObject],
+    kept_policies: list[str],
+    foreign_apis: list[str],
+    plan: StepPlan,
+) -> list[ApimObject]:
+    """ai4ec's policy fragments the build no longer has and no kept policy includes."""
+    gone_fragments = [
+        f
+        for f in listed("policyFragments")
+        if not wanted("policyFragments", str(f.get("name")))
+        and str((f.get("properties") or {}).get("description") or "").startswith(OWNER_DESCRIPTION)
+    ]
+    if gone_fragments:
+        # A policy that stays (the build's, or one made by hand) may still include one:
+        # APIM would refuse the delete, and the policy would break if it did not.
+        for rel in ("policies", *(f"apis/{n}/policies" for n in foreign_apis)):
+            kept_policies += [_policy_value(x) for x in listed(rel)]
+        for n in foreign_apis:
+            for op in listed(f"apis/{n}/operations"):
+                o = str(op.get("name"))
+                kept_policies += [
+                    _policy_value(x) for x in listed(f"apis/{n}/operations/{o}/policies")
+                ]
+    doomed: list[ApimObject] = []
+    for f in gone_fragments:
+        n = str(f.get("name"))
+        if any(f'fragment-id="{n}"' in text for text in kept_policies):
+            plan.notes.append(f"policy fragment {n} is no longer built but still included: kept")
+            continue
+        doomed.append(obj("policyFragments", f"policyFragments/{n}", n))
+    return doomed
+
+
+def _policy_value(listed: dict[str, Any]) -> str:
+    return str((listed.get("properties") or {}).get("value") or "")

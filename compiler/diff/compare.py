@@ -51,7 +51,7 @@ from .records import (
     SourceRef,
 )
 from .resources import Comparable, extract
-from .risk import field_risk, removal_risk, type_key, worst
+from .risk import field_risk, removal_risk, shared_fragment_reason, type_key, worst
 from .trace import DataChange, EntityIndex, EntityRename, Tracer, data_changes
 
 
@@ -377,6 +377,10 @@ def _change(
         reasons.insert(0, why)
     elif any(r in (Risk.REPLACEMENT, Risk.DATA_LOSS) for r in risks):
         action = ChangeKind.REPLACED
+    shared = shared_fragment_reason(head)
+    if shared is not None:
+        risks.append(shared[0])
+        reasons.insert(0, shared[1])
     old = renamed_from or base
     return ResourceChange(
         environment=env,
@@ -414,6 +418,8 @@ def _one_sided(
         if found is not None:
             risk = found[0]
             reasons = (found[1],)
+    elif (shared := shared_fragment_reason(res)) is not None:
+        risk, reasons = shared[0], (shared[1],)
     note = ""
     if res.style == "opaque":
         note = f"{action.value} ({len(fields)} files)"
@@ -477,7 +483,8 @@ def _ids(res: Comparable) -> set[str]:
         found.add(str(meta["id"]))
     if "policy_file" in meta:
         parts = str(meta["policy_file"]).removesuffix(".xml").split("/")
-        if len(parts) >= 3 and parts[2] not in ("global",):
+        # apim/fragments/<id>: shared by every API, so it names none of them
+        if len(parts) >= 3 and parts[2] not in ("global",) and parts[1] != "fragments":
             found.add(parts[2])
     t = meta.get("arm_type", "")
     if t.startswith(

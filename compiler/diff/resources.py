@@ -59,6 +59,7 @@ APIM_POLICY_TYPES = {
     "microsoft.apimanagement/service/apis/policies",
     "microsoft.apimanagement/service/apis/operations/policies",
     "microsoft.apimanagement/service/products/policies",
+    "microsoft.apimanagement/service/policyfragments",
 }
 
 
@@ -211,6 +212,8 @@ def policy_file(arm_type: str, name: str) -> str | None:
         return f"apim/policies/{parts[1]}/{parts[2]}.xml"
     if t == "microsoft.apimanagement/service/products/policies" and len(parts) == 3:
         return f"apim/products/{parts[1]}.xml"
+    if t == FRAGMENT_TYPE and len(parts) == 2:
+        return f"apim/fragments/{parts[1]}.xml"
     return None
 
 
@@ -319,6 +322,16 @@ def _policy_name(path: str) -> str:
     return path.removeprefix("apim/").removesuffix(".xml")
 
 
+#: ARM type of a policy fragment (``apim/fragments/<id>.xml``), lower-cased.
+FRAGMENT_TYPE = "microsoft.apimanagement/service/policyfragments"
+
+
+def fragment_users(files: Files, fragment_id: str) -> int:
+    """How many policy files of one side include the fragment ``fragment_id``."""
+    needle = f'<include-fragment fragment-id="{fragment_id}"'.encode()
+    return sum(1 for p, c in files.items() if p.startswith("apim/policies/") and needle in c)
+
+
 def _policies(
     ex: Extracted,
     base: Files,
@@ -357,16 +370,24 @@ def _policies(
                     content["policy"] = xml_content(text)
                 except ET.ParseError:
                     content["policy"] = {"#text": text}
+            meta: dict[str, Any] = {"policy_file": pfile}
+            kind = "policy"
+            if pfile.startswith("apim/fragments/"):
+                # One change here changes every operation that includes it: say how many.
+                fragment_id = pfile.removeprefix("apim/fragments/").removesuffix(".xml")
+                kind = "policy fragment"
+                meta["arm_type"] = FRAGMENT_TYPE
+                meta["included_by"] = fragment_users(base if side == "base" else head, fragment_id)
             ex.add(
                 side,
                 Comparable(
                     key=f"apim|{pfile}",
                     layer="apim",
-                    kind="policy",
+                    kind=kind,
                     name=_policy_name(pfile),
                     content=content,
                     files=tuple(files),
-                    meta={"policy_file": pfile},
+                    meta=meta,
                 ),
             )
 

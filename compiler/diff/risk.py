@@ -286,6 +286,10 @@ REMOVAL_RULES: dict[str, tuple[Risk, str]] = {
         "subscriptions to the product and their keys are deleted",
     ),
     "microsoft.apimanagement/service/apis": (Risk.DISRUPTION, "callers of this API get 404"),
+    "microsoft.apimanagement/service/policyfragments": (
+        Risk.DISRUPTION,
+        "a policy that still includes it can no longer be saved",
+    ),
     _AKS: (Risk.DATA_LOSS, "the cluster and everything running on it are deleted"),
     f"{_AKS}/agentpools": (
         Risk.DISRUPTION,
@@ -345,6 +349,22 @@ def field_risk(key: str, path: str, old: Any, new: Any) -> tuple[Risk, str] | No
 def removal_risk(key: str) -> tuple[Risk, str] | None:
     """What deleting a resource of this type costs, if anything beyond the resource."""
     return REMOVAL_RULES.get(key)
+
+
+def shared_fragment_reason(res: Any) -> tuple[Risk, str] | None:
+    """The risk of changing a policy fragment: every operation including it changes too.
+
+    ``res`` is the head side's comparable; its ``included_by`` counts the policies of
+    the head build that include the fragment.
+    """
+    users = res.meta.get("included_by")
+    if users is None:
+        return None
+    return (
+        Risk.DISRUPTION,
+        f"shared policy fragment included by {users} operation "
+        f"polic{'ies' if users != 1 else 'y'}: the change applies to all of them at once",
+    )
 
 
 def worst(risks: list[Risk | None]) -> Risk | None:

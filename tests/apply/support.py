@@ -770,8 +770,9 @@ class FakeAzure(FakeServer):
         """API Management children: list a collection, delete one item.
 
         As the service does: a DELETE without ``If-Match`` is refused (the header is
-        required), a named value a remaining policy uses (``{{name}}``) or a backend a
-        policy routes to (``backend-id``) cannot be deleted, deleting an API deletes its
+        required), a named value a remaining policy uses (``{{name}}``), a backend a
+        policy routes to (``backend-id``) or a fragment a policy includes
+        (``include-fragment``) cannot be deleted, deleting an API deletes its
         operations, policies, tag links and product links, and a missing service is 404.
         """
         self._api(req, "2024-05-01")
@@ -831,6 +832,17 @@ class FakeAzure(FakeServer):
                             "error": {
                                 "code": "ValidationError",
                                 "message": f"Named value '{name}' is used in policies",
+                            }
+                        },
+                    )
+            if segs[0].lower() == "policyfragments":
+                if any(f'fragment-id="{name}"' in text for text in policies):
+                    return Response(
+                        400,
+                        {
+                            "error": {
+                                "code": "ValidationError",
+                                "message": f"Policy fragment '{name}' is used in policies",
                             }
                         },
                     )

@@ -189,3 +189,86 @@ def test_owner_marker_is_the_apim_targets() -> None:
     src = (resources.__file__ or "").replace(".pyc", ".py")
     with open(src, encoding="utf-8") as f:
         assert f'"description": f"{prune.OWNER_DESCRIPTION} ' in f.read()
+
+
+def test_prune_of_policy_fragments(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """Fragments (issue 15): ai4ec's (described ``ai4ec: ...``) that the build dropped
+    go, after the APIs whose policies included them; one a hand-made API's policy still
+    includes stays, with a note (the fake, like APIM, refuses deleting a fragment in
+    use); a fragment made by hand is never listed."""
+    azure, _kube = fakes
+    template, apim = _owned_template(project)
+    svc = _rid(f"{SVC}|{apim}")
+    for name in ("ai4ec-old-check", "ai4ec-shared"):
+        template["resources"].append(
+            {
+                "type": f"{SVC}/policyFragments",
+                "apiVersion": "2024-05-01",
+                "name": f"{apim}/{name}",
+                "properties": {
+                    "description": "ai4ec: test fragment",
+                    "format": "xml",
+                    "value": "<fragment><set-header name='x' exists-action='delete' /></fragment>",
+                },
+                "dependsOn": [svc],
+            }
+        )
+    # bye-v1's operation policy includes the fragment the build drops with it
+    template["resources"].append(
+        {
+            "type": f"{SVC}/apis/operations/policies",
+            "apiVersion": "2024-05-01",
+            "name": f"{apim}/bye-v1/wave/policy",
+            "properties": {
+                "format": "xml",
+                "value": '<policies><inbound><include-fragment fragment-id="ai4ec-old-check" />'
+                "</inbound></policies>",
+            },
+            "dependsOn": [
+                _rid(f"{SVC}/apis/operations|{apim}|bye-v1|wave"),
+                _rid(f"{SVC}/policyFragments|{apim}|ai4ec-old-check"),
+            ],
+        }
+    )
+    write_template(project.env_dir, template)
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+    _seed_hand_made(azure, apim)
+    base = f"/subscriptions/{azure.subscription}/resourcegroups/my-platform-rg/providers/"
+    root = f"{base}microsoft.apimanagement/service/{apim}".lower()
+    azure.resources[f"{root}/apis/manual/policies/policy"] = {
+        "type": f"{SVC}/apis/policies",
+        "name": f"{apim}/manual/policy",
+        "properties": {
+            "format": "xml",
+            "value": '<policies><inbound><include-fragment fragment-id="ai4ec-shared" />'
+            "</inbound></policies>",
+        },
+    }
+    azure.resources[f"{root}/policyfragments/manual-fragment"] = {
+        "type": f"{SVC}/policyFragments",
+        "name": f"{apim}/manual-fragment",
+        "properties": {"format": "xml", "value": "<fragment />"},
+    }
+    write_template(
+        project.env_dir,
+        _without(template, f"{apim}/bye-v1", f"{apim}/ai4ec-old-check", f"{apim}/ai4ec-shared"),
+    )
+    plan = run(azure, tls, project.env_dir, plan=True, prune=True)
+    assert plan.error is None, plan.text
+    assert f"- {SVC}/policyFragments {apim}/ai4ec-old-check (prune)" in plan.text
+    assert "policy fragment ai4ec-shared is no longer built but still included: kept" in plan.text
+    assert "manual-fragment" not in plan.text
+
+    r = run(azure, tls, project.env_dir, yes=True, prune=True)
+    assert r.error is None, r.text
+    deletes = [w.rsplit("/service/", 1)[1] for w in azure.writes() if w.startswith("DELETE")]
+    assert deletes.index(f"{apim}/apis/bye-v1") < deletes.index(
+        f"{apim}/policyFragments/ai4ec-old-check"
+    )
+    keys = _apim_keys(azure)
+    assert f"{apim}/policyfragments/ai4ec-shared" in keys
+    assert f"{apim}/policyfragments/manual-fragment" in keys
+    assert f"{apim}/policyfragments/ai4ec-old-check" not in keys
+    assert azure.violations == []

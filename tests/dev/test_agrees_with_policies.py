@@ -25,6 +25,7 @@ from ai4ec.render.apim import render_apim
 from ai4ec.render.artifact import RenderContext
 
 from ..conftest import SAMPLES
+from ..render.apim.support import as_run
 from .conftest import platform_of, run_session
 
 pytestmark = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server")
@@ -71,10 +72,10 @@ def _size_limit(policy: ET.Element) -> int:
 def _rendered() -> dict[str, ET.Element]:
     platform = platform_of(CAMERA_TRAP)
     result = render_apim(platform, RenderContext(CAMERA_TRAP.name, str(CAMERA_TRAP.parent)))
+    # As the gateway runs them: fragments included, their variables read.
+    files = as_run({str(a.path): a.content for a in result.artifacts})
     return {
-        str(a.path): ET.fromstring(a.content.decode("utf-8"))
-        for a in result.artifacts
-        if str(a.path).endswith(".xml")
+        path: ET.fromstring(c.decode("utf-8")) for path, c in files.items() if path.endswith(".xml")
     }
 
 

@@ -31,7 +31,8 @@ class ApimResult:
     """The APIM target's output for one environment.
 
     Attributes:
-        artifacts: ``apim/policies/**.xml`` and ``apim/products/*.xml``.
+        artifacts: ``apim/policies/**.xml``, ``apim/products/*.xml`` and
+            ``apim/fragments/*.xml`` (the policy fragments the policies include).
         infrastructure: What the Azure target builds the APIM children from.
     """
 

@@ -64,6 +64,21 @@ TASK_MANAGER_TIMEOUT_SECONDS = 20
 TASK_MANAGER_RETRIES = 2
 #: Seconds a caller is asked to wait before retrying after the task manager failed.
 CREATE_FAILED_RETRY_AFTER = 5
+#: Policy fragments (``service/policyFragments``): the logic every operation repeats,
+#: deployed once per service and included by id. Ids are fixed and prefixed ``ai4ec-``;
+#: per-operation values reach them through ``set-variable`` (fragments take no
+#: parameters). See docs/apim.md, "Policy fragments".
+SIZE_CHECK_FRAGMENT = "ai4ec-size-check"
+PROXY_FRAGMENT = "ai4ec-proxy-headers"
+CREATE_TASK_FRAGMENT = "ai4ec-create-task"
+#: Tiers whose gateway cannot run ``include-fragment``: their policies carry the
+#: fragments' text inline. Microsoft documents policy fragments and ``include-fragment``
+#: for all tiers (Consumption included), so none today; the plan alone decides
+#: (:func:`uses_fragments`), and the inline form stays tested.
+INLINE_POLICY_SKUS: frozenset[str] = frozenset()
+#: Description prefix marking a fragment as ai4ec's (fragments have no tags), which
+#: ``apply --prune`` reads, like the backends' description.
+OWNER_DESCRIPTION = "ai4ec:"
 
 
 def json_text(value: str) -> str:
@@ -275,6 +290,20 @@ class ClusterBackend:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FragmentPlan:
+    """One policy fragment ai4ec owns, and the policies that include it."""
+
+    id: str
+    #: ``ai4ec: ...``: the ownership marker ``apply --prune`` reads, and what it does.
+    description: str
+    #: Template of the fragment's policies (``templates/apim-policies/``).
+    template: str
+    path: str
+    #: Policy files with an ``include-fragment`` of it (sorted).
+    included_by: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApimPlan:
     """Everything ai4ec creates in one API Management service."""
 
@@ -288,6 +317,13 @@ class ApimPlan:
     status: StatusPlan | None
     products: tuple[ProductPlan, ...]
     global_policy_path: str
+    #: The fragments the policies include, by id order; empty when the tier cannot
+    #: include fragments (:data:`INLINE_POLICY_SKUS`): the policies then inline them.
+    fragments: tuple[FragmentPlan, ...] = ()
+
+    def fragment(self, fragment_id: str) -> FragmentPlan | None:
+        """The fragment ``fragment_id`` when the policies include it, else None (inline)."""
+        return next((f for f in self.fragments if f.id == fragment_id), None)
 
 
 # -- building ----------------------------------------------------------------------------
@@ -647,6 +683,59 @@ def cluster_backends(platform: Platform) -> tuple[ClusterBackend, ...]:
     return tuple(_backend(platform, c) for c in sorted(c.name for c in platform.clusters))
 
 
+def uses_fragments(sku: str) -> bool:
+    """Whether policies of an API Management tier include fragments (else inline them)."""
+    return sku not in INLINE_POLICY_SKUS
+
+
+#: Fragment id -> (template of its policies, description). The description starts with
+#: :data:`OWNER_DESCRIPTION`.
+FRAGMENT_SPECS: dict[str, tuple[str, str]] = {
+    SIZE_CHECK_FRAGMENT: (
+        "_size-check.xml.j2",
+        "ai4ec: answers 413 when the request body is over the operation's limit "
+        "(variables ai4ec-max-body-bytes, ai4ec-too-large-body)",
+    ),
+    PROXY_FRAGMENT: (
+        "_proxy-headers.xml.j2",
+        "ai4ec: removes the subscription key, taskId and forwarding headers before a "
+        "sync call reaches the cluster ingress",
+    ),
+    CREATE_TASK_FRAGMENT: (
+        "_create-task.xml.j2",
+        "ai4ec: creates the task in the task manager (idempotent retries); answers "
+        "400, 422 or 503 itself, else leaves ai4ec-task and ai4ec-task-id set",
+    ),
+}
+
+
+def operation_fragments(op: OperationPlan) -> tuple[str, ...]:
+    """The fragments an operation's steps consist of, in the order they run."""
+    if op.is_async:
+        return (SIZE_CHECK_FRAGMENT, CREATE_TASK_FRAGMENT)
+    return (SIZE_CHECK_FRAGMENT, PROXY_FRAGMENT)
+
+
+def _fragments(apis: list[ApiPlan]) -> tuple[FragmentPlan, ...]:
+    users: dict[str, set[str]] = {}
+    for api in apis:
+        for op in api.operations:
+            # OpenAPI-imported operations run inside the API policy.
+            path = op.policy_path or api.policy_path
+            for fragment_id in operation_fragments(op):
+                users.setdefault(fragment_id, set()).add(path)
+    return tuple(
+        FragmentPlan(
+            id=fragment_id,
+            description=FRAGMENT_SPECS[fragment_id][1],
+            template=FRAGMENT_SPECS[fragment_id][0],
+            path=f"apim/fragments/{fragment_id}.xml",
+            included_by=tuple(sorted(users[fragment_id])),
+        )
+        for fragment_id in sorted(users)
+    )
+
+
 def build_plan(platform: Platform, source_dir: str, source_name: str) -> ApimPlan:
     """The APIM plan of one environment.
 
@@ -683,4 +772,5 @@ def build_plan(platform: Platform, source_dir: str, source_name: str) -> ApimPla
         status=status,
         products=products,
         global_policy_path="apim/policies/global.xml",
+        fragments=_fragments(apis) if uses_fragments(az.api_management.sku) else (),
     )

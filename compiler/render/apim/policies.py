@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from functools import cache
 from pathlib import PurePosixPath
 from typing import Any
+
+from markupsafe import Markup
 
 from ...errors import Diagnostic, RenderError
 from ...resources import schemas_dir
@@ -28,6 +31,7 @@ from ..env import environment
 from .plan import (
     CREATE_FAILED_RETRY_AFTER,
     DEFAULT_FORWARD_TIMEOUT,
+    FRAGMENT_SPECS,
     FUNCTION_KEY_NAMED_VALUE,
     FUNCTIONS_URL_NAMED_VALUE,
     JWT_VARIABLE,
@@ -55,7 +59,48 @@ def comment_text(text: str) -> str:
     return text + " " if text.endswith("-") else text
 
 
+class _Fragments:
+    """``fragment(id, pad)`` for the templates: what stands where a fragment's logic goes.
+
+    An ``<include-fragment>`` when the plan deploys the fragment, else (a tier without
+    fragments) the fragment's own text inline. Either is computed once per fragment and
+    indentation, and each fragment body is rendered once, so no operation re-renders
+    or re-indents shared text.
+    """
+
+    def __init__(self, plan: ApimPlan) -> None:
+        self._plan = plan
+        self._bodies: dict[str, str] = {}
+        self._cache: dict[tuple[str, str], Markup] = {}
+
+    def body(self, fragment_id: str) -> str:
+        """The fragment's policies, unindented, without a final newline."""
+        if fragment_id not in self._bodies:
+            template = FRAGMENT_SPECS[fragment_id][0]
+            text = _render_text(template, f"apim/fragments/{fragment_id}.xml", {})
+            self._bodies[fragment_id] = text.rstrip("\n")
+        return self._bodies[fragment_id]
+
+    def __call__(self, fragment_id: str, pad: str) -> Markup:
+        key = (fragment_id, pad)
+        if key not in self._cache:
+            if self._plan.fragment(fragment_id) is not None:
+                text = f'{pad}<include-fragment fragment-id="{fragment_id}" />'
+            else:
+                text = _indented(self.body(fragment_id), pad)
+            self._cache[key] = Markup(text)  # noqa: S704 - rendered (escaped) template text
+        return self._cache[key]
+
+
+def _indented(text: str, pad: str) -> str:
+    return "\n".join(pad + line if line else line for line in text.split("\n"))
+
+
 def _render(template: str, path: str, **values: Any) -> Artifact:
+    return Artifact(PurePosixPath(path), _render_text(template, path, values).encode("utf-8"))
+
+
+def _render_text(template: str, path: str, values: dict[str, Any]) -> str:
     common = {
         "timeout_variable": TIMEOUT_VARIABLE,
         "jwt_variable": JWT_VARIABLE,
@@ -69,31 +114,52 @@ def _render(template: str, path: str, **values: Any) -> Artifact:
         "create_failed_retry_after": CREATE_FAILED_RETRY_AFTER,
     }
     try:
-        text = environment().get_template(f"apim-policies/{template}").render(**common, **values)
+        text = environment().get_template(f"apim-policies/{template}").render({**common, **values})
     except Exception as exc:  # noqa: BLE001 - any template failure is the same bug class
         message = f"template {template} failed for {path}: {exc}"
         raise RenderError(
             message,
             (Diagnostic(code="E-RENDER-TEMPLATE", message=message, hint="this is an ai4ec bug"),),
         ) from exc
-    return Artifact(PurePosixPath(path), text.encode("utf-8"))
+    return text
 
 
-def check_policy(artifact: Artifact, named_values: frozenset[str]) -> None:
-    """Parse a rendered policy back and check what API Management will see.
+#: API Management's documented size limit of one policy fragment.
+MAX_FRAGMENT_BYTES = 32 * 1024
+#: ``<include-fragment fragment-id="...">`` as the templates print it.
+_INCLUDE = re.compile(r'<include-fragment fragment-id="([^"]*)"')
+
+
+def check_policy(
+    artifact: Artifact,
+    named_values: frozenset[str],
+    fragments: frozenset[str] = frozenset(),
+    root_tag: str = "policies",
+) -> None:
+    """Parse a rendered policy (or fragment) back and check what API Management will see.
 
     Raises:
-        RenderError: the XML is not well formed, the root is not ``<policies>``, or a
-            ``{{...}}`` reference names something that is not one of ``named_values``.
+        RenderError: the XML is not well formed, the root is not ``root_tag``, a
+            ``{{...}}`` reference names something that is not one of ``named_values``,
+            an ``include-fragment`` names a fragment that is not in ``fragments``, or
+            a fragment includes another or is over APIM's 32 KB.
     """
     text = artifact.content.decode("utf-8")
     problem = ""
     try:
         root = ET.fromstring(text)
-        if root.tag != "policies":
-            problem = f"root element is <{root.tag}>, not <policies>"
+        if root.tag != root_tag:
+            problem = f"root element is <{root.tag}>, not <{root_tag}>"
     except ET.ParseError as exc:
         problem = f"not well-formed XML: {exc}"
+    if not problem:
+        included = set(_INCLUDE.findall(text))
+        if root_tag == "fragment" and included:
+            problem = "a fragment cannot include another fragment"
+        elif root_tag == "fragment" and len(artifact.content) > MAX_FRAGMENT_BYTES:
+            problem = f"{len(artifact.content)} bytes; APIM takes fragments up to 32 KB"
+        elif included - fragments:
+            problem = f"includes fragments ai4ec does not deploy: {sorted(included - fragments)}"
     if not problem:
         unknown = sorted(set(_NAMED_VALUE_REF.findall(text)) - named_values)
         stray = _NAMED_VALUE_REF.sub("", text)
@@ -121,14 +187,19 @@ def render_policies(plan: ApimPlan) -> list[Artifact]:
 
     Files: ``apim/policies/global.xml``; per API or pipeline ``apim/policies/<id>/api.xml``
     and one ``<operation>.xml`` per generated operation; the task-status API's
-    ``api.xml`` and ``get-task.xml``; ``apim/products/<product>.xml``.
+    ``api.xml`` and ``get-task.xml``; ``apim/products/<product>.xml``; and each policy
+    fragment the plan deploys, ``apim/fragments/<id>.xml`` (root ``<fragment>``, not
+    including another), whose body is rendered once and included by id.
     """
     source = comment_text(plan.source)
+    fragment = _Fragments(plan)
     out = [_render("global.xml.j2", plan.global_policy_path, source=source)]
     for api in plan.apis:
-        out.append(_render("api.xml.j2", api.policy_path, source=source, api=api))
+        out.append(
+            _render("api.xml.j2", api.policy_path, source=source, api=api, fragment=fragment)
+        )
         out.extend(
-            _render("operation.xml.j2", op.policy_path, source=source, op=op)
+            _render("operation.xml.j2", op.policy_path, source=source, op=op, fragment=fragment)
             for op in api.operations
             if op.policy_path is not None
         )
@@ -142,9 +213,43 @@ def render_policies(plan: ApimPlan) -> list[Artifact]:
         _render("product.xml.j2", p.policy_path, source=source, product=p) for p in plan.products
     )
     allowed = named_value_names(plan)
+    deployed = frozenset(f.id for f in plan.fragments)
     for artifact in out:
-        check_policy(artifact, allowed)
+        check_policy(artifact, allowed, deployed)
+    for f in plan.fragments:
+        body = Markup(_indented(fragment.body(f.id), "    "))  # noqa: S704 - rendered text
+        artifact = _render("fragment.xml.j2", f.path, source=source, body=body)
+        check_policy(artifact, allowed, root_tag="fragment")
+        out.append(artifact)
     return sorted(out, key=lambda a: str(a.path))
+
+
+_INCLUDE_LINE = re.compile(r'(?m)^([ ]*)<include-fragment fragment-id="([^"]*)" />$')
+
+
+def fragment_body(fragment_text: str) -> str:
+    """The policies of a rendered fragment file, unindented (what an include inserts)."""
+    lines = fragment_text.split("\n")
+    start = lines.index("<fragment>") + 1
+    end = lines.index("</fragment>")
+    return "\n".join(line.removeprefix("    ") for line in lines[start:end])
+
+
+def expand_fragments(policy_text: str, fragments: Mapping[str, str]) -> str:
+    """``policy_text`` as the gateway runs it: each include replaced by its fragment.
+
+    ``fragments`` maps fragment ids to their rendered files. The result is exactly the
+    policy a tier without fragments gets (the fragment's text at the include's
+    indentation); tests compare the two and read behaviour from it.
+
+    Raises:
+        KeyError: an include names a fragment that is not in ``fragments``.
+    """
+
+    def inline(m: re.Match[str]) -> str:
+        return _indented(fragment_body(fragments[m.group(2)]), m.group(1))
+
+    return _INCLUDE_LINE.sub(inline, policy_text)
 
 
 def policy_schema_path() -> str:

@@ -11,8 +11,11 @@ Conventions (docs/apim.md, "Interface with the Azure target"):
   :data:`INGRESS_PARAMETER`, because the ingress address only exists after the
   cluster does;
 * policy ``properties.value`` is exactly the policy file's content, with ``format``
-  :data:`POLICY_FORMAT`; the named values and backends a policy uses come from the plan
-  (:func:`policy_needs`), not from reading the XML back.
+  :data:`POLICY_FORMAT`; the named values, backends and fragments a policy uses come
+  from the plan (:func:`policy_needs`), not from reading the XML back;
+* policy fragments (``service/policyFragments``, ``apim/fragments/<id>.xml``) come after
+  the named values and backends and before every policy, each policy depending on the
+  fragments it includes.
 
 Named values that read Key Vault additionally wait for API Management's Key Vault role
 and for the secrets themselves: API Management checks both when a named value is saved.
@@ -30,6 +33,7 @@ from ...model.types import Platform
 from ..azure.spec import Member, Param, Parameter, Resource, camel
 from .plan import (
     APIM_KEY_SECRET,
+    CREATE_TASK_FRAGMENT,
     FUNCTION_KEY_NAMED_VALUE,
     FUNCTIONS_URL_NAMED_VALUE,
     STATUS_OPERATION_NAME,
@@ -38,8 +42,10 @@ from .plan import (
     SUBSCRIPTION_KEY_QUERY,
     ApimPlan,
     ApiPlan,
+    FragmentPlan,
     OperationPlan,
     cluster_backends,
+    operation_fragments,
 )
 
 #: Newest stable API version of every ``Microsoft.ApiManagement/service/*`` type used.
@@ -64,9 +70,15 @@ class PolicyNeeds:
 
     named_values: frozenset[str] = frozenset()
     backends: frozenset[str] = frozenset()
+    #: Policy fragments it includes (APIM refuses an include of a missing fragment).
+    fragments: frozenset[str] = frozenset()
 
     def __or__(self, other: PolicyNeeds) -> PolicyNeeds:
-        return PolicyNeeds(self.named_values | other.named_values, self.backends | other.backends)
+        return PolicyNeeds(
+            self.named_values | other.named_values,
+            self.backends | other.backends,
+            self.fragments | other.fragments,
+        )
 
 
 _TASK_MANAGER = PolicyNeeds(
@@ -74,35 +86,49 @@ _TASK_MANAGER = PolicyNeeds(
 )
 
 
-def operation_needs(op: OperationPlan) -> PolicyNeeds:
+#: What each fragment's own text uses (only the task creation calls the task manager).
+_FRAGMENT_NEEDS = {CREATE_TASK_FRAGMENT: _TASK_MANAGER}
+
+
+def operation_needs(op: OperationPlan, plan: ApimPlan) -> PolicyNeeds:
     """What an operation's policy uses.
 
     An async operation calls the task manager and records its ingress; a sync one
-    proxies through its cluster's backend entity.
+    proxies through its cluster's backend entity. What a deployed fragment uses is the
+    fragment's need, not the including policy's; an inlined fragment's is the policy's.
     """
     if op.is_async:
-        return _TASK_MANAGER | PolicyNeeds(named_values=frozenset({op.ingress_named_value}))
-    return PolicyNeeds(backends=frozenset({op.backend_id}))
+        needs = PolicyNeeds(named_values=frozenset({op.ingress_named_value}))
+    else:
+        needs = PolicyNeeds(backends=frozenset({op.backend_id}))
+    for fragment_id in operation_fragments(op):
+        if plan.fragment(fragment_id) is not None:
+            needs = needs | PolicyNeeds(fragments=frozenset({fragment_id}))
+        else:
+            needs = needs | _FRAGMENT_NEEDS.get(fragment_id, PolicyNeeds())
+    return needs
 
 
-def api_needs(api: ApiPlan) -> PolicyNeeds:
+def api_needs(api: ApiPlan, plan: ApimPlan) -> PolicyNeeds:
     """An API policy routes its operations itself only when they come from OpenAPI."""
     needs = PolicyNeeds()
     if api.openapi is not None:
         for op in api.operations:
-            needs = needs | operation_needs(op)
+            needs = needs | operation_needs(op, plan)
     return needs
 
 
 def policy_needs(plan: ApimPlan) -> dict[str, PolicyNeeds]:
-    """Policy file path -> the named values and backends it uses, from the plan alone."""
+    """Policy (and fragment) file path -> what it uses, from the plan alone."""
     out = {plan.global_policy_path: PolicyNeeds()}
+    for f in plan.fragments:
+        out[f.path] = _FRAGMENT_NEEDS.get(f.id, PolicyNeeds())
     apis = list(plan.apis) + ([plan.status.api] if plan.status is not None else [])
     for api in apis:
-        out[api.policy_path] = api_needs(api)
+        out[api.policy_path] = api_needs(api, plan)
         for op in api.operations:
             if op.policy_path is not None:
-                out[op.policy_path] = operation_needs(op)
+                out[op.policy_path] = operation_needs(op, plan)
     if plan.status is not None:
         out[plan.status.operation_policy_path] = _TASK_MANAGER
     for p in plan.products:
@@ -144,6 +170,7 @@ class _Builder:
     named_values: dict[str, Resource] = field(default_factory=dict)
     backends: dict[str, Resource] = field(default_factory=dict)
     apis: dict[str, Resource] = field(default_factory=dict)
+    fragments: dict[str, Resource] = field(default_factory=dict)
     owner: Resource | None = None
 
     def add(
@@ -174,8 +201,22 @@ class _Builder:
         needs = self.needs[path]
         waits = [self.named_values[n] for n in needs.named_values]
         waits += [self.backends[b] for b in needs.backends]
+        waits += [self.fragments[f] for f in needs.fragments]
         props = {"format": POLICY_FORMAT, "value": self.policies[path]}
         return self.add(kind, "policy", parent, props, waits)
+
+    def fragment(self, fragment: FragmentPlan) -> None:
+        """A policy fragment: before every policy that includes it (their ``dependsOn``)."""
+        needs = self.needs[fragment.path]
+        props = {
+            "description": fragment.description,
+            "format": POLICY_FORMAT,
+            "value": self.policies[fragment.path],
+        }
+        waits = [self.named_values[n] for n in needs.named_values]
+        self.fragments[fragment.id] = self.add(
+            "policyFragments", fragment.id, self.service, props, waits
+        )
 
     def named_value(self, name: str, props: dict[str, Any]) -> None:
         props = {**props, "tags": [OWNER_TAG]}
@@ -251,6 +292,8 @@ class _Builder:
             self.backends[b.backend_id] = self.add(
                 "backends", b.backend_id, self.service, props, waits
             )
+        for fragment in plan.fragments:
+            self.fragment(fragment)
         self.policy(self.service, plan.global_policy_path)
         for api in plan.apis:
             self.api(api)

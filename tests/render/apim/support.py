@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -123,3 +124,49 @@ def assert_rule_bug(error: RenderError, rule: str) -> None:
     assert diag.code == "E-RENDER-RULE"
     assert rule in diag.message
     assert "ai4ec bug" in diag.hint
+
+
+_LITERAL_VARIABLE = re.compile(r'<set-variable name="([\w-]+)" value="([^"@][^"]*|@\(\d+L\))" />')
+_PIPELINE_FIELD = re.compile(
+    r'(?m)^( *)if \(context\.Variables\.ContainsKey\("ai4ec-pipeline"\)\) \{\n\1    (.*)\n\1\}\n'
+)
+
+
+def as_run(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The policies as the gateway runs them, for tests that read behaviour from the XML.
+
+    Each ``include-fragment`` is replaced by its fragment (``expand_fragments``, which is
+    also exactly the inline form of tiers without fragments), and what the fragments read
+    from the literal variables the operation set just before is read here too: the
+    answer bodies, the size limit, and whether the upsert body carries ``Pipeline``.
+    Fragment files themselves are left out.
+    """
+    from ai4ec.render.apim.policies import expand_fragments
+
+    fragments = {
+        p.removeprefix("apim/fragments/").removesuffix(".xml"): c.decode("utf-8")
+        for p, c in files.items()
+        if p.startswith("apim/fragments/")
+    }
+    out = {}
+    for path, content in files.items():
+        if path.startswith("apim/fragments/"):
+            continue
+        text = expand_fragments(content.decode("utf-8"), fragments)
+        literals = {m.group(1): html.unescape(m.group(2)) for m in _LITERAL_VARIABLE.finditer(text)}
+        for name, value in literals.items():
+            number = re.fullmatch(r"@\((\d+L)\)", value)
+            if number:
+                text = text.replace(f"(long)context.Variables[&quot;{name}&quot;]", number[1])
+            else:
+                escaped = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                text = text.replace(f'@((string)context.Variables["{name}"])', escaped)
+        replacement = r"\1\2\n" if "ai4ec-pipeline" in literals else ""
+        text = _PIPELINE_FIELD.sub(replacement, text)
+        out[path] = text.encode("utf-8")
+    return out
+
+
+def render_run(platform: Platform, ctx: RenderContext) -> dict[str, bytes]:
+    """:func:`render`, then :func:`as_run`: the policies' behaviour, fragments included."""
+    return as_run(render(platform, ctx))

@@ -117,10 +117,20 @@ def test_policies_embed_exactly_the_policy_files() -> None:
         props = policies[name]["properties"]
         assert props["format"] == POLICY_FORMAT == "xml"
         assert props["value"].encode("utf-8") == files[path]
-    # every policy file is embedded once
-    assert sorted(p["properties"]["value"].encode() for p in policies.values()) == sorted(
-        files.values()
-    )
+    # every policy and fragment file is embedded once, fragments with ai4ec's marker
+    fragments = [r for r in arm(platform, ctx) if r["type"].endswith("/policyFragments")]
+    assert {r["name"] for r in fragments} == {
+        f"{svc}/ai4ec-create-task",
+        f"{svc}/ai4ec-proxy-headers",
+        f"{svc}/ai4ec-size-check",
+    }
+    for r in fragments:
+        path = f"apim/fragments/{r['name'].split('/')[1]}.xml"
+        assert r["properties"]["value"].encode("utf-8") == files[path]
+        assert r["properties"]["format"] == "xml"
+        assert r["properties"]["description"].startswith("ai4ec: ")
+    embedded = [r["properties"]["value"].encode() for r in [*policies.values(), *fragments]]
+    assert sorted(embedded) == sorted(files.values())
 
 
 def test_policy_depends_on_the_named_values_and_backends_it_uses() -> None:
@@ -133,10 +143,27 @@ def test_policy_depends_on_the_named_values_and_backends_it_uses() -> None:
         in deps
     )
     deps = res[f"{svc}/detector-v1/detect-post/policy"]["dependsOn"]
-    for nv in ("ai4ec-function-key", "ai4ec-functions-url", "ai4ec-ingress-main"):
+    nv = "ai4ec-ingress-main"
+    assert f"[resourceId('Microsoft.ApiManagement/service/namedValues', '{svc}', '{nv}')]" in deps
+    # the task manager's named values are used by the fragment, which the policy waits for
+    for fragment in ("ai4ec-size-check", "ai4ec-create-task"):
+        kind = "Microsoft.ApiManagement/service/policyFragments"
+        assert f"[resourceId('{kind}', '{svc}', '{fragment}')]" in deps
+    deps = res[f"{svc}/ai4ec-create-task"]["dependsOn"]
+    for nv in ("ai4ec-function-key", "ai4ec-functions-url"):
         assert (
             f"[resourceId('Microsoft.ApiManagement/service/namedValues', '{svc}', '{nv}')]" in deps
         )
+    # every fragment is declared before every policy that includes it
+    order = [r["name"] for r in arm(platform, ctx)]
+    for fragment in ("ai4ec-size-check", "ai4ec-create-task", "ai4ec-proxy-headers"):
+        first_user = min(
+            i
+            for i, name in enumerate(order)
+            if f'fragment-id="{fragment}"' in str(res[name].get("properties", {}).get("value"))
+            and name.endswith("/policy")
+        )
+        assert order.index(f"{svc}/{fragment}") < first_user
 
 
 def test_apis_operations_and_products() -> None:
@@ -221,6 +248,7 @@ def test_plan_names_exactly_what_each_policy_refers_to(sample_name, env, platfor
         text = content.decode("utf-8")
         assert set(re.findall(r"\{\{([^{}]+)\}\}", text)) == needs[path].named_values, path
         assert set(re.findall(r'backend-id="([^"]+)"', text)) == needs[path].backends, path
+        assert set(re.findall(r'fragment-id="([^"]+)"', text)) == needs[path].fragments, path
 
 
 @pytest.mark.parametrize(("sample_name", "env", "platform", "ctx"), CASES, ids=IDS)

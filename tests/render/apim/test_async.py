@@ -10,12 +10,14 @@ import re
 
 from .support import (
     assigned_fields,
-    render,
     sample,
     upsert_body_code,
     with_api,
     with_pipeline,
     xml,
+)
+from .support import (
+    render_run as render,
 )
 
 API_FIELDS = {
@@ -117,10 +119,16 @@ def _final_choose(root):
     return root.find("inbound").findall("choose")[-1]
 
 
+def _success(root):
+    """The task-created answer: the last step of inbound, after every failure answered."""
+    last = root.find("inbound")[-1]
+    assert last.tag == "return-response"
+    return last
+
+
 def test_success_is_202_with_location_and_retry_after() -> None:
     root = _policy("camera-trap", "apim/policies/detector-v1/detect-post.xml")
-    final = _final_choose(root)
-    ok = final.find("otherwise/return-response")
+    ok = _success(root)
     assert ok.find("set-status").get("code") == "202"
     assert ok.find("set-status").get("reason") == "Accepted"
     headers = {h.get("name"): h.findtext("value") for h in ok.findall("set-header")}
@@ -159,11 +167,11 @@ def test_upstream_status_codes_switch_keeps_200() -> None:
         "apim/policies/species-v1/submit.xml",
     ):
         root = xml(render(compat, ctx)[path])
-        status = _final_choose(root).find("otherwise/return-response/set-status")
+        status = _success(root).find("set-status")
         assert (status.get("code"), status.get("reason")) == ("200", "OK")
     # the untouched API keeps 202
     root = xml(render(compat, ctx)["apim/policies/classifier-v1/classify-post.xml"])
-    assert _final_choose(root).find("otherwise/return-response/set-status").get("code") == "202"
+    assert _success(root).find("set-status").get("code") == "202"
 
 
 def test_async_operations_never_forward_to_the_backend() -> None:
@@ -171,7 +179,7 @@ def test_async_operations_never_forward_to_the_backend() -> None:
     assert not root.xpath(".//set-backend-service | .//forward-request | .//rewrite-uri")
     # every path through inbound ends in return-response
     final = _final_choose(root)
-    assert final.find("otherwise/return-response") is not None
+    assert _success(root) is not None
     assert all(w.find("return-response") is not None for w in final.findall("when"))
 
 
@@ -184,9 +192,7 @@ def test_mixed_api_routes_each_endpoint_by_its_mode() -> None:
     assert not sync.xpath(".//send-request")
     assert async_.xpath(".//send-request") and not async_.xpath(".//set-backend-service")
     # timeout 30m -> Retry-After 30 s (capped)
-    assert _final_choose(async_).xpath(
-        "otherwise/return-response/set-header[@name='Retry-After']/value/text()"
-    ) == ["30"]
+    assert _success(async_).xpath("set-header[@name='Retry-After']/value/text()") == ["30"]
 
 
 def test_request_size_limit_from_max_body_bytes() -> None:
@@ -200,6 +206,7 @@ def test_request_size_limit_from_max_body_bytes() -> None:
     pipe = _policy("camera-trap", "apim/policies/species-v1/submit.xml")
     (when,) = pipe.xpath(".//when[contains(@condition, 'ai4ec-body-bytes')]")
     assert when.get("condition").endswith("> 4194304L)")  # pipeline default 4Mi
-    # the size check is the first thing after <base />
-    first = [el.tag for el in root.find("inbound")][:3]
-    assert first == ["base", "set-variable", "choose"]
+    # the size check is the first thing after <base /> (its variables, then its choose)
+    first = [el.tag for el in root.find("inbound")][:5]
+    assert first == ["base", "set-variable", "set-variable", "set-variable", "choose"]
+    assert root.find("inbound")[3].get("name") == "ai4ec-body-bytes"

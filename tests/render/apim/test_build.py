@@ -28,6 +28,7 @@ def test_sample_builds_with_the_apim_target(sample: Path, tmp_path: Path) -> Non
         values = sorted(
             r["properties"]["value"]
             for r in main["resources"]
-            if r["type"].endswith("/policies") and "ApiManagement" in r["type"]
+            if r["type"].endswith(("/policies", "/policyFragments"))
+            and "ApiManagement" in r["type"]
         )
         assert values == sorted((env_dir / f).read_text() for f in files)

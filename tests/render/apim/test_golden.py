@@ -24,12 +24,16 @@ def test_sample_matches_golden(sample, env, platform, ctx, update_golden: bool) 
 
 EXPECTED_FILES = {
     ("minimal", "default"): [
+        "apim/fragments/ai4ec-proxy-headers.xml",
+        "apim/fragments/ai4ec-size-check.xml",
         "apim/policies/global.xml",
         "apim/policies/hello-v1/api.xml",
         "apim/policies/hello-v1/echo-post.xml",
         "apim/products/public.xml",
     ],
     ("multi-env", "dev"): [
+        "apim/fragments/ai4ec-create-task.xml",
+        "apim/fragments/ai4ec-size-check.xml",
         "apim/policies/detector-v1/api.xml",
         "apim/policies/detector-v1/detect-post.xml",
         "apim/policies/global.xml",
@@ -38,6 +42,9 @@ EXPECTED_FILES = {
         "apim/products/default.xml",
     ],
     ("camera-trap", "default"): [
+        "apim/fragments/ai4ec-create-task.xml",
+        "apim/fragments/ai4ec-proxy-headers.xml",
+        "apim/fragments/ai4ec-size-check.xml",
         "apim/policies/classifier-v1/api.xml",
         "apim/policies/classifier-v1/classify-post.xml",
         "apim/policies/detector-sync-v1/api.xml",

@@ -15,7 +15,7 @@ SCOPED = [
     (f"{s}-{e}:{path}", content)
     for s, e, platform, ctx in sample_models()
     for path, content in render(platform, ctx).items()
-    if path != "apim/policies/global.xml"
+    if path != "apim/policies/global.xml" and not path.startswith("apim/fragments/")
 ]
 
 

@@ -10,7 +10,18 @@ import pytest
 from ai4ec.errors import RenderError
 from ai4ec.render.apim.policies import validate_policy
 
-from .support import FIXTURES, api_of, arm, assert_rule_bug, render, sample, with_api, xml
+from .support import (
+    FIXTURES,
+    api_of,
+    arm,
+    assert_rule_bug,
+    sample,
+    with_api,
+    xml,
+)
+from .support import (
+    render_run as render,
+)
 
 
 def _ctx(ctx):

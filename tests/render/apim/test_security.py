@@ -11,7 +11,17 @@ import pytest
 from ai4ec.errors import RenderError
 from ai4ec.model.types import Auth, Cors, EntraAuth
 
-from .support import arm, assert_rule_bug, render, sample, sample_models, with_api, xml
+from .support import (
+    arm,
+    assert_rule_bug,
+    sample,
+    sample_models,
+    with_api,
+    xml,
+)
+from .support import (
+    render_run as render,
+)
 
 TENANT = "11111111-1111-1111-1111-111111111111"
 ENTRA = EntraAuth(
