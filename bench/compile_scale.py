@@ -228,6 +228,21 @@ def _run(mode: str, path: Path, out: Path, repeat: int, cache: Path | None = Non
     return best
 
 
+def _process_seconds(argv: list[str], repeat: int) -> float:
+    """Best wall time of ``argv`` as a whole process (start-up included)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run(argv, capture_output=True, check=True)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _tree_size(root: Path) -> tuple[float, int]:
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6, len(files)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100,1000,5000")
@@ -268,7 +283,17 @@ def main() -> None:
                 ten = _run("build", changed, Path(tmp) / f"out-{n}", 1, cache)
                 row += f" {warm['seconds']:>7.2f}s {ten['seconds']:>10.2f}s"
             print(row, flush=True)
+            whole = _process_seconds([sys.executable, "-m", "ai4ec", "validate", str(path)], 3)
+            load = "import sys, yaml; yaml.load(open(sys.argv[1]), Loader=yaml.CSafeLoader)"
+            bare = _process_seconds([sys.executable, "-c", load, str(path)], 3)
+            print(
+                f"{'':>6} `ai4ec validate` as a process {whole:.2f}s (goal < 1.5 s); baseline "
+                f"bare PyYAML C load as a process {bare:.2f}s; ratio {whole / bare:.1f}",
+                flush=True,
+            )
             if not args.no_build:
+                mb, count = _tree_size(Path(tmp) / f"out-{n}")
+                print(f"{'':>6} output {mb:.1f} MB in {count} files (goal < 25 MB)", flush=True)
                 res = subprocess.run(
                     [sys.executable, __file__, "--child", "targets", str(path), "-"],
                     capture_output=True,
