@@ -39,6 +39,7 @@ golden-update: install
 
 bench: install
 	$(BIN)/python bench/compile_scale.py
+	$(BIN)/python bench/diff_scale.py
 
 # Task-manager throughput against Celery and Dramatiq on the same Redis; the peers live in
 # their own venv because Celery pins libraries that conflict with ours. Their pins are the

@@ -254,13 +254,15 @@ def render_platforms(
     """
     import hashlib
 
-    from .render import TARGETS, RenderContext, render_all
+    from . import cache
+    from .render import TARGETS, RenderContext, RenderResult, render_all, stored
     from .write import manifest
 
     platforms = require_ok(result)
     doc = result.document
     assert doc is not None
-    source_sha = hashlib.sha256("\n".join(doc.lines).encode()).hexdigest()
+    text = "\n".join(doc.lines)
+    source_sha = hashlib.sha256(text.encode()).hexdigest()
     context = RenderContext(source_name=doc.source.file, source_dir=str(doc.path.parent))
     rendered = []
     if progress is not None:
@@ -268,7 +270,20 @@ def render_platforms(
     prefix = f"{side}: " if side else ""
     for platform in platforms:
         done = _reporter(progress, f"{prefix}{platform.environment}: ") if progress else None
-        r = render_all(platform, context, done)
+        key = ""
+        if cache.enabled():
+            key = stored.environment_key(text, context.source_name, context.source_dir, platform)
+        hit = stored.load(key) if key else None
+        if hit is not None:
+            r = RenderResult(platform.environment, hit[0], cache_key=key, verified=hit[1])
+            if done is not None:
+                for target in TARGETS:
+                    done(target)
+        else:
+            r = render_all(platform, context, done)
+            if key:
+                stored.store(key, r.artifacts)
+                r = RenderResult(r.environment, r.artifacts, cache_key=key)
         rendered.append(
             RenderedEnvironment(r, manifest(r, platform.name, doc.source.file, source_sha))
         )

@@ -28,6 +28,7 @@ from . import __version__
 from .errors import BuildError, Diagnostic, RenderError
 from .render import RenderResult
 from .render.artifact import Artifact, SafeLoader, json_artifact
+from .render.stored import VERIFIED_BASIC, VERIFIED_BICEP, mark_verified
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -126,9 +127,15 @@ def write_build(
     Returns:
         The environment directories written.
     """
+    wanted = VERIFIED_BICEP if verify else VERIFIED_BASIC
     for result, man in results:
-        for a in (*result.artifacts, man):
+        verify_artifact(man)
+        if result.verified in (wanted, VERIFIED_BICEP):
+            continue  # these very bytes parsed back before (render cache)
+        for a in result.artifacts:
             verify_artifact(a, bicep=verify)
+        if result.cache_key:
+            mark_verified(result.cache_key, wanted)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

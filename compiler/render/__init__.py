@@ -48,6 +48,10 @@ class RenderResult:
 
     environment: str
     artifacts: tuple[Artifact, ...]
+    #: Its key in the render cache (:mod:`.stored`), or "" when the cache is off.
+    cache_key: str = ""
+    #: How these very bytes were already parsed back (:data:`.stored.VERIFIED_BASIC`...).
+    verified: bytes = b""
 
 
 #: Told ``"<target>"`` after each target of an environment rendered (progress display).

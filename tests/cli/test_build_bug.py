@@ -21,6 +21,12 @@ from ..conftest import ROOT
 MINIMAL = ROOT / "samples" / "minimal" / "platform.yaml"
 
 
+@pytest.fixture(autouse=True)
+def _no_render_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached environment would be served without calling the patched renderer."""
+    monkeypatch.setenv("AI4EC_NO_CACHE", "1")
+
+
 def _chart_rejects(*_args: object, **_kwargs: object) -> None:
     message = "the chart rejected the values of hello-v1: forced by the test"
     raise RenderError(

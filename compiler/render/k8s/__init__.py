@@ -2,11 +2,12 @@
 
 Helm values per API, Istio routing and security, cluster add-ons, and ``manifests.yaml``.
 
-Per environment and cluster it writes ``k8s/<cluster>/values/<api>.yaml``,
-``k8s/<cluster>/istio/*.yaml``, ``k8s/<cluster>/addons/*.yaml`` and
-``k8s/<cluster>/manifests.yaml``. The last one is the chart rendered by the real Helm
-engine for every release plus the Istio and add-on objects, in apply order; ``apply``
-sends exactly this file and ``diff`` compares it.
+Per environment and cluster it writes one file, ``k8s/<cluster>/manifests.yaml``: the
+chart rendered by the real Helm engine for every release plus the Istio and add-on
+objects, in apply order; ``apply`` sends exactly this file and ``diff`` compares it.
+The Helm values and the Istio and add-on templates' texts are inputs of that file, not
+written beside it: each object was in the output twice (a third of a 1,000-API build's
+bytes and files), and nothing reads the copies.
 
 The room, one module per concern (each depends on :mod:`.objects` only, never on a
 sibling; this module wires them):
@@ -26,7 +27,7 @@ from ...model.types import Platform
 from ..artifact import Artifact, RenderContext
 from .addons import render_addons
 from .chart import render_releases
-from .istio import render_istio
+from .istio import istio_objects
 from .manifests import assemble_manifests, manifests_header
 from .objects import parse_objects
 
@@ -38,14 +39,10 @@ def render_k8s(platform: Platform, context: RenderContext) -> list[Artifact]:
     for cluster in platform.clusters:
         apis = [a for a in platform.apis if a.cluster == cluster.name]
         files = render_addons(platform, cluster, apis, source)
-        files += render_istio(platform, cluster, apis, source)
-        releases = render_releases(platform, cluster, apis, source)
-        base = f"k8s/{cluster.name}"
-        artifacts.extend(
-            Artifact(PurePosixPath(f"{base}/{f.path}"), f.text.encode())
-            for f in [*(r.values_file for r in releases), *files]
-        )
         objects = [obj for f in files for obj in parse_objects(f.path, f.text)]
+        objects += istio_objects(platform, cluster, apis, source)
+        releases = render_releases(platform, cluster, apis)
+        base = f"k8s/{cluster.name}"
         objects += [obj for r in releases for obj in r.objects]
         header = manifests_header(source, cluster.name, platform.environment)
         manifests = assemble_manifests(objects, header)

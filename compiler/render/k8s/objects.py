@@ -10,8 +10,9 @@ this module and never on each other.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import yaml
@@ -98,6 +99,27 @@ class KubeObject:
     def apply_key(self) -> tuple[int, str, str]:
         """Sort key of apply order: kind rank, then namespace, then name."""
         return _KIND_RANK.get(self.kind, len(KIND_ORDER)), self.namespace, self.name
+
+
+def objects_payload(objects: Iterable[KubeObject]) -> bytes:
+    """``objects`` as a cache entry's payload (see :func:`objects_of_payload`)."""
+    rows = [[o.api_version, o.kind, o.name, o.namespace, o.text] for o in objects]
+    return json.dumps(rows, separators=(",", ":")).encode("utf-8")
+
+
+def objects_of_payload(payload: bytes) -> list[KubeObject] | None:
+    """The objects a cache entry holds, or None when it holds something else.
+
+    Restoring them needs no YAML parse: that, more than Helm, is what a warm build saves.
+    """
+    try:
+        rows = json.loads(payload)
+        objects = [KubeObject(*row) for row in rows]
+    except (ValueError, TypeError):
+        return None
+    if not all(isinstance(f, str) for row in rows for f in row):
+        return None
+    return objects
 
 
 def azure_output(path: str) -> str:

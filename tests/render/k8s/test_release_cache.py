@@ -44,6 +44,11 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def _forget_environments(tmp_path: Path) -> None:
+    """Drop the whole-environment entries, so the next build renders and meets the releases."""
+    shutil.rmtree(tmp_path / "cache" / "ai4ec" / "render", ignore_errors=True)
+
+
 def _project(tmp_path: Path) -> Path:
     shutil.copytree(SAMPLES / "camera-trap", tmp_path / "p")
     return tmp_path / "p" / "platform.yaml"
@@ -85,6 +90,7 @@ def test_corrupt_or_foreign_entries_are_ignored(tmp_path: Path, calls: list[str]
     body = files[1].read_bytes()
     files[1].write_bytes(body.replace(b"kind:", b"kind: ", 1))  # altered payload
     files[2].write_bytes(b"not a cache entry")  # foreign
+    _forget_environments(tmp_path)
     calls.clear()
     build_platform(path, tmp_path / "again")
     assert len(calls) == 3  # those three rendered anew, the rest came from the cache
@@ -98,6 +104,7 @@ def test_a_chart_change_invalidates(
     build_platform(path, tmp_path / "a")
     calls.clear()
     monkeypatch.setattr(chart, "chart_fingerprint", lambda: "another chart")
+    _forget_environments(tmp_path)
     build_platform(path, tmp_path / "b")
     assert calls, "a different chart (or schema, or engine) must render anew"
 
