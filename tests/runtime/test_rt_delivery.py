@@ -282,8 +282,10 @@ def test_timing_out_backend_gets_one_post_per_attempt(
     try:
         tid = submit(rt, d, backend.url + "/v1/detector/detect")
         wait_for(lambda: (rt.store.get_doc(tid) or {}).get("BackendStatus") == "failed", timeout=30)
+        # The worker counts its outcome after the store's write that the line above saw.
+        wait_for(lambda: d.outcomes[Outcome.GAVE_UP] == 1, timeout=10)
         assert len(backend.requests) == 3
-        assert d.outcomes[Outcome.QUEUED] == 2 and d.outcomes[Outcome.GAVE_UP] == 1
+        assert d.outcomes[Outcome.QUEUED] == 2
     finally:
         d.close()
         backend.close()
