@@ -206,14 +206,7 @@ def test_sample_applies_against_the_fakes(
     # The vault refuses the deployer until the template's role assignments on it are
     # deployed, and a few requests longer (propagation): apply waits, then writes.
     vault.require_roles, vault.propagation, azure.vault = True, 2, vault
-    r = run(
-        azure,
-        tls,
-        env_dir,
-        yes=True,
-        deployer_principal_id=DEPLOYER,
-        key_vault_endpoint=vault.url,
-    )
+    r = _apply(azure, tls, env_dir, vault)
     assert r.error is None, r.text
     assert vault.roles == {"Key Vault Secrets Officer", "Key Vault Certificates Officer"}
     assert vault.refused == 2 and "not allowed yet" in r.text
@@ -263,15 +256,7 @@ def test_sample_applies_against_the_fakes(
     # nothing, it takes no lock either (docs/apply.md, Lock).
     azure.reset_log()
     vault.writes.clear()
-    again = run(
-        azure,
-        tls,
-        env_dir,
-        yes=True,
-        deployer_principal_id=DEPLOYER,
-        key_vault_endpoint=vault.url,
-        prune=True,
-    )
+    again = _apply(azure, tls, env_dir, vault, prune=True)
     assert again.error is None and not again.result.changed, again.text  # type: ignore[union-attr]
     assert azure.count("GET", r"/Microsoft\.ApiManagement/service/[^/]+/apis$") == 1
     assert azure.writes() == [] and vault.writes == []
@@ -288,14 +273,7 @@ def test_sample_applies_against_the_fakes(
     vault.writes = Watched()
     del vault.secrets["ai4ec-apim-key"]
     azure.reset_log()
-    restored = run(
-        azure,
-        tls,
-        env_dir,
-        yes=True,
-        deployer_principal_id=DEPLOYER,
-        key_vault_endpoint=vault.url,
-    )
+    restored = _apply(azure, tls, env_dir, vault)
     assert restored.error is None, restored.text
     assert vault.writes == ["ai4ec-apim-key"] and held == [True]
     assert not [w for w in azure.writes() if "/deployments/" in w]
@@ -316,15 +294,7 @@ def test_a_vault_that_keeps_refusing_stops_apply_clearly(
     env_dir, _platform = _built(azure, tmp_path, monkeypatch, "minimal", "default")
     vault = FakeKeyVault(tls)
     vault.require_roles = True  # and azure.vault is not told: the grant never arrives
-    r = run(
-        azure,
-        tls,
-        env_dir,
-        yes=True,
-        deployer_principal_id=DEPLOYER,
-        key_vault_endpoint=vault.url,
-        ready_timeout=0.3,
-    )
+    r = _apply(azure, tls, env_dir, vault, ready_timeout=0.3)
     assert r.error is not None
     message = str(r.error)
     assert "ai4ec-access-keys" in message and "Key Vault Secrets Officer" in message
@@ -332,6 +302,19 @@ def test_a_vault_that_keeps_refusing_stops_apply_clearly(
     assert vault.secrets == {} and vault.refused >= 1
     vault.close()
     assert vault.violations == []
+
+
+def _apply(azure: FakeAzure, tls: Tls, env_dir: Path, vault: FakeKeyVault, **kw: Any) -> Any:
+    """apply --yes as the deployer, with the local Key Vault stand-in."""
+    return run(
+        azure,
+        tls,
+        env_dir,
+        yes=True,
+        deployer_principal_id=DEPLOYER,
+        key_vault_endpoint=vault.url,
+        **kw,
+    )
 
 
 def _outputs_the_objects_miss(env_dir: Path) -> list[str]:
