@@ -15,6 +15,12 @@ references and :func:`code_fingerprint`): a rebuild of an unchanged platform, or
 side of ``ai4ec diff``, renders nothing.
 
 ``--no-cache`` on ``build`` and ``diff`` (or ``AI4EC_NO_CACHE=1``) neither reads nor writes.
+
+**Size.** A 1,000-API environment stores about 70 MB, and every changed platform text
+adds an entry, so the cache is bounded: after a run that wrote to it, :func:`prune`
+deletes the least recently used entries (a hit refreshes an entry's time) until the
+cache is back under 80 % of ``$AI4EC_CACHE_MAX_MB`` (default 2,048 MB; ``0`` empties it
+after every run). Only entry files of the namespaces are deleted, never anything else.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ from pathlib import Path
 from . import __version__
 
 _MAGIC = b"ai4ec-cache 1\n"
+#: Namespaces whose entries :func:`prune` may delete (every ``DiskCache`` made registers).
+_NAMESPACES: set[str] = set()
+#: Bytes this process wrote to the cache: pruning only runs after a run that grew it.
+_written = 0
+DEFAULT_MAX_MB = 2048
 _enabled: ContextVar[bool] = ContextVar("ai4ec_cache_enabled", default=True)
 
 
@@ -114,6 +125,7 @@ class DiskCache:
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.active = enabled()
+        _NAMESPACES.add(namespace)
 
     def _path(self, key: str) -> Path:
         return cache_dir() / self.namespace / key[:2] / key
@@ -132,6 +144,10 @@ class DiskCache:
         digest, sep, payload = raw[len(head) :].partition(b"\n")
         if not sep or hashlib.sha256(payload).hexdigest().encode() != digest:
             return None  # truncated or altered: ignored, and overwritten by the next put
+        try:
+            os.utime(self._path(key))  # recently used: pruned last
+        except OSError:
+            pass
         return payload
 
     def put(self, key: str, payload: bytes) -> None:
@@ -149,6 +165,71 @@ class DiskCache:
             Path(tmp).replace(path)
         except OSError:
             return
+        global _written
+        _written += len(data)
 
 
-__all__ = ["DiskCache", "cache_dir", "code_fingerprint", "disabled", "enabled", "key_of"]
+def max_bytes() -> int:
+    """The cache's size bound: ``$AI4EC_CACHE_MAX_MB`` megabytes (default 2,048)."""
+    raw = os.environ.get("AI4EC_CACHE_MAX_MB", "")
+    try:
+        mb = int(raw) if raw.strip() else DEFAULT_MAX_MB
+    except ValueError:
+        mb = DEFAULT_MAX_MB  # a typo in an environment variable must not break a build
+    return max(mb, 0) * 1_000_000
+
+
+def prune(limit: int | None = None) -> int:
+    """Delete least recently used entries until the cache holds under 80 % of ``limit``.
+
+    Runs only when this process wrote to the cache (a read-only run cannot have grown
+    it) unless ``limit`` is given. Best effort: files that vanish or resist deletion
+    (another build, permissions) are skipped. Returns the bytes freed.
+    """
+    global _written
+    if limit is None:
+        if not _written or not enabled():
+            return 0
+        limit = max_bytes()
+    _written = 0
+    entries: list[tuple[float, int, Path]] = []
+    total = 0
+    for namespace in sorted(_NAMESPACES):
+        root = cache_dir() / namespace
+        if not root.is_dir():
+            continue
+        for shard in root.iterdir():
+            if not shard.is_dir() or len(shard.name) != 2:
+                continue
+            for f in shard.iterdir():
+                try:
+                    st = f.stat()
+                except OSError:
+                    continue
+                entries.append((st.st_mtime, st.st_size, f))
+                total += st.st_size
+    if total <= limit:
+        return 0
+    goal = limit * 8 // 10
+    freed = 0
+    for _, size, f in sorted(entries, key=lambda e: (e[0], str(e[2]))):
+        if total - freed <= goal:
+            break
+        try:
+            f.unlink()
+        except OSError:
+            continue
+        freed += size
+    return freed
+
+
+__all__ = [
+    "DiskCache",
+    "cache_dir",
+    "code_fingerprint",
+    "disabled",
+    "enabled",
+    "key_of",
+    "max_bytes",
+    "prune",
+]

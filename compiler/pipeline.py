@@ -287,6 +287,7 @@ def render_platforms(
         rendered.append(
             RenderedEnvironment(r, manifest(r, platform.name, doc.source.file, source_sha))
         )
+    cache.prune()  # bounded by $AI4EC_CACHE_MAX_MB; only after a run that grew it
     return rendered
 
 

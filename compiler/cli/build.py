@@ -30,7 +30,8 @@ from .output import Command, report
     "--no-cache",
     is_flag=True,
     help="Render everything anew, neither reading nor writing the render cache "
-    "($AI4EC_CACHE_DIR, else ~/.cache/ai4ec). Cached or not, the output is the same bytes.",
+    "($AI4EC_CACHE_DIR, else ~/.cache/ai4ec; bounded by $AI4EC_CACHE_MAX_MB, default 2048). "
+    "Cached or not, the output is the same bytes.",
 )
 @click.option(
     "--verify",
