@@ -533,22 +533,34 @@ class Resource:
 
 
 def walk(value: Any) -> Iterator[Any]:
-    """Every expression node and resource inside a value, depth first."""
-    if isinstance(value, Note):
-        yield from walk(value.value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from walk(k)
-            yield from walk(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from walk(v)
-    elif isinstance(value, Expr):
-        yield value
-        for c in value.children():
-            yield from walk(c)
-    elif isinstance(value, Resource):
-        yield value
+    """Every expression node and resource inside a value, depth first.
+
+    An explicit stack rather than nested generators: a 1,000-API template holds over a
+    million nodes, and each ``yield from`` level re-yields every node below it (the
+    recursive form took a third of the Azure target's time). The order is the same
+    pre-order the recursive form gave, which :func:`referenced` relies on.
+    """
+    stack = [value]
+    pop, push, extend = stack.pop, stack.append, stack.extend
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is str or t is int or t is bool or t is float or v is None:
+            continue  # the leaves: nearly every node, nothing inside
+        if isinstance(v, Note):
+            push(v.value)
+        elif isinstance(v, dict):
+            for k, item in reversed(v.items()):
+                push(item)
+                if type(k) is not str:
+                    push(k)
+        elif isinstance(v, list | tuple):
+            extend(reversed(v))
+        elif isinstance(v, Expr):
+            yield v
+            extend(reversed(v.children()))
+        elif isinstance(v, Resource):
+            yield v
 
 
 def referenced(value: Any) -> list[Resource]:
