@@ -25,6 +25,7 @@ import threading
 from dataclasses import dataclass
 
 import azure.functions as func
+import redis
 
 from .auth import AccessKeys, KeysFileError, authorized_handle, presented_key, unauthorized
 from .handlers import (
@@ -37,6 +38,7 @@ from .handlers import (
     task_queue_logger,
     task_timeout_sweeper,
 )
+from .health import HEALTH_ROUTE, check_health, probe_client
 from .models import ConfigurationError
 from .settings import Settings
 
@@ -55,6 +57,8 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 _runtime: Runtime | None = None
 _lock = threading.Lock()
+# The fail-fast client the health probe pings, made from the runtime's on first use.
+_probe: redis.Redis | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +123,26 @@ def get_runtime() -> Runtime:
 
 def set_runtime(runtime: Runtime | None) -> None:
     """Replace the process-wide runtime (tests inject one bound to their Redis)."""
-    global _runtime
+    global _runtime, _probe
     with _lock:
         _runtime = runtime
+        if _probe is not None:
+            _probe.close()
+        _probe = None
+
+
+def get_probe() -> redis.Redis | None:
+    """The health probe's client on the runtime's Redis; ``None`` when not configured."""
+    global _probe
+    try:
+        rt = get_runtime()
+    except ConfigurationError as exc:
+        log.error("health: configuration error: %s", exc.message)
+        return None
+    with _lock:
+        if _probe is None:
+            _probe = probe_client(rt.redis)
+        return _probe
 
 
 def to_request(req: func.HttpRequest) -> Request:
@@ -166,6 +187,19 @@ def _http(name: str, req: func.HttpRequest) -> func.HttpResponse:
         log.error("%s: configuration error: %s", name, exc.message)
         return to_response(Response.error(exc))
     return to_response(authorized_handle(rt, principal, name, request))
+
+
+@app.function_name("Health")
+@app.route(route=HEALTH_ROUTE, methods=["GET"])
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """App Service's health check (``siteConfig.healthCheckPath``): does Redis answer?
+
+    The only function that asks for no key: App Service's prober sends none, and the
+    answer (``{"status":"ok"}`` or a generic 503) reveals no host, port or key. It
+    reads no task and publishes nothing, so it opens nothing the keys protect.
+    """
+    del req  # nothing in the request matters
+    return to_response(check_health(get_probe()))
 
 
 @app.function_name("CacheConnectorUpsert")

@@ -19,7 +19,8 @@ on concurrent store calls. What this module adds on top:
   of its plain-text answer and a logged traceback;
 * every 4xx is logged as one line (method, path, status, error code), never a
   traceback; connections beyond ``max_connections`` get a 503 and are closed;
-* ``/health`` pings Redis: ``503`` with a generic message when it does not answer;
+* ``/health`` (and ``/api/health``, the Azure route) pings Redis, as the Azure function
+  does (:mod:`~ai4ec_runtime.health`): ``503`` with a generic message when it does not answer;
 * :func:`make_server` binds the port and pings Redis before anything starts, raising
   :class:`StartError` with a one-line reason.
 
@@ -42,15 +43,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import redis
-import redis.cluster
 from aiohttp import web, web_protocol, web_server
 from aiohttp.web_request import BaseRequest
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from .auth import AccessKeys, authorized_handle, presented_key
 from .dispatch import Dispatcher
 from .handlers import JSON, Request, Response, Runtime, handle
+from .health import check_health, probe_client, store_pool
 from .routing import Routing
 from .settings import Settings
 from .store import connect_redis
@@ -419,12 +418,7 @@ class LocalServer:
         return b"".join(chunks)
 
     def _check_health(self) -> Response:
-        try:
-            self._health.ping()
-        except redis.exceptions.RedisError as exc:
-            log.warning("health: task store unavailable (%s)", type(exc).__name__)
-            return Response.unavailable()
-        return Response(200, b"ok", "text/plain; charset=utf-8")
+        return check_health(self._health)
 
     @staticmethod
     def _to_web(resp: Response) -> web.Response:
@@ -482,37 +476,8 @@ def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
-def _pool(client: Any) -> redis.ConnectionPool:
-    """The connection pool of ``client``, or of a Redis Cluster's default node."""
-    if isinstance(client, redis.cluster.RedisCluster):
-        node = client.get_default_node()  # type: ignore[no-untyped-call]
-        if node is None or node.redis_connection is None:  # pragma: no cover - after init
-            raise StartError("the Redis Cluster client has no node to talk to")
-        pool: redis.ConnectionPool = node.redis_connection.connection_pool
-        return pool
-    plain: redis.ConnectionPool = client.connection_pool
-    return plain
-
-
-def _health_client(client: Any) -> redis.Redis:
-    """A client that fails fast (no retries, 2 s timeouts) on the same Redis.
-
-    On a Redis Cluster it talks to the node the cluster client starts from: ``/health``
-    says whether the task store answers at all, not whether every shard does.
-    """
-    pool = _pool(client)
-    kwargs = dict(pool.connection_kwargs)
-    kwargs.update(socket_timeout=2.0, socket_connect_timeout=2.0, retry=Retry(NoBackoff(), 0))
-    kwargs.pop("retry_on_error", None)
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class, max_connections=4, **kwargs
-        )
-    )
-
-
 def _where(client: Any) -> str:
-    kw = _pool(client).connection_kwargs
+    kw = store_pool(client).connection_kwargs
     if "path" in kw:
         return str(kw["path"])
     return f"{kw.get('host', '?')}:{kw.get('port', '?')}"
@@ -565,7 +530,7 @@ def make_server(
         if redis_client is not None
         else connect_redis(merged.require_redis_url(), merged.redis_mode)
     )
-    health = _health_client(client)
+    health = probe_client(client)
     sock: socket.socket | None = None
     try:
         try:

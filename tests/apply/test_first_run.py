@@ -48,8 +48,8 @@ def test_event_grid_waits_for_the_functions_host_to_index(
     azure.functions_host.index_delay = 4
     r = run(azure, tls, project.env_dir, yes=True)
     assert r.error is None, r.text
-    assert "waiting for the Functions host to index 10 function(s)" in r.text
-    assert "Functions host lists all 10 function(s)" in r.text
+    assert "waiting for the Functions host to index 11 function(s)" in r.text
+    assert "Functions host lists all 11 function(s)" in r.text
     assert _puts(azure).count("ai4ec-default-dispatch") == 1  # the handshake passed at once
     listings = [
         i
@@ -74,7 +74,7 @@ def test_a_bundle_the_host_cannot_import_fails_clearly(
     r = run(azure, tls, project.env_dir, yes=True, ready_timeout=0.3)
     assert isinstance(r.error, ApplyError), r.text
     message = str(r.error)
-    assert "the host lists 0 of 10 functions" in message
+    assert "the host lists 0 of 11 functions" in message
     assert "BackendWebhook" in message and "could not load the bundle" in message
     assert "ai4ec-default-dispatch" not in _puts(azure)  # no handshake against a dead host
     _clean(azure, kube)
@@ -504,7 +504,7 @@ def test_the_lock_is_taken_before_the_first_write_only(
     kube.reset_log()
     changed = run(azure, tls, project.env_dir, yes=True)
     assert changed.error is None, changed.text
-    assert tag_writes() == ["Merge ai4ec-apply-lock", "Delete ai4ec-apply-lock"]
+    assert tag_writes() == ["Merge ai4ec-apply-lock", "Delete ai4ec-apply-lock"], changed.text
     assert [w.rsplit("/", 1)[1] for w in kube.writes()] == ["hello-v1"]
 
     del azure.groups["my-platform-rg"]["tags"]["ai4ec-apply.default.azure"]

@@ -224,6 +224,7 @@ def test_bundle_boots_with_only_what_it_carries(
         "CacheConnectorUpsert",
         "CurrentProcessingGet",
         "CurrentProcessingUpsert",
+        "Health",
         "TaskProcessLogger",
         "TaskQueueLogger",
         "TaskTimeoutSweeper",

@@ -61,6 +61,7 @@ def test_registered_functions_and_bindings(functions: dict[str, Any]) -> None:
         "CurrentProcessingGet": {"GET", "POST"},
         "BackendWebhook": {"POST", "OPTIONS"},
         "BackendDeadLetter": {"POST"},
+        "Health": {"GET"},
     }
     timers = {
         "TaskQueueLogger": "*/30 * * * * *",
@@ -70,7 +71,9 @@ def test_registered_functions_and_bindings(functions: dict[str, Any]) -> None:
     assert set(functions) == set(http) | set(timers) | {"BackendDeadLetterBlob"}
     for name, methods in http.items():
         trigger = functions[name].get_bindings()[0]
-        assert trigger.type == "httpTrigger" and trigger.route == name
+        assert trigger.type == "httpTrigger" and trigger.route == (
+            "health" if name == "Health" else name
+        )
         assert {str(m.value) for m in trigger.methods} == methods
         # The runtime checks its own least-privilege keys (ai4ec_runtime.auth).
         assert str(trigger.auth_level.value).lower() == "anonymous"

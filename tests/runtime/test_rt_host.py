@@ -146,7 +146,7 @@ def test_malformed_input_gets_json_4xx_and_one_log_line(host: Host) -> None:
     assert not problems, "\n".join(problems)
     # The host still serves normally afterwards.
     health = raw(host, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert health is not None and (health.status, health.body) == (200, b"ok")
+    assert health is not None and (health.status, health.body) == (200, b'{"status":"ok"}')
     log = host.log()
     assert "Traceback" not in log and "ERROR" not in log, log
     new_lines = log.splitlines()[before:]

@@ -296,7 +296,7 @@ def test_http_details(local_host: Factory) -> None:
     conn = http.client.HTTPConnection(urlsplit(server.url).netloc, timeout=10)
     conn.request("GET", "/health")
     resp = conn.getresponse()
-    assert (resp.status, resp.read()) == (200, b"ok")
+    assert (resp.status, resp.read()) == (200, b'{"status":"ok"}')
     conn.putrequest("POST", "/api/CacheConnectorUpsert")
     conn.putheader("Transfer-Encoding", "chunked")
     conn.endheaders()

@@ -20,6 +20,9 @@ from .common import (
 )
 from .spec import Interp, Note, Param, Parameter, Resource, camel
 
+#: The runtime's health function (``Health`` in functions/ai4ec_runtime/app.py).
+HEALTH_CHECK_PATH = "/api/health"
+
 
 @dataclass(frozen=True, slots=True)
 class Functions:
@@ -90,6 +93,11 @@ def _site_config(
         "http20Enabled": True,
         "use32BitWorkerProcess": False,
     }
+    site_config["healthCheckPath"] = Note(
+        HEALTH_CHECK_PATH,
+        "The runtime's anonymous probe: 200 while Redis answers, 503 otherwise. App Service\n"
+        "replaces instances that keep failing it (Elastic Premium; Consumption ignores it).",
+    )
     if not consumption:
         site_config["minimumElasticInstanceCount"] = Note(
             fn.minimum_instances, "Always-ready instances: no cold start for APIM's calls."

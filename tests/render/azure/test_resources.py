@@ -323,6 +323,8 @@ def test_function_app() -> None:
     cfg = site["properties"]["siteConfig"]
     assert cfg["linuxFxVersion"] == "Python|3.11"
     assert cfg["minimumElasticInstanceCount"] == plat.azure.functions.minimum_instances
+    # The runtime's keyless probe (tests/runtime/test_rt_health.py pins the route).
+    assert cfg["healthCheckPath"] == "/api/health"
     settings = {s["name"]: s["value"] for s in cfg["appSettings"]}
     for name, value in app_settings(plat).items():
         if name != "EVENT_GRID_TOPIC_URI":  # the topic's real endpoint instead of a guess

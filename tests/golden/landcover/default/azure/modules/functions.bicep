@@ -81,6 +81,9 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
       scmMinTlsVersion: '1.2'
       http20Enabled: true
       use32BitWorkerProcess: false
+      // The runtime's anonymous probe: 200 while Redis answers, 503 otherwise. App Service
+      // replaces instances that keep failing it (Elastic Premium; Consumption ignores it).
+      healthCheckPath: '/api/health'
       // Always-ready instances: no cold start for APIM's calls.
       minimumElasticInstanceCount: 1
       // Secrets are Key Vault references resolved with the app's identity; storage is
