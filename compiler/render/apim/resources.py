@@ -11,8 +11,10 @@ Conventions (docs/apim.md, "Interface with the Azure target"):
   :data:`INGRESS_PARAMETER`, because the ingress address only exists after the
   cluster does;
 * policy ``properties.value`` is exactly the policy file's content, with ``format``
-  :data:`POLICY_FORMAT`; the named values, backends and fragments a policy uses come
-  from the plan (:func:`policy_needs`), not from reading the XML back;
+  :data:`POLICY_FORMAT` - a :class:`~ai4ec.render.azure.spec.FileText`, which ARM JSON
+  inlines and Bicep loads from the file (``loadTextContent``); the named values,
+  backends and fragments a policy uses come from the plan (:func:`policy_needs`), not
+  from reading the XML back;
 * policy fragments (``service/policyFragments``, ``apim/fragments/<id>.xml``) come after
   the named values and backends and before every policy, each policy depending on the
   fragments it includes.
@@ -30,7 +32,7 @@ from typing import Any
 
 from ...model.naming import GATEWAY_CLIENT_CERT
 from ...model.types import Platform
-from ..azure.spec import Member, Param, Parameter, Resource, camel
+from ..azure.spec import FileText, Member, Param, Parameter, Resource, camel
 from .plan import (
     APIM_KEY_SECRET,
     CREATE_TASK_FRAGMENT,
@@ -202,7 +204,7 @@ class _Builder:
         waits = [self.named_values[n] for n in needs.named_values]
         waits += [self.backends[b] for b in needs.backends]
         waits += [self.fragments[f] for f in needs.fragments]
-        props = {"format": POLICY_FORMAT, "value": self.policies[path]}
+        props = {"format": POLICY_FORMAT, "value": FileText(self.policies[path], path)}
         return self.add(kind, "policy", parent, props, waits)
 
     def fragment(self, fragment: FragmentPlan) -> None:
@@ -211,7 +213,7 @@ class _Builder:
         props = {
             "description": fragment.description,
             "format": POLICY_FORMAT,
-            "value": self.policies[fragment.path],
+            "value": FileText(self.policies[fragment.path], fragment.path),
         }
         waits = [self.named_values[n] for n in needs.named_values]
         self.fragments[fragment.id] = self.add(

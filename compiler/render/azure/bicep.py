@@ -9,6 +9,7 @@ Jinja, so it says exactly what ``main.json`` says.
 
 from __future__ import annotations
 
+import posixpath
 import textwrap
 from dataclasses import dataclass, fields
 from typing import Any
@@ -26,6 +27,7 @@ from .spec import (
     params_used,
     referenced,
     scan,
+    with_loads,
 )
 from .template import APIM_MODULE, GRANT_SPLIT, IDENTITY_SPLIT, AzureTemplate
 
@@ -179,6 +181,10 @@ def _about(module: str) -> tuple[str, ...]:
     return tuple(MODULE_ABOUT[key].splitlines())
 
 
+#: Directory of the Azure target's files below ``out/<env>/``.
+OUTPUT_DIR = "azure"
+
+
 def module_file(module: str) -> str:
     """File of a module below ``azure/``."""
     return f"modules/{module}.bicep"
@@ -192,12 +198,13 @@ def _comment_lines(text: str) -> tuple[str, ...]:
     return tuple(text.splitlines()) if text else ()
 
 
-def _bicep_body(res: Resource, module: str) -> dict[str, Any]:
+def _bicep_body(res: Resource, module: str, bicep_dir: str) -> dict[str, Any]:
     """The object after ``resource x '...' =``: parent/scope as symbols, then the body.
 
     Bicep orders resources by the symbols they mention, so ``dependsOn`` lists only the
     explicit dependencies no expression implies, within the module (modules are
-    ordered by main.bicep).
+    ordered by main.bicep). Text ai4ec also writes to a file (the APIM policies) is
+    loaded from that file, relative to ``bicep_dir`` (:func:`~.spec.with_loads`).
     """
     body: dict[str, Any] = {}
     if res.parent is not None:
@@ -205,7 +212,7 @@ def _bicep_body(res: Resource, module: str) -> dict[str, Any]:
     body["name"] = res.name
     if res.scope is not None:
         body["scope"] = Symbol(res.scope)
-    body.update(res.body)
+    body.update(with_loads(res.body, bicep_dir))
     implied = {id(r) for r in referenced([res.name, res.body, res.condition])}
     deps = [
         Symbol(d)
@@ -257,6 +264,7 @@ def module_view(tpl: AzureTemplate, module: str) -> ModuleView:
     params = [p for p in spec.params if p.name in names]
     variables = sorted(var_names)
     standalone = module in tpl.split
+    bicep_dir = posixpath.dirname(f"{OUTPUT_DIR}/{module_path(tpl, module)}")
     return ModuleView(
         source=tpl.source,
         about=_about(module),
@@ -270,7 +278,7 @@ def module_view(tpl: AzureTemplate, module: str) -> ModuleView:
                 r.symbol,
                 r.type,
                 r.api_version,
-                _bicep_body(r, module),
+                _bicep_body(r, module, bicep_dir),
                 _comment_lines(r.comment),
                 r.condition,
             )
@@ -329,12 +337,18 @@ class _ModuleRef(Expr):
         return _module_symbol(self.module)
 
 
+def module_path(tpl: AzureTemplate, module: str) -> str:
+    """File of a module below ``azure/``: split templates are top-level files."""
+    return f"{module}.bicep" if module in tpl.split else module_file(module)
+
+
 def bicep_files(tpl: AzureTemplate) -> dict[str, str]:
     """``main.bicep``, every module, and the split APIM files, from ``templates/bicep/``."""
     files = {"main.bicep": render_template("bicep/main.bicep.j2", **_fields(main_view(tpl)))}
     for m in tpl.modules:
-        path = f"{m}.bicep" if m in tpl.split else module_file(m)
-        files[path] = render_template("bicep/module.bicep.j2", **_fields(module_view(tpl, m)))
+        files[module_path(tpl, m)] = render_template(
+            "bicep/module.bicep.j2", **_fields(module_view(tpl, m))
+        )
     return files
 
 

@@ -19,6 +19,7 @@ Literal strings are escaped for each target here, once: :func:`bicep_str` for Bi
 from __future__ import annotations
 
 import math
+import posixpath
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -162,6 +163,8 @@ def bicep_inline(value: Any) -> str:
         return str(value) if isinstance(value, int) else f"json('{_number_text(value)}')"
     if isinstance(value, str):
         return bicep_str(value)
+    if isinstance(value, FileText):
+        return bicep_str(value.text)
     if value is None:
         return "null"
     raise TypeError(f"cannot use {type(value).__name__} inline in Bicep")
@@ -406,6 +409,79 @@ class Symbol(Expr):
 
 
 @dataclass(frozen=True, slots=True)
+class LoadText(Expr):
+    """``loadTextContent('<path>')``: Bicep reads a file at build time; never in ARM.
+
+    :func:`with_loads` puts it where a :class:`FileText` is, for one Bicep file, with
+    ``path`` relative to that file (Bicep resolves it so).
+    """
+
+    path: str
+
+    def _arm(self) -> str:  # pragma: no cover - a renderer bug if it happens
+        raise TypeError("loadTextContent exists only in Bicep")
+
+    def _bicep(self) -> str:
+        return f"loadTextContent({bicep_str(self.path)})"
+
+
+#: Bicep refuses to load a file longer than this many characters (``loadTextContent``).
+BICEP_LOAD_LIMIT = 131_072
+
+
+@dataclass(frozen=True, slots=True)
+class FileText:
+    """A literal string ai4ec also writes, byte for byte, to a file of the same output.
+
+    ARM has no way to read a file, so ARM JSON inlines ``text``; the Bicep file loads it
+    from ``path`` instead (:func:`with_loads`), so an APIM policy is not printed a third
+    time. Where it is printed without a Bicep file's place (:func:`to_bicep` alone) it
+    is the inline string, which says the same.
+
+    Attributes:
+        text: The string (what the file holds, UTF-8).
+        path: The file below ``out/<env>/``, POSIX, e.g. ``apim/policies/global.xml``.
+    """
+
+    text: str
+    path: str
+
+    def loadable(self) -> bool:
+        """Whether Bicep may load it: within :data:`BICEP_LOAD_LIMIT`.
+
+        Counted in UTF-8 bytes, never fewer than the characters Bicep counts, so a text
+        near the limit stays inline rather than failing ``bicep build``.
+        """
+        return len(self.text.encode("utf-8")) <= BICEP_LOAD_LIMIT
+
+
+def with_loads(value: Any, bicep_dir: str) -> Any:
+    """``value`` with every loadable :class:`FileText` as a :class:`LoadText`.
+
+    Args:
+        value: A body value (dicts and lists are copied only where they change).
+        bicep_dir: The directory of the Bicep file it is printed into, below
+            ``out/<env>/`` (``azure`` or ``azure/modules``); paths are relative to it.
+    """
+    if isinstance(value, FileText):
+        if not value.loadable():
+            return value
+        return LoadText(posixpath.relpath(value.path, bicep_dir))
+    if isinstance(value, Note):
+        inner = with_loads(value.value, bicep_dir)
+        return value if inner is value.value else Note(inner, value.text)
+    if isinstance(value, dict):
+        items = {k: with_loads(v, bicep_dir) for k, v in value.items()}
+        return value if all(items[k] is v for k, v in value.items()) else items
+    if isinstance(value, list | tuple):
+        seq = [with_loads(v, bicep_dir) for v in value]
+        if all(a is b for a, b in zip(seq, value, strict=True)):
+            return value
+        return seq if isinstance(value, list) else tuple(seq)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
 class Note:
     """A value with a comment: Bicep prints ``// text`` above the key; ARM drops it."""
 
@@ -601,9 +677,14 @@ def vars_used(value: Any) -> set[str]:
 
 
 def to_arm(value: Any) -> Any:
-    """A body value as ARM JSON: expressions become ``"[...]"`` strings."""
+    """A body value as ARM JSON: expressions become ``"[...]"`` strings.
+
+    A :class:`FileText` is its text: ARM cannot read a file.
+    """
     if isinstance(value, Note):
         return to_arm(value.value)
+    if isinstance(value, FileText):
+        return arm_str(value.text)
     if isinstance(value, Expr):
         return "[" + value.arm() + "]"
     if isinstance(value, dict):

@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from ...model.types import Platform
 from ..artifact import Artifact, RenderContext, json_artifact
 from .arm import arm_template, parameters_file, split_template
-from .bicep import bicep_files
+from .bicep import OUTPUT_DIR, bicep_files
 from .template import (
     APIM_CHUNK,
     APIM_CHUNK_BYTES,
@@ -47,7 +47,7 @@ def render_azure(
     """
     tpl = build_template(platform, context, apim)
     artifacts = [
-        Artifact(PurePosixPath("azure") / name, text.encode("utf-8"))
+        Artifact(PurePosixPath(OUTPUT_DIR) / name, text.encode("utf-8"))
         for name, text in bicep_files(tpl).items()
     ]
     main = arm_template(tpl)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import tempfile
 from collections.abc import Callable, Sequence
@@ -59,9 +60,14 @@ def _files(
     platform: Platform, ctx: RenderContext, apim: ApimChildren | None = None
 ) -> dict[str, bytes]:
     """The Azure target's files, fed by the real APIM target unless ``apim`` is given."""
+    extra: dict[str, bytes] = {}
     if apim is None:
-        apim = render_apim(platform, ctx).infrastructure
-    return {str(a.path): a.content for a in render_azure(platform, ctx, apim).artifacts}
+        result = render_apim(platform, ctx)
+        apim = result.infrastructure
+        # The Bicep loads the policy XML from apim/: a tree without it does not build.
+        extra = {str(a.path): a.content for a in result.artifacts}
+    files = {str(a.path): a.content for a in render_azure(platform, ctx, apim).artifacts}
+    return {**files, **extra}
 
 
 def render_platform(
@@ -142,6 +148,8 @@ def bicep_leaf(value: Any) -> Literal | None:
     """
     if isinstance(value, bool) or value is None or isinstance(value, int):
         return Literal(value)
+    if isinstance(value, LoadedText):
+        return Literal(value.text)
     if isinstance(value, str):
         return None if has_interpolation(value) else Literal(unescape(value))
     if isinstance(value, dict) and "operator" in value:
@@ -153,6 +161,41 @@ def bicep_leaf(value: Any) -> Literal | None:
         if fn.get("type") == "json":
             return Literal(json.loads(fn["parameters"]["arg_1"]))
     return None
+
+
+@dataclass(frozen=True)
+class LoadedText:
+    """A ``loadTextContent('<path>')`` of a Bicep file, resolved as Bicep does.
+
+    Attributes:
+        path: The loaded file below ``out/<env>/`` (relative to the Bicep file it is in).
+        text: Its content, UTF-8 (Bicep's default encoding).
+    """
+
+    path: str
+    text: str
+
+
+def resolve_loads(value: Any, bicep_file: str, files: dict[str, bytes]) -> Any:
+    """pycep's ``loadTextContent`` nodes of ``bicep_file`` as :class:`LoadedText`.
+
+    Raises:
+        AssertionError: a loaded file is not among ``files`` (Bicep would refuse it),
+            or is loaded with another encoding than the UTF-8 ai4ec writes.
+    """
+    if isinstance(value, list):
+        return [resolve_loads(v, bicep_file, files) for v in value]
+    if not isinstance(value, dict):
+        return value
+    fn = value.get("function")
+    if isinstance(fn, dict) and fn.get("type") == "load_text_content":
+        params = fn["parameters"]
+        assert params.get("encoding") is None, (bicep_file, params)
+        rel = unescape(params["file_path"])
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(bicep_file), rel))
+        assert path in files, f"{bicep_file} loads {rel}, which is not written ({path})"
+        return LoadedText(path, files[path].decode("utf-8"))
+    return {k: resolve_loads(v, bicep_file, files) for k, v in value.items()}
 
 
 def is_container(value: Any) -> bool:
@@ -230,13 +273,15 @@ class BicepTemplate:
 
     @classmethod
     def load(cls, files: dict[str, bytes]) -> BicepTemplate:
-        main = parse_bicep(files["azure/main.bicep"].decode())
-        mods = {
-            name: parse_bicep(data.decode())
-            for name, data in files.items()
-            if name.startswith("azure/modules/")
-        }
-        split = {name: parse_bicep(files[name].decode()) for name in split_files(files, ".bicep")}
+        """Parse every Bicep file; each ``loadTextContent`` becomes the :class:`LoadedText`
+        of the file it names (which must be in ``files``, as Bicep requires)."""
+
+        def parse(name: str) -> dict[str, Any]:
+            return resolve_loads(parse_bicep(files[name].decode()), name, files)
+
+        main = parse("azure/main.bicep")
+        mods = {name: parse(name) for name in files if name.startswith("azure/modules/")}
+        split = {name: parse(name) for name in split_files(files, ".bicep")}
         tpl = cls(main, mods, split=split)
         for name, parsed in [("azure/main.bicep", main), *mods.items(), *split.items()]:
             tpl.resources.extend(_resources_of(name, parsed))

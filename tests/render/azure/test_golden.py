@@ -14,4 +14,6 @@ from .support import rendered, sample_envs
 
 @pytest.mark.parametrize(("sample", "env"), sample_envs(), ids=lambda v: str(v))
 def test_matches_golden(sample: str, env: str, update_golden: bool) -> None:
-    check_golden(rendered(sample, env), GOLDEN / sample / env, update_golden, only="azure/")
+    # rendered() also holds the apim/ files the Bicep loads; test_golden.py pins those.
+    files = {k: v for k, v in rendered(sample, env).items() if k.startswith("azure/")}
+    check_golden(files, GOLDEN / sample / env, update_golden, only="azure/")
