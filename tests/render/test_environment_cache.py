@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +26,6 @@ from ai4ec.render import stored
 from ai4ec.render.artifact import Artifact
 
 from ..conftest import SAMPLES
-
-
-@pytest.fixture
-def renders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """A fresh cache directory, and the environments really rendered (not served)."""
-    monkeypatch.setenv("AI4EC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("AI4EC_NO_CACHE", raising=False)
-    seen: list[str] = []
-    real = ai4ec.render.render_all
-
-    def counting(platform: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(platform.environment)
-        return real(platform, *args, **kwargs)
-
-    monkeypatch.setattr(ai4ec.render, "render_all", counting)
-    yield seen
 
 
 def _tree(root: Path) -> dict[str, bytes]:

@@ -212,3 +212,20 @@ def registered_functions() -> dict[str, Any]:
     import function_app
 
     return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def invoke_function(name: str, method: str, body: Any = None, **params: str) -> Any:
+    """Call the registered function ``name`` as the Functions host would: a JSON body (if
+    any) and ``params`` as the query string. Returns its ``func.HttpResponse``."""
+    import json
+
+    import azure.functions as func
+
+    req = func.HttpRequest(
+        method=method,
+        url=f"/api/{name}",
+        params=params,
+        body=b"" if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    return registered_functions()[name].get_user_function()(req)

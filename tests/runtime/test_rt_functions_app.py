@@ -15,7 +15,7 @@ import pytest
 import redis
 from azure.functions.blob import InputStream
 from azure.functions.timer import TimerRequest
-from rt_support import DETECT, FUNCTIONS, make_runtime, registered_functions
+from rt_support import DETECT, FUNCTIONS, invoke_function, make_runtime, registered_functions
 
 from ai4ec_runtime import app as app_module
 from ai4ec_runtime.auth import AccessKeys
@@ -37,15 +37,7 @@ def call(
     app_module.set_access_keys(None, insecure=True)
 
     def invoke(name: str, method: str, body: Any = None, **params: str) -> func.HttpResponse:
-        raw = b"" if body is None else json.dumps(body).encode()
-        req = func.HttpRequest(
-            method=method,
-            url=f"/api/{name}",
-            params=params,
-            body=raw,
-            headers={"Content-Type": "application/json"},
-        )
-        resp: func.HttpResponse = functions[name].get_user_function()(req)
+        resp: func.HttpResponse = invoke_function(name, method, body, **params)
         return resp
 
     yield invoke

@@ -17,12 +17,12 @@ import azure.functions as func
 import pytest
 import redis
 from rt_host import raw, start_host
-from rt_support import DETECT, RedisServer, make_runtime, registered_functions
+from rt_support import DETECT, RedisServer, invoke_function, make_runtime, registered_functions
 
+from ai4ec.render.azure.functions import HEALTH_CHECK_PATH
 from ai4ec_runtime import app as app_module
 from ai4ec_runtime.auth import AccessKeys
 from ai4ec_runtime.health import HEALTH_ROUTE
-from compiler.render.azure.functions import HEALTH_CHECK_PATH
 
 Invoke = Callable[..., func.HttpResponse]
 
@@ -55,14 +55,7 @@ def call(
     app_module.set_runtime(make_runtime(client, routing_doc, strict_answers=False))
 
     def invoke(name: str, method: str, body: Any = None) -> func.HttpResponse:
-        req = func.HttpRequest(
-            method=method,
-            url=f"/api/{name}",
-            params={},
-            body=b"" if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        resp: func.HttpResponse = functions[name].get_user_function()(req)
+        resp: func.HttpResponse = invoke_function(name, method, body)
         return resp
 
     yield invoke
