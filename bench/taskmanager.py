@@ -17,7 +17,8 @@ What it measures, all against one private redis-server on loopback (AOF everysec
 * peers: the same number of no-op jobs (one Redis INCR each) through Celery and Dramatiq
   on the same Redis, in their own venv (``--peer-python``, default ``.venv-bench``;
   create it with ``python3 -m venv .venv-bench && .venv-bench/bin/pip install
-  celery==5.7.0 'dramatiq[redis]==2.2.1' redis==8.1.0``: Celery pins a python-dateutil
+  celery==5.7.0 'dramatiq[redis]==2.2.1' redis==8.1.0 packaging==26.4``, or ``make
+  bench-runtime``, which installs setup.cfg's ``bench-peers`` lines: Celery pins a python-dateutil
   that conflicts with kubernetes in the main venv);
 * ``redis-benchmark`` for the raw Redis ceiling.
 
@@ -730,7 +731,10 @@ def main() -> None:
         peers: dict[str, float] = {}
         if "peers" in sections and not args.skip_peers:
             if Path(args.peer_python).exists():
-                peers = bench_peers(rp.url, args.n, args.peer_python)
+                try:
+                    peers = bench_peers(rp.url, args.n, args.peer_python)
+                except RuntimeError as exc:  # a broken peer venv costs its rows, not the run
+                    print(f"\n(peers failed; the other sections go on)\n{exc}")
             else:
                 print(f"\n(peers skipped: {args.peer_python} missing; see the module docstring)")
         if "redis" in sections:
