@@ -127,7 +127,10 @@ def set_runtime(runtime: Runtime | None) -> None:
     with _lock:
         _runtime = runtime
         if _probe is not None:
+            # The probe owns its pool, but a client given a pool never closes it: close
+            # the sockets here, or they leak until garbage collection.
             _probe.close()
+            _probe.connection_pool.disconnect()
         _probe = None
 
 
