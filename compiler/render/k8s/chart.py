@@ -9,6 +9,7 @@ The chart is loaded once per build and rendered once per release in-process.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -367,7 +368,9 @@ def chart_archive(chart_dir: Path) -> bytes:
     disk keeps its schema for people who install it with Helm directly.
     """
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+    # Plain tar, gzipped below with a fixed header time: tarfile's "w:gz" stamps the gzip
+    # header with the current time, so two archives made a second apart differed.
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(p for p in chart_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(chart_dir).as_posix()
             if rel == "values.schema.json":
@@ -376,7 +379,7 @@ def chart_archive(chart_dir: Path) -> bytes:
             info = tarfile.TarInfo(f"{chart_dir.name}/{rel}")
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return gzip.compress(buffer.getvalue(), mtime=0)
 
 
 def chart_dir() -> Path:
