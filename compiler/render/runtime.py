@@ -67,7 +67,6 @@ def app_settings(platform: Platform) -> dict[str, str]:
         **redis,
         "AI4EC_REDIS_URL": f"@Microsoft.KeyVault(SecretUri={vault}/ai4ec-redis-url/)",
         "EVENT_GRID_TOPIC_URI": f"https://{az.event_grid.topic_name}.{az.location}-1.eventgrid.azure.net/api/events",
-        "EVENT_GRID_KEY": f"@Microsoft.KeyVault(SecretUri={vault}/ai4ec-eventgrid-key/)",
         "AI4EC_ROUTING_PATH": "routing.json",
         "FUNCTIONS_WORKER_RUNTIME": "python",
     }

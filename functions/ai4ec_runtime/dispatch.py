@@ -27,11 +27,14 @@ import threading
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from .models import endpoint_path
 from .store import Dispatch, Queued, TaskStore
+
+if TYPE_CHECKING:
+    from .settings import ManagedIdentity
 
 log = logging.getLogger("ai4ec_runtime.dispatch")
 
@@ -70,21 +73,32 @@ def event_data(item: Dispatch, inline_max_bytes: int) -> str | dict[str, str]:
 class EventGridDispatcher:
     """Publishes dispatches to an Event Grid custom topic (the Azure transport).
 
-    The SDK client is created on first use, and ``azure.identity`` is imported only
-    when no topic key is configured, so a missing optional package or setting never
-    breaks importing the Functions app.
+    The SDK client is created on first use. On Azure the runtime publishes with the
+    Function App's managed identity (:mod:`ai4ec_runtime.identity`; the topic refuses
+    keys). A topic key is still accepted for a topic that allows keys. Elsewhere, with
+    neither, ``azure.identity`` is imported (only then) for a developer's own login, and
+    its absence is a clear :class:`DispatchError`, never an import failure of the app.
 
     Args:
         topic_uri: ``EVENT_GRID_TOPIC_URI``.
-        key: ``EVENT_GRID_KEY``; ``None`` uses ``DefaultAzureCredential``.
+        key: ``EVENT_GRID_KEY``; ``None`` publishes with an identity.
         inline_max_bytes: larger bodies are sent by reference.
+        identity: App Service's token endpoint (``IDENTITY_ENDPOINT``/``_HEADER``).
     """
 
-    def __init__(self, topic_uri: str, key: str | None, inline_max_bytes: int) -> None:
+    def __init__(
+        self,
+        topic_uri: str,
+        key: str | None,
+        inline_max_bytes: int,
+        identity: ManagedIdentity | None = None,
+    ) -> None:
         self.topic_uri = topic_uri
         self.key = key
+        self.identity = identity
         self.inline_max_bytes = inline_max_bytes
         self._client: Any = None
+        self._identity_credential: Any = None
         self._lock = threading.Lock()
 
     def _get_client(self) -> Any:
@@ -92,17 +106,28 @@ class EventGridDispatcher:
             if self._client is None:
                 from azure.eventgrid import EventGridPublisherClient
 
-                credential: Any
-                if self.key:
-                    from azure.core.credentials import AzureKeyCredential
-
-                    credential = AzureKeyCredential(self.key)
-                else:
-                    from azure.identity import DefaultAzureCredential
-
-                    credential = DefaultAzureCredential()
-                self._client = EventGridPublisherClient(self.topic_uri, credential)
+                self._client = EventGridPublisherClient(self.topic_uri, self._credential())
             return self._client
+
+    def _credential(self) -> Any:
+        if self.key:
+            from azure.core.credentials import AzureKeyCredential
+
+            return AzureKeyCredential(self.key)
+        if self.identity is not None:
+            from .identity import AppServiceIdentityCredential
+
+            self._identity_credential = AppServiceIdentityCredential(self.identity)
+            return self._identity_credential
+        try:
+            from azure.identity import DefaultAzureCredential
+        except ImportError:
+            raise DispatchError(
+                "no way to authenticate to Event Grid: no managed identity "
+                "(IDENTITY_ENDPOINT/IDENTITY_HEADER), no EVENT_GRID_KEY, and azure-identity "
+                "is not installed"
+            ) from None
+        return DefaultAzureCredential()
 
     def dispatch(self, item: Dispatch) -> None:
         """Send one ``task`` event for ``item``.
@@ -130,6 +155,9 @@ class EventGridDispatcher:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            if self._identity_credential is not None:
+                self._identity_credential.close()
+                self._identity_credential = None
 
 
 def _tls_context(client_cert_pem: str | None) -> ssl.SSLContext:

@@ -208,7 +208,10 @@ class Runtime:
                     )
                 else:
                     self._dispatcher = EventGridDispatcher(
-                        s.require_event_grid(), s.event_grid_key, s.event_inline_max_bytes
+                        s.require_event_grid(),
+                        s.event_grid_key,
+                        s.event_inline_max_bytes,
+                        identity=s.managed_identity,
                     )
             return self._dispatcher
 

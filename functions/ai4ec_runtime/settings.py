@@ -115,6 +115,27 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigurationError(f"App setting {name} must be a number, got {raw!r}") from None
 
 
+@dataclass(frozen=True)
+class ManagedIdentity:
+    """Where an App Service app asks for its identity's tokens (:mod:`.identity`).
+
+    App Service sets ``IDENTITY_ENDPOINT`` (reachable from the app only) and
+    ``IDENTITY_HEADER`` (a value it rotates, sent back as ``X-IDENTITY-HEADER``); the
+    header is a credential, so it is never in ``repr``.
+    """
+
+    endpoint: str
+    header: str = field(repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ManagedIdentity | None:
+        """The app's identity endpoint, or ``None`` outside App Service."""
+        endpoint, header = env.get("IDENTITY_ENDPOINT"), env.get("IDENTITY_HEADER")
+        if endpoint and header:
+            return cls(endpoint, header)
+        return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Every knob of the runtime; names of the app settings in the field docs.
@@ -122,7 +143,10 @@ class Settings:
     Attributes:
         redis_url: ``AI4EC_REDIS_URL``, else parsed ``REDIS_CONNECTION_STRING``.
         event_grid_topic_uri: ``EVENT_GRID_TOPIC_URI``.
-        event_grid_key: ``EVENT_GRID_KEY``; absent means managed identity.
+        event_grid_key: ``EVENT_GRID_KEY``; absent means an identity publishes. Not in
+            ``repr``.
+        managed_identity: App Service's token endpoint (``IDENTITY_ENDPOINT`` and
+            ``IDENTITY_HEADER``, set by the platform); the runtime publishes with it.
         routing_path: ``AI4EC_ROUTING_PATH`` (default: routing.json next to function_app.py).
         backend_base_url: ``AI4EC_BACKEND_BASE_URL``: scheme+host dispatch targets when
             the API's cluster has no entry in ``backend_base_urls``.
@@ -168,7 +192,8 @@ class Settings:
 
     redis_url: str | None = None
     event_grid_topic_uri: str | None = None
-    event_grid_key: str | None = None
+    event_grid_key: str | None = field(default=None, repr=False)
+    managed_identity: ManagedIdentity | None = None
     routing_path: Path = field(default_factory=lambda: APP_DIR / "routing.json")
     backend_base_url: str | None = None
     backend_base_urls: dict[str, str] = field(default_factory=dict)
@@ -235,6 +260,7 @@ class Settings:
             redis_url=redis_url,
             event_grid_topic_uri=e.get("EVENT_GRID_TOPIC_URI") or None,
             event_grid_key=e.get("EVENT_GRID_KEY") or None,
+            managed_identity=ManagedIdentity.from_env(e),
             routing_path=Path(routing_path) if routing_path else APP_DIR / "routing.json",
             backend_base_url=(e.get("AI4EC_BACKEND_BASE_URL") or "").rstrip("/") or None,
             backend_base_urls=parse_base_urls(e.get("AI4EC_BACKEND_BASE_URLS") or ""),

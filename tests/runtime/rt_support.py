@@ -229,3 +229,59 @@ def invoke_function(name: str, method: str, body: Any = None, **params: str) -> 
         headers={"Content-Type": "application/json"},
     )
     return registered_functions()[name].get_user_function()(req)
+
+
+def make_cert(
+    cn: str, issuer: tuple[Any, Any] | None = None, *, ca: bool = False
+) -> tuple[Any, Any]:
+    """A 2048-bit RSA key and certificate for ``cn``, signed by ``issuer`` (else itself).
+
+    ``cn="127.0.0.1"`` gets that IP as its subject alternative name (a TLS server on
+    loopback); any other non-CA certificate is for client authentication.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    signer_key, signer = issuer if issuer else (key, None)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer.subject if signer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if cn == "127.0.0.1":
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(cn))]),
+            critical=False,
+        )
+    elif not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+    return key, builder.sign(signer_key, hashes.SHA256())
+
+
+def pem_of(key: Any, cert: Any) -> str:
+    """``key`` (unencrypted PKCS#8) and ``cert`` as one PEM text."""
+    from cryptography.hazmat.primitives import serialization
+
+    return (
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + cert.public_bytes(serialization.Encoding.PEM)
+    ).decode()

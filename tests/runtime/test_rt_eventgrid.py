@@ -167,6 +167,8 @@ def test_missing_topic_setting_is_a_clear_error(
 
 
 def test_azure_identity_is_imported_only_without_a_key() -> None:
+    """On Azure (a key or App Service's identity endpoint) azure-identity, which the
+    bundle cannot carry, is never imported; only a developer machine falls back to it."""
     import subprocess
     import sys
 
@@ -177,6 +179,11 @@ def test_azure_identity_is_imported_only_without_a_key() -> None:
         "from ai4ec_runtime.dispatch import EventGridDispatcher\n"
         "assert 'azure.identity' not in sys.modules\n"
         "EventGridDispatcher('https://t.example/api/events', 'k', 1)._get_client()\n"
+        "assert 'azure.identity' not in sys.modules\n"
+        "from ai4ec_runtime.settings import ManagedIdentity\n"
+        "mi = ManagedIdentity('http://127.0.0.1:9/token', 'h')\n"
+        "c = EventGridDispatcher('https://t.example/api/events', None, 1, identity=mi)\n"
+        "assert type(c._get_client()._credential).__name__ == 'AppServiceIdentityCredential'\n"
         "assert 'azure.identity' not in sys.modules\n"
         "client = EventGridDispatcher('https://t.example/api/events', None, 1)._get_client()\n"
         "print(type(client._credential).__name__)\n"

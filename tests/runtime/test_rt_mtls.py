@@ -9,7 +9,6 @@ or with another certificate.
 
 from __future__ import annotations
 
-import datetime
 import ssl
 import threading
 from collections.abc import Iterator
@@ -19,53 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from rt_support import make_cert, pem_of
 
 from ai4ec_runtime.dispatch import BackendClient
 from ai4ec_runtime.settings import ConfigurationError, Settings
-
-
-def _cert(
-    cn: str, issuer: tuple[Any, x509.Certificate] | None = None, *, ca: bool = False
-) -> tuple[Any, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    signer_key, signer = issuer if issuer else (key, None)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(signer.subject if signer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if cn == "127.0.0.1":
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address(cn))]),
-            critical=False,
-        )
-    elif not ca:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-    return key, builder.sign(signer_key, hashes.SHA256())
-
-
-def _pem(key: Any, cert: x509.Certificate) -> str:
-    return (
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + cert.public_bytes(serialization.Encoding.PEM)
-    ).decode()
 
 
 @dataclass
@@ -78,12 +35,12 @@ class Gateway:
 
 @pytest.fixture
 def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
-    ca = _cert("test root", ca=True)
-    server_key, server_cert = _cert("127.0.0.1", ca)
-    client = _cert("ai4ec-gateway-client")  # self-signed, as Key Vault issues it
-    other = _cert("someone-else")
+    ca = make_cert("test root", ca=True)
+    server_key, server_cert = make_cert("127.0.0.1", ca)
+    client = make_cert("ai4ec-gateway-client")  # self-signed, as Key Vault issues it
+    other = make_cert("someone-else")
     (tmp_path / "ca.pem").write_bytes(ca[1].public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "server.pem").write_text(_pem(server_key, server_cert))
+    (tmp_path / "server.pem").write_text(pem_of(server_key, server_cert))
     (tmp_path / "trusted-client.pem").write_bytes(
         client[1].public_bytes(serialization.Encoding.PEM)
     )
@@ -113,8 +70,8 @@ def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway
     thread.start()
     yield Gateway(
         f"https://127.0.0.1:{server.server_address[1]}/v1/detector/detect",
-        _pem(*client),
-        _pem(*other),
+        pem_of(*client),
+        pem_of(*other),
         seen,
     )
     server.shutdown()

@@ -85,7 +85,6 @@ PARAM_DEPLOYER_TYPE = "deployerPrincipalType"
 SECRET_NAMES = (
     "ai4ec-redis-url",
     "ai4ec-redis-password",
-    "ai4ec-eventgrid-key",
     "ai4ec-cache-connector-upsert-uri",
     "ai4ec-cache-connector-get-uri",
     "ai4ec-current-processing-upsert-uri",

@@ -142,8 +142,8 @@ def functions(
                     "publicNetworkAccess": "Enabled",
                     "minimumTlsVersionAllowed": "1.2",
                     "disableLocalAuth": Note(
-                        False,
-                        "The runtime publishes with the topic key from Key Vault (EVENT_GRID_KEY).",
+                        True,
+                        "Keys refused: the runtime publishes with its identity (Data Sender).",
                     ),
                 },
             },

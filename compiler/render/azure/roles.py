@@ -110,7 +110,7 @@ def roles(
             topic,
             "EventGrid Data Sender",
             "roles",
-            "Runtime publishes tasks with its identity when no key is configured.",
+            "The runtime publishes tasks with its identity: the topic takes no key.",
         ),
         role_assignment(
             apim,

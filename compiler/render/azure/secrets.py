@@ -20,7 +20,7 @@ def secrets(
     grants: Grants,
 ) -> tuple[Resource, ...]:
     """The Key Vault secrets of docs/contracts.md, written from keys at deployment time."""
-    topic, site, appi = functions.topic, functions.site, app_insights
+    site, appi = functions.site, app_insights
     app_host = site.ref("defaultHostName")
 
     def fn_uri(function: str) -> tuple[Interp, str]:
@@ -43,7 +43,6 @@ def secrets(
             "The key is URL-encoded: Redis keys may contain / and +.",
         ),
         "ai4ec-redis-password": (redis_key, ""),
-        "ai4ec-eventgrid-key": (topic.keys("key1"), ""),
         "ai4ec-cache-connector-upsert-uri": fn_uri("CacheConnectorUpsert"),
         "ai4ec-cache-connector-get-uri": fn_uri("CacheConnectorGet"),
         "ai4ec-current-processing-upsert-uri": fn_uri("CurrentProcessingUpsert"),

@@ -101,8 +101,14 @@ def test_function_app_settings_reference_key_vault(case: str) -> None:
     arm = load_arm(case_files(case))
     site = next(r for r in arm["resources"] if r["type"] == "Microsoft.Web/sites")
     settings = {s["name"]: s["value"] for s in site["properties"]["siteConfig"]["appSettings"]}
-    for name in ("AI4EC_REDIS_URL", "EVENT_GRID_KEY", "APPLICATIONINSIGHTS_CONNECTION_STRING"):
+    for name in ("AI4EC_REDIS_URL", "APPLICATIONINSIGHTS_CONNECTION_STRING"):
         assert settings[name].startswith("@Microsoft.KeyVault(SecretUri=https://"), name
+    # Event Grid takes no key at all: the runtime publishes with its identity.
+    assert "EVENT_GRID_KEY" not in settings
+    topic = next(r for r in arm["resources"] if r["type"] == "Microsoft.EventGrid/topics")
+    assert topic["properties"]["disableLocalAuth"] is True
+    names = {r["name"].rsplit("/", 1)[-1] for r in arm["resources"]}
+    assert "ai4ec-eventgrid-key" not in names
     # Host storage through the managed identity: no connection string, no key.
     assert "AzureWebJobsStorage" not in settings
     assert settings["AzureWebJobsStorage__accountName"]

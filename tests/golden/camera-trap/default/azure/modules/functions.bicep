@@ -35,8 +35,8 @@ resource topic 'Microsoft.EventGrid/topics@2025-02-15' = {
     inputSchema: 'EventGridSchema'
     publicNetworkAccess: 'Enabled'
     minimumTlsVersionAllowed: '1.2'
-    // The runtime publishes with the topic key from Key Vault (EVENT_GRID_KEY).
-    disableLocalAuth: false
+    // Keys refused: the runtime publishes with its identity (Data Sender).
+    disableLocalAuth: true
   }
 }
 
@@ -141,10 +141,6 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
         {
           name: 'AzureWebJobsStorage__accountName'
           value: 'camtrapst62e62'
-        }
-        {
-          name: 'EVENT_GRID_KEY'
-          value: '@Microsoft.KeyVault(SecretUri=https://camtrap-kv-62e62.vault.azure.net/secrets/ai4ec-eventgrid-key/)'
         }
         {
           name: 'EVENT_GRID_TOPIC_URI'

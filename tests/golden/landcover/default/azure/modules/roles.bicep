@@ -92,7 +92,7 @@ resource roleSiteEventGridDataSender 'Microsoft.Authorization/roleAssignments@20
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'd5a91429-5739-47e2-a06b-3470a27159e7')
     principalId: site.identity.principalId
     principalType: 'ServicePrincipal'
-    description: 'Runtime publishes tasks with its identity when no key is configured.'
+    description: 'The runtime publishes tasks with its identity: the topic takes no key.'
   }
 }
 

@@ -34,8 +34,8 @@ resource topic 'Microsoft.EventGrid/topics@2025-02-15' = {
     inputSchema: 'EventGridSchema'
     publicNetworkAccess: 'Enabled'
     minimumTlsVersionAllowed: '1.2'
-    // The runtime publishes with the topic key from Key Vault (EVENT_GRID_KEY).
-    disableLocalAuth: false
+    // Keys refused: the runtime publishes with its identity (Data Sender).
+    disableLocalAuth: true
   }
 }
 
@@ -140,10 +140,6 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
         {
           name: 'AzureWebJobsStorage__accountName'
           value: 'wildlifeprodst4704a'
-        }
-        {
-          name: 'EVENT_GRID_KEY'
-          value: '@Microsoft.KeyVault(SecretUri=https://wildlife-prod-kv-4704a.vault.azure.net/secrets/ai4ec-eventgrid-key/)'
         }
         {
           name: 'EVENT_GRID_TOPIC_URI'

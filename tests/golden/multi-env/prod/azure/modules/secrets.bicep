@@ -26,9 +26,6 @@ resource redisDatabase 'Microsoft.Cache/redisEnterprise/databases@2025-07-01' ex
   parent: redis
   name: 'default'
 }
-resource topic 'Microsoft.EventGrid/topics@2025-02-15' existing = {
-  name: 'wildlife-prod-tasks-4704a'
-}
 resource site 'Microsoft.Web/sites@2025-03-01' existing = {
   name: 'wildlife-prod-tasks-4704a'
 }
@@ -53,19 +50,6 @@ resource secretRedisPassword 'Microsoft.KeyVault/vaults/secrets@2026-02-01' = {
   tags: tags
   properties: {
     value: redisDatabase.listKeys().primaryKey
-    contentType: 'text/plain'
-    attributes: {
-      enabled: true
-    }
-  }
-}
-
-resource secretEventgridKey 'Microsoft.KeyVault/vaults/secrets@2026-02-01' = {
-  parent: keyVault
-  name: 'ai4ec-eventgrid-key'
-  tags: tags
-  properties: {
-    value: topic.listKeys().key1
     contentType: 'text/plain'
     attributes: {
       enabled: true
