@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -87,9 +88,9 @@ def code_fingerprint() -> str:
 
     ai4ec's own code and data, its templates and schemas, the task-manager runtime
     (packed into the Functions zip, with its pinned dependencies) and the versions of
-    the libraries that print the output. The version string alone would not do: a
-    development checkout changes code without changing it. Hashing the ~200 files
-    takes about 10 ms.
+    the libraries that print the output, zlib's among them (it deflates the zip). The
+    version string alone would not do: a development checkout changes code without
+    changing it. Hashing the ~200 files takes about 10 ms.
     """
     import ai4ec_runtime
 
@@ -112,6 +113,9 @@ def code_fingerprint() -> str:
             h.update(f"{name}=={metadata.version(name)}\0".encode())
         except metadata.PackageNotFoundError:
             h.update(f"{name} absent\0".encode())
+    # The Functions zip is deflated: another zlib gives other bytes for the same entries,
+    # and a hit must equal this machine's cold build byte for byte.
+    h.update(f"zlib {zlib.ZLIB_RUNTIME_VERSION}\0".encode())
     return h.hexdigest()
 
 

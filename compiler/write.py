@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from . import __version__
+from .digest import ZIP_ENTRIES, is_zip, zip_content_sha256
 from .errors import BuildError, Diagnostic, RenderError
 from .render import RenderResult
 from .render.artifact import Artifact, SafeLoader, json_artifact
@@ -90,19 +91,29 @@ def _parse_bicep(text: str) -> None:
     _bicep_parser().parse(text=text)
 
 
+def _manifest_entry(path: str, kind: str, content: bytes) -> dict[str, Any]:
+    """One artifact of ``manifest.json``: its size and SHA-256.
+
+    A zip is described by its entries (``digest: zip-entries``: the uncompressed size and
+    :func:`~compiler.digest.zip_content_sha256`), so the manifest, and with it the golden
+    tree and ``apply``'s checks, do not change with the zlib that deflated it.
+    """
+    if is_zip(path):
+        sha, size = zip_content_sha256(content)
+        return {"path": path, "kind": kind, "bytes": size, "sha256": sha, "digest": ZIP_ENTRIES}
+    return {
+        "path": path,
+        "kind": kind,
+        "bytes": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
+    }
+
+
 def manifest(
     result: RenderResult, platform_name: str, source_name: str, source_sha: str
 ) -> Artifact:
     """``manifest.json``: what was built, from what, with every artifact's hash."""
-    entries = [
-        {
-            "path": str(a.path),
-            "kind": a.kind,
-            "bytes": len(a.content),
-            "sha256": hashlib.sha256(a.content).hexdigest(),
-        }
-        for a in result.artifacts
-    ]
+    entries = [_manifest_entry(str(a.path), a.kind, a.content) for a in result.artifacts]
     data: dict[str, Any] = {
         "schemaVersion": MANIFEST_SCHEMA_VERSION,
         "generator": f"ai4ec {__version__}",

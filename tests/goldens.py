@@ -8,8 +8,9 @@ change to the output shows up once in review. A test renders the same tree in me
 part of it) instead of comparing; review the git diff afterwards like code.
 
 A ZIP (the Functions bundle, several MB of vendored wheels) is kept in the golden as
-``<name>.entries``: one line per entry with its SHA-256 and size. The bundle's exact bytes
-are still pinned, through its hash in ``manifest.json``; the listing makes a change
+``<name>.entries``: one line per entry with its SHA-256 and size. The entries are also
+pinned through their digest in ``manifest.json``; the deflated bytes are not, because
+they depend on the machine's zlib (``compiler/digest.py``). The listing makes a change
 reviewable without committing megabytes of binaries per sample.
 """
 

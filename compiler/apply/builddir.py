@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..digest import ZIP_ENTRIES, zip_content_sha256
 from ..errors import ApplyError
 from ..render.artifact import SafeLoader
 
@@ -63,6 +65,8 @@ class Build:
     source_sha256: str
     #: Artifact path (relative, POSIX) -> SHA-256 from manifest.json.
     artifacts: dict[str, str]
+    #: Artifacts whose SHA-256 is of their entries (``digest: zip-entries``), not bytes.
+    by_entries: frozenset[str] = frozenset()
 
     def has(self, rel: str) -> bool:
         """Whether the build lists ``rel``."""
@@ -82,12 +86,21 @@ class Build:
             data = path.read_bytes()
         except OSError as exc:
             raise ApplyError(f"cannot read {path}: {exc.strerror}") from None
-        if hashlib.sha256(data).hexdigest() != expected:
+        if self._sha256(rel, data) != expected:
             raise ApplyError(
                 f"{path} differs from the build's manifest.json (edited after `ai4ec build`?); "
                 "rebuild, then apply the new output"
             )
         return data
+
+    def _sha256(self, rel: str, data: bytes) -> str:
+        """``data``'s identity as the manifest records it for ``rel`` (see compiler.digest)."""
+        if rel not in self.by_entries:
+            return hashlib.sha256(data).hexdigest()
+        try:
+            return zip_content_sha256(data)[0]
+        except zipfile.BadZipFile:
+            return ""  # not a zip any more: it differs from the build
 
     def json(self, rel: str) -> Any:
         """Artifact ``rel`` parsed as JSON."""
@@ -182,6 +195,9 @@ def load_build(path: Path) -> Build:
             source_file=manifest.get("source", {}).get("file", ""),
             source_sha256=manifest.get("source", {}).get("sha256", ""),
             artifacts=artifacts,
+            by_entries=frozenset(
+                a["path"] for a in manifest["artifacts"] if a.get("digest") == ZIP_ENTRIES
+            ),
         )
     except (KeyError, TypeError) as exc:
         raise ApplyError(f"{root}/manifest.json lacks {exc}; rebuild with this ai4ec") from None

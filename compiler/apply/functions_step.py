@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
+import zipfile
 
+from ..digest import zip_content_sha256
 from ..errors import ApplyError
 from .builddir import BUNDLE
 from .bundle import function_names
@@ -35,9 +36,15 @@ class FunctionsStep(Step):
         data = ctx.build.read(BUNDLE)
         t = ctx.target()
         method = "package blob" if t.functions_consumption else "zip deploy"
-        digest = input_digest(t.subscription_id, t.resource_group, t.function_app, method, data)
+        # The bundle is known by its entries, not its deflated bytes: the same files
+        # compressed by another zlib are no change and no redeploy (see compiler.digest).
+        try:
+            content = zip_content_sha256(data)[0]
+        except zipfile.BadZipFile:
+            raise ApplyError(f"{BUNDLE} is not a zip archive") from None
+        digest = input_digest(t.subscription_id, t.resource_group, t.function_app, method, content)
         recorded = ctx.recorded(self.key)
-        sha = hashlib.sha256(data).hexdigest()[:12]
+        sha = content[:12]
         if recorded == digest and not ctx.options.refresh:
             plan.notes.append(f"no changes since the last apply (bundle {sha})")
             show_plan(ctx, plan)

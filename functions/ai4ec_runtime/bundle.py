@@ -3,9 +3,16 @@
 The compiler calls :func:`build_zip` once per environment. Determinism matters because
 ai4ec's build output is diffed and hashed: entries are sorted, every timestamp is the
 zip epoch (1980-01-01), permissions and the "made by" system are fixed, caches are
-excluded, and entries are *stored* rather than deflated, so the bytes do not depend on
-the machine's zlib build either (about 7 MB with the dependencies; Azure unpacks
-or mounts it once per deployment, so the bytes are cheaper than a zlib-dependent hash).
+excluded, and entries are deflated at a fixed level (:data:`COMPRESS_LEVEL`), so one
+machine gives the same bytes on every run. Deflated, the bundle is about 1.9 MB instead
+of 7.3 MB stored (nearly all of it the dependencies). The compressed bytes still depend
+on the machine's zlib (zlib-ng or Apple's build deflate differently), so nothing in
+ai4ec identifies the bundle by them: ``manifest.json`` (and so the golden tree),
+``apply``'s "no changes since the last apply" and ``ai4ec diff`` hash the entries'
+names and uncompressed bytes instead (``compiler/digest.py``). Azure accepts a deflated
+package: zip deployment and run-from-package take "a .zip (compressed) file" made with
+any zip tool (https://learn.microsoft.com/azure/azure-functions/deployment-zip-push,
+"Deployment .zip file requirements").
 
 ``function_app.py``, ``host.json`` and ``requirements.txt`` are embedded here rather
 than read from ``functions/``: an installed ai4ec wheel carries the ``ai4ec_runtime``
@@ -99,6 +106,9 @@ werkzeug==3.1.9
 #: Name of the bundled non-secret settings file read by :mod:`ai4ec_runtime.settings`.
 SETTINGS_FILE = "ai4ec_settings.json"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+#: zlib level of every entry: zlib's default, within 1 % of level 9's size at a quarter
+#: of its time (1.90 MB against 1.89 MB, 0.16 s against 0.6 s on the CI machine).
+COMPRESS_LEVEL = 6
 #: Where the Functions Python worker on Linux looks for the app's own packages.
 SITE_PACKAGES = ".python_packages/lib/site-packages"
 #: Distributions whose installed wheel carries compiled accelerators next to the
@@ -270,13 +280,15 @@ def zip_bytes(
         BundleError: the locked dependencies cannot be vendored from this environment.
     """
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+    with zipfile.ZipFile(
+        buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL
+    ) as zf:
         for name, data in sorted(bundle_entries(routing, settings_doc).items()):
             info = zipfile.ZipInfo(name, date_time=_EPOCH)
             info.create_system = 3  # unix, whatever machine builds it
             info.external_attr = 0o100644 << 16
-            info.compress_type = zipfile.ZIP_STORED
-            zf.writestr(info, data)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data, compresslevel=COMPRESS_LEVEL)
     return buf.getvalue()
 
 

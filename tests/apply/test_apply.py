@@ -10,8 +10,10 @@ AKS and a kube-apiserver do, including long-running operations and what-if polli
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 
 from ai4ec.errors import ApplyError
 
-from .conftest import RUNTIME_CLIENT_ID, Project, options, run
+from .conftest import RUNTIME_CLIENT_ID, Project, options, rehash, run
 from .support import (
     ADMIN_TOKEN,
     FUNCTION_KEY,
@@ -152,6 +154,56 @@ def test_second_apply_writes_nothing(
     assert "apply complete: no changes" in r.text
     assert r.text.count("no changes since the last apply") == 4
     _no_violations(azure, kube)
+
+
+def _recompress(zip_path: Path, level: int) -> None:
+    """Rewrite a zip with the same entries at another zlib level: what another zlib (zlib-ng,
+    Apple's) does to the same bundle."""
+    with zipfile.ZipFile(zip_path) as zf:
+        members = [(info, zf.read(info)) for info in zf.infolist()]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:
+        for info, data in members:
+            out.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=level)
+    assert buf.getvalue() != zip_path.read_bytes()
+    zip_path.write_bytes(buf.getvalue())
+
+
+def test_a_bundle_deflated_by_another_zlib_is_not_published_again(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """The bundle is known by its entries (local HTTPS fakes): other compressed bytes of the
+    same files keep manifest.json as it was, and the next apply publishes nothing."""
+    azure, _kube = fakes
+    assert run(azure, tls, project.env_dir, yes=True).error is None
+
+    def listed() -> dict[str, Any]:
+        manifest = json.loads((project.env_dir / "manifest.json").read_text())
+        (entry,) = [a for a in manifest["artifacts"] if a["path"] == "functions/bundle.zip"]
+        return {k: entry[k] for k in ("bytes", "sha256", "digest")}
+
+    built = listed()
+    _recompress(project.env_dir / "functions" / "bundle.zip", level=1)
+    rehash(project.env_dir)
+    assert listed() == built
+    azure.reset_log()
+    r = run(azure, tls, project.env_dir, yes=True)
+    assert r.error is None, r.text
+    assert azure.writes() == []
+    assert r.text.count("no changes since the last apply") == 4
+
+
+def test_an_edited_bundle_member_is_refused(
+    fakes: tuple[FakeAzure, FakeKube], tls: Tls, project: Project
+) -> None:
+    """A member changed after the build (the manifest kept) is caught by its entry digest."""
+    azure, _kube = fakes
+    path = project.env_dir / "functions" / "bundle.zip"
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("function_app.py.orig", b"x = 1\n")
+    r = run(azure, tls, project.env_dir, yes=True)
+    assert isinstance(r.error, ApplyError)
+    assert "bundle.zip differs from the build's manifest.json" in str(r.error)
 
 
 def test_refresh_compares_live_and_writes_only_the_bundle(

@@ -70,9 +70,11 @@ def only(report: DiffReport) -> Any:
     return change
 
 
-def zip_bytes(members: dict[str, bytes]) -> bytes:
+def zip_bytes(members: dict[str, bytes], level: int | None = None) -> bytes:
+    """A zip of ``members``: stored, or deflated at zlib ``level``."""
+    method = zipfile.ZIP_STORED if level is None else zipfile.ZIP_DEFLATED
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
+    with zipfile.ZipFile(buf, "w", compression=method, compresslevel=level) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
     return buf.getvalue()
@@ -311,6 +313,11 @@ def test_bundle_shows_file_names_only() -> None:
     # A zip rebuilt with other timestamps or member order is unchanged.
     again = zip_bytes({"routing.json": b"{}", "host.json": b"{}", "function_app.py": b"print(1)"})
     assert not compare({"functions/bundle.zip": base}, {"functions/bundle.zip": again}).has_changes
+    # So is the same bundle deflated by another zlib (or at another level).
+    files = {"function_app.py": b"print(1)" * 50, "routing.json": b"{}", "host.json": b"{}"}
+    fast, small = zip_bytes(files, level=1), zip_bytes(files, level=9)
+    assert fast != small
+    assert not compare({"functions/bundle.zip": fast}, {"functions/bundle.zip": small}).has_changes
 
 
 # ------------------------------------------------------------------------------- APIM

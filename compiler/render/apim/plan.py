@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from ...model.types import Api, Cors, EntraAuth, Limit, Mode, Pipeline, Platform, Product
 from .rules import (
@@ -185,9 +186,12 @@ class OperationPlan:
     accepted_status: int
     retry_after_seconds: int
     location_prefix: str
+    #: The answers the fragments build (:data:`ERROR_ANSWERS`), for the local gateway.
     too_large_body: str
     bad_json_body: str
     create_failed_body: str
+    #: What the operation policy carries of them: :func:`message_prefix` of its label.
+    message_prefix: str
     create_failed_retry_after: int
     policy_path: str | None
 
@@ -384,35 +388,81 @@ def _jwt(entras: list[EntraAuth], roles: bool, json_path: str) -> JwtPlan | None
     )
 
 
-def _error_bodies(display_name: str, max_body_bytes: int) -> dict[str, str]:
-    return {
-        "too_large_body": json_body(
-            [
-                ("error", "payload_too_large"),
-                (
-                    "message",
-                    f"{display_name}: request bodies are limited to {max_body_bytes} bytes",
-                ),
-                ("limitBytes", max_body_bytes),
-            ]
-        ),
-        "bad_json_body": json_body(
-            [
-                ("error", "bad_request"),
-                ("message", f"{display_name}: the request body must be a JSON object or array"),
-            ]
-        ),
-        "create_failed_body": json_body(
-            [
-                ("error", "task_create_failed"),
-                (
-                    "message",
-                    f"{display_name}: the task manager did not create the task; retry with "
-                    "the same Idempotency-Key to avoid a duplicate",
-                ),
-            ]
-        ),
+#: The answers the fragments give themselves, by body field: error code and the message
+#: after ``"<label>: "`` (the API's or pipeline's display name). ``{limit}`` is the
+#: operation's byte limit, which the body also carries as ``limitBytes``. The operation
+#: policy sets only the label (:func:`message_prefix`) and the limit; the fragments build
+#: the JSON (:func:`error_body_code`) and the local gateway the same text (:func:`error_body`).
+ERROR_ANSWERS: dict[str, tuple[str, str]] = {
+    "too_large_body": ("payload_too_large", "request bodies are limited to {limit} bytes"),
+    "bad_json_body": ("bad_request", "the request body must be a JSON object or array"),
+    "create_failed_body": (
+        "task_create_failed",
+        "the task manager did not create the task; retry with the same Idempotency-Key to "
+        "avoid a duplicate",
+    ),
+}
+#: Variable holding :func:`message_prefix` for the fragments.
+MESSAGE_PREFIX_VARIABLE = "ai4ec-message-prefix"
+#: Variable holding the operation's byte limit (a long) for the size-check fragment.
+MAX_BODY_VARIABLE = "ai4ec-max-body-bytes"
+_LIMIT = "LIMIT"
+
+
+def error_body(kind: str, label: str, limit: int) -> str:
+    """The JSON answer ``kind`` of :data:`ERROR_ANSWERS` for an operation, as callers get it."""
+    code, message = ERROR_ANSWERS[kind]
+    fields: list[tuple[str, str | int]] = [
+        ("error", code),
+        ("message", f"{label}: {message.format(limit=limit)}"),
+    ]
+    if "{limit}" in message:
+        fields.append(("limitBytes", limit))
+    return json_body(fields)
+
+
+def message_prefix(label: str) -> str:
+    """``"<label>: `` as JSON text: an opened string literal the fragments complete.
+
+    Escaped for JSON (braces too, see :func:`json_text`) once, here; it starts with a quote,
+    so as a ``set-variable`` value it is never read as a policy expression.
+    """
+    return json_text(f"{label}: ")[:-1]
+
+
+def cs_string(text: str) -> str:
+    """``text`` as a C# string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def error_body_code(kind: str) -> str:
+    """Policy expression building :func:`error_body` from the operation's variables.
+
+    The fixed text is C# string literals; the label comes from
+    :data:`MESSAGE_PREFIX_VARIABLE` (JSON already) and the limit from
+    :data:`MAX_BODY_VARIABLE`. Shaped like :func:`json_body`, which a test compares.
+    """
+    code, message = ERROR_ANSWERS[kind]
+    head = "{ " + json_text("error") + ": " + json_text(code) + ", " + json_text("message") + ": "
+    tail = json_text(message.replace("{limit}", _LIMIT))[1:]
+    if "{limit}" in message:
+        tail += ", " + json_text("limitBytes") + ": " + _LIMIT
+    tail += " }"
+    limit = f'((long)context.Variables["{MAX_BODY_VARIABLE}"]).ToString()'
+    parts = [cs_string(head), f'(string)context.Variables["{MESSAGE_PREFIX_VARIABLE}"]']
+    for i, piece in enumerate(tail.split(_LIMIT)):
+        if i:
+            parts.append(limit)
+        parts.append(cs_string(piece))
+    return "@(" + " + ".join(parts) + ")"
+
+
+def _error_bodies(display_name: str, max_body_bytes: int) -> dict[str, Any]:
+    bodies: dict[str, Any] = {
+        kind: error_body(kind, display_name, max_body_bytes) for kind in ERROR_ANSWERS
     }
+    bodies["message_prefix"] = message_prefix(display_name)
+    return bodies
 
 
 def _api_operations(platform: Platform, api: Api, routed_by_api: bool) -> list[OperationPlan]:
@@ -694,7 +744,7 @@ FRAGMENT_SPECS: dict[str, tuple[str, str]] = {
     SIZE_CHECK_FRAGMENT: (
         "_size-check.xml.j2",
         "ai4ec: answers 413 when the request body is over the operation's limit "
-        "(variables ai4ec-max-body-bytes, ai4ec-too-large-body)",
+        "(variables ai4ec-max-body-bytes, ai4ec-message-prefix)",
     ),
     PROXY_FRAGMENT: (
         "_proxy-headers.xml.j2",
@@ -704,7 +754,7 @@ FRAGMENT_SPECS: dict[str, tuple[str, str]] = {
     CREATE_TASK_FRAGMENT: (
         "_create-task.xml.j2",
         "ai4ec: creates the task in the task manager (idempotent retries); answers "
-        "400, 422 or 503 itself, else leaves ai4ec-task and ai4ec-task-id set",
+        "400, 422 or 503, else the task-created answer with its Location",
     ),
 }
 

@@ -31,16 +31,20 @@ from ..env import environment
 from .plan import (
     CREATE_FAILED_RETRY_AFTER,
     DEFAULT_FORWARD_TIMEOUT,
+    ERROR_ANSWERS,
     FRAGMENT_SPECS,
     FUNCTION_KEY_NAMED_VALUE,
     FUNCTIONS_URL_NAMED_VALUE,
     JWT_VARIABLE,
+    STATUS_API_PATH,
     SUBSCRIPTION_KEY_HEADER,
     SUBSCRIPTION_KEY_QUERY,
     TASK_MANAGER_RETRIES,
     TASK_MANAGER_TIMEOUT_SECONDS,
     TIMEOUT_VARIABLE,
     ApimPlan,
+    cs_string,
+    error_body_code,
     named_value_ref,
 )
 
@@ -112,6 +116,9 @@ def _render_text(template: str, path: str, values: dict[str, Any]) -> str:
         "task_manager_retries": TASK_MANAGER_RETRIES,
         "task_manager_timeout": TASK_MANAGER_TIMEOUT_SECONDS,
         "create_failed_retry_after": CREATE_FAILED_RETRY_AFTER,
+        # The fragments' own answers, built from the operation's label and limit.
+        "error_code": {kind: error_body_code(kind) for kind in ERROR_ANSWERS},
+        "location_prefix": cs_string(f"/{STATUS_API_PATH}/task/"),
     }
     try:
         text = environment().get_template(f"apim-policies/{template}").render({**common, **values})

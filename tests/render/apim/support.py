@@ -126,10 +126,27 @@ def assert_rule_bug(error: RenderError, rule: str) -> None:
     assert "ai4ec bug" in diag.hint
 
 
-_LITERAL_VARIABLE = re.compile(r'<set-variable name="([\w-]+)" value="([^"@][^"]*|@\(\d+L\))" />')
+_LITERAL_VARIABLE = re.compile(r'<set-variable name="([\w-]+)" value="([^"@][^"]*|@\(\d+L?\))" />')
 _PIPELINE_FIELD = re.compile(
     r'(?m)^( *)if \(context\.Variables\.ContainsKey\("ai4ec-pipeline"\)\) \{\n\1    (.*)\n\1\}\n'
 )
+_CS_STRING = r'"(?:[^"\\]|\\.)*"'
+#: A policy expression that is only C# string literals joined by ``+`` (once the
+#: variables are read): the fragments' answer bodies.
+_CONCAT = re.compile(rf"@\(({_CS_STRING}(?: \+ {_CS_STRING})*)\)")
+
+
+def _cs(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _xml(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _folded(match: re.Match[str]) -> str:
+    literals = re.findall(_CS_STRING, html.unescape(match.group(1)))
+    return _xml("".join(re.sub(r"\\(.)", r"\1", lit[1:-1]) for lit in literals))
 
 
 def as_run(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -138,8 +155,10 @@ def as_run(files: dict[str, bytes]) -> dict[str, bytes]:
     Each ``include-fragment`` is replaced by its fragment (``expand_fragments``, which is
     also exactly the inline form of tiers without fragments), and what the fragments read
     from the literal variables the operation set just before is read here too: the
-    answer bodies, the size limit, and whether the upsert body carries ``Pipeline``.
-    Fragment files themselves are left out.
+    answer bodies (built from the operation's label and limit, so an expression of
+    string literals is then folded into its text), status, Retry-After, the size limit,
+    and whether the upsert body carries ``Pipeline``. Fragment files themselves are left
+    out.
     """
     from ai4ec.render.apim.policies import expand_fragments
 
@@ -155,12 +174,21 @@ def as_run(files: dict[str, bytes]) -> dict[str, bytes]:
         text = expand_fragments(content.decode("utf-8"), fragments)
         literals = {m.group(1): html.unescape(m.group(2)) for m in _LITERAL_VARIABLE.finditer(text)}
         for name, value in literals.items():
-            number = re.fullmatch(r"@\((\d+L)\)", value)
-            if number:
-                text = text.replace(f"(long)context.Variables[&quot;{name}&quot;]", number[1])
+            number = re.fullmatch(r"@\((\d+)(L?)\)", value)
+            if number and number[2]:
+                text = text.replace(f"(long)context.Variables[&quot;{name}&quot;]", number[1] + "L")
+                text = text.replace(
+                    f'((long)context.Variables["{name}"]).ToString()', _cs(number[1])
+                )
+            elif number:
+                text = text.replace(f"@((int)context.Variables[&quot;{name}&quot;])", number[1])
             else:
-                escaped = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-                text = text.replace(f'@((string)context.Variables["{name}"])', escaped)
+                text = text.replace(f'@((string)context.Variables["{name}"])', _xml(value))
+                attr = _xml(value).replace('"', "&quot;")
+                text = text.replace(f"@((string)context.Variables[&quot;{name}&quot;])", attr)
+                if name == "ai4ec-message-prefix":  # read inside the answer bodies
+                    text = text.replace(f'(string)context.Variables["{name}"]', _xml(_cs(value)))
+        text = _CONCAT.sub(_folded, text)
         replacement = r"\1\2\n" if "ai4ec-pipeline" in literals else ""
         text = _PIPELINE_FIELD.sub(replacement, text)
         out[path] = text.encode("utf-8")

@@ -10,6 +10,7 @@ import pytest
 
 from ai4ec.errors import RenderError
 from ai4ec.model.types import Auth, Cors, EntraAuth
+from ai4ec.render.apim.plan import build_plan
 
 from .support import (
     arm,
@@ -18,6 +19,9 @@ from .support import (
     sample_models,
     with_api,
     xml,
+)
+from .support import (
+    render as render_raw,
 )
 from .support import (
     render_run as render,
@@ -200,6 +204,39 @@ def test_display_name_is_escaped_and_parses_back() -> None:
     apis = _by_name(arm(odd, ctx), "apis")
     props = apis[f"{platform.azure.api_management.name}/detector-v1"]["properties"]
     assert props["displayName"] == ESCAPY and props["description"] == ESCAPY
+
+
+#: A label that is JSON, C#, XML and APIM syntax at once, and starts like an expression.
+NASTY = '@(1/0) \\ "x" é {{ai4ec-function-key}} <&> @{ }'
+
+
+def test_label_reaches_the_fragment_answers_as_data() -> None:
+    """The operation carries only its label, JSON-escaped once (never an expression, never
+    a named value); the fragments' answers built from it are exactly what the local
+    gateway serves (the plan's bodies) and parse back to the label."""
+    platform, ctx = sample("camera-trap")
+    odd = with_api(platform, "detector-v1", display_name=NASTY)
+    raw = render_raw(odd, ctx)["apim/policies/detector-v1/detect-post.xml"]
+    (prefix,) = xml(raw).xpath(".//set-variable[@name='ai4ec-message-prefix']/@value")
+    assert prefix.startswith('"')  # APIM evaluates only values starting with @
+    assert "{{" not in prefix and "}}" not in prefix
+    assert json.loads(prefix + '"') == f"{NASTY}: "
+    op = next(
+        op
+        for api in build_plan(odd, ctx.source_dir, ctx.source_name).apis
+        for op in api.operations
+        if op.policy_path == "apim/policies/detector-v1/detect-post.xml"
+    )
+    root = xml(render(odd, ctx)["apim/policies/detector-v1/detect-post.xml"])
+    bodies = {
+        int(r.find("set-status").get("code")): r.findtext("set-body")
+        for r in root.iter("return-response")
+    }
+    assert bodies[413] == op.too_large_body
+    assert bodies[400] == op.bad_json_body
+    assert bodies[503] == op.create_failed_body
+    for code in (413, 400, 503):
+        assert json.loads(bodies[code])["message"].startswith(f"{NASTY}: ")
 
 
 def test_cors_origin_is_escaped_and_parses_back() -> None:

@@ -107,7 +107,7 @@ resource apimPolicyFragmentsAi4ecSizeCheck 'Microsoft.ApiManagement/service/poli
   parent: apim
   name: 'ai4ec-size-check'
   properties: {
-    description: 'ai4ec: answers 413 when the request body is over the operation\'s limit (variables ai4ec-max-body-bytes, ai4ec-too-large-body)'
+    description: 'ai4ec: answers 413 when the request body is over the operation\'s limit (variables ai4ec-max-body-bytes, ai4ec-message-prefix)'
     format: 'xml'
     value: loadTextContent('../../apim/fragments/ai4ec-size-check.xml')
   }

@@ -97,7 +97,7 @@ resource apimPolicyFragmentsAi4ecCreateTask 'Microsoft.ApiManagement/service/pol
   parent: apim
   name: 'ai4ec-create-task'
   properties: {
-    description: 'ai4ec: creates the task in the task manager (idempotent retries); answers 400, 422 or 503 itself, else leaves ai4ec-task and ai4ec-task-id set'
+    description: 'ai4ec: creates the task in the task manager (idempotent retries); answers 400, 422 or 503, else the task-created answer with its Location'
     format: 'xml'
     value: loadTextContent('../../apim/fragments/ai4ec-create-task.xml')
   }
@@ -111,7 +111,7 @@ resource apimPolicyFragmentsAi4ecSizeCheck 'Microsoft.ApiManagement/service/poli
   parent: apim
   name: 'ai4ec-size-check'
   properties: {
-    description: 'ai4ec: answers 413 when the request body is over the operation\'s limit (variables ai4ec-max-body-bytes, ai4ec-too-large-body)'
+    description: 'ai4ec: answers 413 when the request body is over the operation\'s limit (variables ai4ec-max-body-bytes, ai4ec-message-prefix)'
     format: 'xml'
     value: loadTextContent('../../apim/fragments/ai4ec-size-check.xml')
   }
