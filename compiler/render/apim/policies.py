@@ -15,6 +15,7 @@ see :func:`validate_policy` and docs/apim.md.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -252,7 +253,7 @@ def render_policies(plan: ApimPlan) -> list[Artifact]:
 
 
 def _plan_wide(plan: ApimPlan) -> str:
-    """Everything of the plan but its APIs, products and status API, as stable text.
+    """Digest of everything of the plan but its APIs, products and status API.
 
     An API's policies may read any plan-wide value (the source name in the header, the
     fragments deployed or inlined, the backends and named values the parse-back checks
@@ -260,7 +261,8 @@ def _plan_wide(plan: ApimPlan) -> str:
     are left out: they list the APIs, so one added API would change every key, and no
     API's policy reads them.
     """
-    return repr(replace(plan, apis=(), products=(), status=None))
+    text = repr(replace(plan, apis=(), products=(), status=None))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()  # hashed once, not per API
 
 
 def api_cache_key(plan_wide: str, api: ApiPlan) -> str:
