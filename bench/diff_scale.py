@@ -161,18 +161,21 @@ def _pull_request(repo: Path, base_text: str, head_text: str, where: Path, compa
     diff_git(repo / "platform.yaml", "HEAD")
     (repo / "platform.yaml").write_text(head_text)
     runs = []
+    cpu = []
     for n in range(3):
         cache = where / f"cache-pr-{n}"
         shutil.copytree(seeded, cache)
         os.environ["AI4EC_CACHE_DIR"] = str(cache)
-        s = time.perf_counter()
+        s, c = time.perf_counter(), time.process_time()
         format_markdown(diff_git(repo / "platform.yaml", "HEAD"))
         runs.append(time.perf_counter() - s)
+        cpu.append(time.process_time() - c)
         shutil.rmtree(cache)
     best = min(runs)
     listed = ", ".join(f"{t:.2f}" for t in runs)
+    # CPU time too: on a shared machine it moves less with the neighbours' load.
     return (
-        f"{best:6.2f} s best of 3 (runs: {listed}; goal < 3 s); "
+        f"{best:6.2f} s best of 3 (runs: {listed}; CPU {min(cpu):.2f} s; goal < 3 s); "
         f"baseline compare alone {compare:.2f} s, ratio {best / compare:.1f}"
     )
 
