@@ -9,10 +9,12 @@ proves it. Each entry carries its key and the SHA-256 of its payload: a truncate
 corrupt or foreign file is ignored (and replaced), never trusted. Writes are atomic
 (a temporary file renamed into place), so concurrent builds share the cache safely.
 
-Namespaces: ``helm`` (one release's objects), ``k8s`` (one API's Istio objects) and
-``render`` (every artifact of one environment, keyed by the platform text, the files it
-references and :func:`code_fingerprint`): a rebuild of an unchanged platform, or the base
-side of ``ai4ec diff``, renders nothing.
+Namespaces: ``helm`` (one release's objects), ``k8s`` (one API's Istio objects),
+``apim`` (one API's policy files, keyed by its APIM plan, the plan-wide values and
+:func:`code_fingerprint`) and ``render`` (every artifact of one environment, keyed by the
+platform text, the files it references and :func:`code_fingerprint`): a rebuild of an
+unchanged platform, or the base side of ``ai4ec diff``, renders nothing, and one where a
+few APIs changed renders their releases and policies only.
 
 ``--no-cache`` on ``build`` and ``diff`` (or ``AI4EC_NO_CACHE=1``) neither reads nor writes.
 

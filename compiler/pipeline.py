@@ -241,12 +241,15 @@ class Progress(Protocol):
 
 
 def render_platforms(
-    result: CheckResult, progress: Progress | None = None, side: str = ""
+    result: CheckResult, progress: Progress | None = None, side: str = "", bicep: bool = True
 ) -> list[RenderedEnvironment]:
     """Render every valid environment in memory, in the order of ``result``.
 
     ``progress`` is told the number of steps (environments x targets) first, then each
     target of each environment as it finishes; ``side`` prefixes the labels (diff).
+    ``bicep=False`` leaves the Bicep files out (``ai4ec diff`` reads the ARM JSON only):
+    a complete cached entry still serves it, and a render without them is cached under
+    a key of its own (:func:`.render.stored.partial_key`), never as a complete one.
 
     Raises:
         ValidationError: the platform file has errors.
@@ -263,7 +266,9 @@ def render_platforms(
     assert doc is not None
     text = "\n".join(doc.lines)
     source_sha = hashlib.sha256(text.encode()).hexdigest()
-    context = RenderContext(source_name=doc.source.file, source_dir=str(doc.path.parent))
+    context = RenderContext(
+        source_name=doc.source.file, source_dir=str(doc.path.parent), bicep=bicep
+    )
     rendered = []
     if progress is not None:
         progress.start(len(platforms) * len(TARGETS))
@@ -274,6 +279,9 @@ def render_platforms(
         if cache.enabled():
             key = stored.environment_key(text, context.source_name, context.source_dir, platform)
         hit = stored.load(key) if key else None
+        if key and hit is None and not bicep:
+            key = stored.partial_key(key)
+            hit = stored.load(key)
         if hit is not None:
             r = RenderResult(platform.environment, hit[0], cache_key=key, verified=hit[1])
             if done is not None:

@@ -266,7 +266,8 @@ def render(
         return {}, available
     result = check_document(doc, wanted if defined else None)
     try:
-        rendered = render_platforms(result, progress, role)
+        # The compare reads the ARM JSON, not the Bicep printed from the same template.
+        rendered = render_platforms(result, progress, role, bicep=False)
     except Ai4ecError as exc:
         label = loaded.side.label
         diags = exc.diagnostics if role == "head" else _relocate(exc.diagnostics, label)

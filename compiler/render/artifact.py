@@ -18,6 +18,10 @@ class RenderContext:
     source_name: str
     #: Directory of platform.yaml (for files it references, e.g. OpenAPI documents).
     source_dir: str
+    #: Print the Bicep files next to the ARM JSON. ``ai4ec diff`` compares the ARM JSON
+    #: only (the Bicep holds the same resources), so it asks for none and saves the
+    #: printer's time; a build always prints them.
+    bicep: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,15 @@ def environment_key(text: str, source_name: str, source_dir: str, platform: Plat
     return key_of(*parts)
 
 
+def partial_key(key: str) -> str:
+    """Key of the entry rendered under ``key`` without the Bicep files (``ai4ec diff``).
+
+    Its own key, so a partial render is never served as the complete one a build
+    writes.
+    """
+    return key_of(_FORMAT, "without-bicep", key)
+
+
 def pack(artifacts: tuple[Artifact, ...]) -> bytes:
     """Artifacts as one payload: a JSON index line, then every content back to back."""
     index = [[str(a.path), len(a.content)] for a in artifacts]
@@ -97,6 +106,7 @@ __all__ = [
     "load",
     "mark_verified",
     "pack",
+    "partial_key",
     "store",
     "unpack",
 ]

@@ -17,8 +17,11 @@ ARM_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentT
 PARAMS_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#"
 
 
-def arm_resource(res: Resource, deps: list[Resource]) -> dict[str, Any]:
-    """One resource of ``main.json`` (classic form: full type, full name, dependsOn ids)."""
+def arm_resource(res: Resource, deps: list[Resource], body: Any = None) -> dict[str, Any]:
+    """One resource of ``main.json`` (classic form: full type, full name, dependsOn ids).
+
+    ``body`` is ``to_arm(res.body)`` when the caller has it already (:class:`~.template.ArmBodies`).
+    """
     if all(isinstance(s, str) for s in res.segments):
         name: Any = "/".join(str(s) for s in res.segments)
     elif res.parent is None:
@@ -30,7 +33,7 @@ def arm_resource(res: Resource, deps: list[Resource]) -> dict[str, Any]:
         out["scope"] = res.scope.scope_path()
     if res.condition is not None:
         out["condition"] = to_arm(res.condition)
-    out.update(to_arm(res.body))
+    out.update(to_arm(res.body) if body is None else body)
     if deps:
         out["dependsOn"] = [to_arm(d.id()) for d in deps]
     return out
@@ -83,7 +86,10 @@ def _arm_document(
         "metadata": {"description": to_arm(description)},
         "parameters": {p.name: _arm_parameter(p) for p in params},
         "variables": to_arm({v: tpl.spec.variables[v] for v in variables}),
-        "resources": [arm_resource(r, [d for d in tpl.needs(r) if id(d) in inside]) for r in rs],
+        "resources": [
+            arm_resource(r, [d for d in tpl.needs(r) if id(d) in inside], tpl.arm_bodies.body(r))
+            for r in rs
+        ],
     }
     if outputs:
         doc["outputs"] = {

@@ -40,16 +40,23 @@ def render_azure(
 ) -> AzureResult:
     """The Azure target: ``azure/main.bicep``, its modules, ``main.json`` and parameters.
 
+    Without ``context.bicep`` (``ai4ec diff``), the Bicep files are left out: the same
+    resources as the JSON, which is all the diff compares.
+
     Args:
         platform: The validated model of one environment.
         context: Build-wide inputs.
         apim: The APIM target's hand-off (its children of the API Management service).
     """
     tpl = build_template(platform, context, apim)
-    artifacts = [
-        Artifact(PurePosixPath(OUTPUT_DIR) / name, text.encode("utf-8"))
-        for name, text in bicep_files(tpl).items()
-    ]
+    artifacts = (
+        [
+            Artifact(PurePosixPath(OUTPUT_DIR) / name, text.encode("utf-8"))
+            for name, text in bicep_files(tpl).items()
+        ]
+        if context.bicep
+        else []
+    )
     main = arm_template(tpl)
     refs = {p.name: p.key_vault for p in tpl.spec.params if p.key_vault is not None}
     artifacts.append(json_artifact("azure/main.json", main))
