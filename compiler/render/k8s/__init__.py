@@ -46,7 +46,9 @@ def render_k8s(platform: Platform, context: RenderContext) -> list[Artifact]:
         objects += [obj for r in releases for obj in r.objects]
         header = manifests_header(source, cluster.name, platform.environment)
         manifests = assemble_manifests(objects, header)
-        artifacts.append(Artifact(PurePosixPath(f"{base}/manifests.yaml"), manifests.encode()))
+        # Every object parsed back on its own (parse_objects): the write stage checks joints.
+        path = PurePosixPath(f"{base}/manifests.yaml")
+        artifacts.append(Artifact(path, manifests.encode(), checked_documents=len(objects)))
     return artifacts
 
 
