@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from ..errors import Ai4ecError
 from ..model.types import Platform
 from .apim import ApimResult, render_apim
 from .artifact import Artifact, RenderContext
@@ -75,16 +76,36 @@ def render_targets(
 
 
 def render_all(
-    platform: Platform, context: RenderContext, done: TargetDone | None = None
+    platform: Platform,
+    context: RenderContext,
+    done: TargetDone | None = None,
+    jobs: int | None = None,
 ) -> RenderResult:
-    """Every artifact of one environment, sorted by path."""
-    targets = render_targets(platform, context, done)
-    artifacts = [
-        *targets.azure.artifacts,
-        *targets.kubernetes,
-        *targets.apim.artifacts,
-        *targets.functions,
-    ]
+    """Every artifact of one environment, sorted by path.
+
+    With ``jobs`` above 1 (default: :func:`.worker.render_jobs`, the usable cores up to
+    two), the APIM and Azure targets render in a forked worker while this process
+    renders the Kubernetes and Functions targets: the first two are pure Python, the
+    Kubernetes target mostly waits on Helm's engine, and no target reads another's
+    output except Azure reading APIM's, which stay together. The artifacts are sorted
+    by path either way, so the bytes are the same as a serial render (a test proves it).
+
+    Raises:
+        RenderError: a target cannot render the model. With several failing targets the
+            first in :data:`TARGETS` order is raised, as a serial render would.
+    """
+    from . import worker
+
+    if worker.render_jobs(jobs) > 1 and worker.can_fork():
+        artifacts = _render_split(platform, context, done or (lambda _target: None))
+    else:
+        targets = render_targets(platform, context, done)
+        artifacts = [
+            *targets.azure.artifacts,
+            *targets.kubernetes,
+            *targets.apim.artifacts,
+            *targets.functions,
+        ]
     seen: set[PurePosixPath] = set()
     for a in artifacts:
         if a.path in seen:  # pragma: no cover - a renderer bug, not user input
@@ -94,6 +115,37 @@ def render_all(
         environment=platform.environment,
         artifacts=tuple(sorted(artifacts, key=lambda a: str(a.path))),
     )
+
+
+def _render_azure_side(
+    platform: Platform, context: RenderContext
+) -> tuple[tuple[Artifact, ...], tuple[Artifact, ...]]:
+    """The APIM and Azure targets' artifacts (what the worker sends back, nothing more)."""
+    apim = render_apim(platform, context)
+    azure = render_azure(platform, context, apim.infrastructure)
+    return apim.artifacts, azure.artifacts
+
+
+def _render_split(platform: Platform, context: RenderContext, tell: TargetDone) -> list[Artifact]:
+    """APIM and Azure in a forked worker, Kubernetes and Functions here, at once."""
+    from .worker import Forked
+
+    side = Forked(lambda: _render_azure_side(platform, context))
+    try:
+        kubernetes = render_k8s(platform, context)
+        tell("kubernetes")
+        functions = render_runtime(platform, context)
+        tell("functions")
+    except Ai4ecError:
+        side.result()  # an error of APIM or Azure comes first, as in a serial render
+        raise
+    except BaseException:
+        side.cancel()
+        raise
+    apim, azure = side.result()
+    tell("apim")
+    tell("azure")
+    return [*azure, *kubernetes, *apim, *functions]
 
 
 __all__ = [
