@@ -191,3 +191,35 @@ def test_the_worker_cache_writes_count_for_pruning(
     written, namespaces = cache.usage()
     assert "test-worker" in namespaces
     assert written > 0
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_no_cache_holds_on_every_thread_and_in_the_worker(
+    jobs: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Istio objects render on a thread, APIM and Azure in a fork: none writes a cache."""
+    monkeypatch.delenv("AI4EC_NO_CACHE")
+    monkeypatch.setenv("AI4EC_CACHE_DIR", str(tmp_path / "cache"))
+    path = SAMPLES / "camera-trap" / "platform.yaml"
+    args = ["build", str(path), "-o", str(tmp_path / "o"), "--no-cache", "-j", jobs, "-q"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    written = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert written == []
+
+
+def test_an_istio_error_comes_before_a_release_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Istio and the releases render at once; the error met first serially still wins."""
+    import ai4ec.render.k8s as k8s
+
+    def istio_fails(*_args: object, **_kwargs: object) -> None:
+        raise RenderError("generated istio/security.yaml: forced by the test")
+
+    def releases_fail(*_args: object, **_kwargs: object) -> None:
+        raise RenderError("the chart rejected the values: forced by the test")
+
+    monkeypatch.setattr(k8s, "istio_objects", istio_fails)
+    monkeypatch.setattr(k8s, "render_releases", releases_fail)
+    result = check_platform(SAMPLES / "minimal" / "platform.yaml")
+    with pytest.raises(RenderError, match="istio/security.yaml"):
+        render_platforms(result, jobs=1)
