@@ -1,6 +1,8 @@
 """Stage 5: verify rendered artifacts and write them atomically with a manifest.
 
-Every artifact is parsed back by its kind before anything touches the disk. The output
+Every artifact is parsed back by its kind before anything touches the disk (a file
+assembled from parts its renderer parsed back one by one, a cluster's manifests.yaml,
+gets its joints checked instead, and a full parse under ``build --verify``). The output
 of each environment is written into a temporary directory next to the target and
 swapped in with renames, so an interrupted or failed build never leaves a half-written
 ``out/<env>/``. ``manifest.json`` lists every artifact with its SHA-256; it contains no

@@ -7,7 +7,8 @@ Management children below the service it declares. No target imports another's r
 the only shared vocabulary is the Azure expression tree (:mod:`.azure.spec`), the
 artifact types (:mod:`.artifact`) and the Jinja environment (:mod:`.env`). The pipeline
 parses every artifact back before anything is written
-(:func:`ai4ec.write.verify_artifact`).
+(:func:`ai4ec.write.verify_artifact`). Independent targets render at once: APIM and
+Azure in a forked worker (:mod:`.worker`) beside Kubernetes and Functions.
 """
 
 from __future__ import annotations
