@@ -332,6 +332,8 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                     check=True,
+                    # Cold like the build column (and never the user's ~/.cache/ai4ec).
+                    env={**os.environ, "AI4EC_NO_CACHE": "1"},
                 )
                 targets = json.loads(res.stdout.strip().splitlines()[-1])["targets"]
                 per = ", ".join(f"{k} {v:.2f}s" for k, v in targets.items())
