@@ -97,9 +97,10 @@ def render_all(
     """
     from . import worker
 
+    artifacts = None
     if worker.render_jobs(jobs) > 1 and worker.can_fork():
         artifacts = _render_split(platform, context, done or (lambda _target: None))
-    else:
+    if artifacts is None:
         targets = render_targets(platform, context, done)
         artifacts = [
             *targets.azure.artifacts,
@@ -127,11 +128,20 @@ def _render_azure_side(
     return apim.artifacts, azure.artifacts
 
 
-def _render_split(platform: Platform, context: RenderContext, tell: TargetDone) -> list[Artifact]:
-    """APIM and Azure in a forked worker, Kubernetes and Functions here, at once."""
+def _render_split(
+    platform: Platform, context: RenderContext, tell: TargetDone
+) -> list[Artifact] | None:
+    """APIM and Azure in a forked worker, Kubernetes and Functions here, at once.
+
+    Returns None, having rendered nothing, when no process can be forked (a process
+    limit, no memory): the caller renders serially instead.
+    """
     from .worker import Forked
 
-    side = Forked(lambda: _render_azure_side(platform, context))
+    try:
+        side = Forked(lambda: _render_azure_side(platform, context))
+    except OSError:
+        return None
     try:
         kubernetes = render_k8s(platform, context)
         tell("kubernetes")

@@ -71,7 +71,12 @@ class Forked(Generic[T]):
         read_end, write_end = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            raise
         if pid == 0:  # pragma: no cover - the child's lines run where coverage does not look
             os.close(read_end)
             _child(call, write_end)

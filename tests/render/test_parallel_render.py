@@ -223,3 +223,18 @@ def test_an_istio_error_comes_before_a_release_error(monkeypatch: pytest.MonkeyP
     result = check_platform(SAMPLES / "minimal" / "platform.yaml")
     with pytest.raises(RenderError, match="istio/security.yaml"):
         render_platforms(result, jobs=1)
+
+
+def test_no_process_to_fork_renders_serially(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fork`` failing (a process limit, no memory) costs the speed-up, not the build."""
+
+    def refuse() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    path = SAMPLES / "minimal" / "platform.yaml"
+    build_platform(path, tmp_path / "serial", jobs=1)
+    monkeypatch.setattr(os, "fork", refuse)
+    build_platform(path, tmp_path / "refused", jobs=2)
+    assert _tree(tmp_path / "refused") == _tree(tmp_path / "serial")
