@@ -174,7 +174,13 @@ def _child(mode: str, path: str, out: str) -> None:
 
         build_platform(path, out)
     elapsed = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The largest process: this one, or the render worker it forked (RUSAGE_CHILDREN is
+    # the largest child waited for).
+    peak_kb = max(
+        resource.getrusage(who).ru_maxrss
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    peak_mb = peak_kb / 1024
     print(json.dumps({"seconds": elapsed, "peak_mb": peak_mb}))
 
 
@@ -326,6 +332,8 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                     check=True,
+                    # Cold like the build column (and never the user's ~/.cache/ai4ec).
+                    env={**os.environ, "AI4EC_NO_CACHE": "1"},
                 )
                 targets = json.loads(res.stdout.strip().splitlines()[-1])["targets"]
                 per = ", ".join(f"{k} {v:.2f}s" for k, v in targets.items())

@@ -175,6 +175,18 @@ class DiskCache:
         _written += len(data)
 
 
+def usage() -> tuple[int, frozenset[str]]:
+    """Bytes this process wrote to the cache, and the namespaces it used."""
+    return _written, frozenset(_NAMESPACES)
+
+
+def add_usage(written: int, namespaces: frozenset[str]) -> None:
+    """Count a render worker's cache writes as this process's own (see :func:`prune`)."""
+    global _written
+    _written += written
+    _NAMESPACES.update(namespaces)
+
+
 def max_bytes() -> int:
     """The cache's size bound: ``$AI4EC_CACHE_MAX_MB`` megabytes (default 2,048)."""
     raw = os.environ.get("AI4EC_CACHE_MAX_MB", "")

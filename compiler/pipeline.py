@@ -241,12 +241,18 @@ class Progress(Protocol):
 
 
 def render_platforms(
-    result: CheckResult, progress: Progress | None = None, side: str = "", bicep: bool = True
+    result: CheckResult,
+    progress: Progress | None = None,
+    side: str = "",
+    jobs: int | None = None,
+    bicep: bool = True,
 ) -> list[RenderedEnvironment]:
     """Render every valid environment in memory, in the order of ``result``.
 
     ``progress`` is told the number of steps (environments x targets) first, then each
     target of each environment as it finishes; ``side`` prefixes the labels (diff).
+    ``jobs`` is how many processes render an environment's targets (see
+    :func:`~ai4ec.render.render_all`; default ``$AI4EC_JOBS``, else the usable cores).
     ``bicep=False`` leaves the Bicep files out (``ai4ec diff`` reads the ARM JSON only):
     a complete cached entry still serves it, and a render without them is cached under
     a key of its own (:func:`.render.stored.partial_key`), never as a complete one.
@@ -288,7 +294,7 @@ def render_platforms(
                 for target in TARGETS:
                     done(target)
         else:
-            r = render_all(platform, context, done)
+            r = render_all(platform, context, done, jobs)
             if key:
                 stored.store(key, r.artifacts)
                 r = RenderResult(r.environment, r.artifacts, cache_key=key)
@@ -313,10 +319,12 @@ def build_platform(
     display_name: str | None = None,
     verify: bool = False,
     progress: Progress | None = None,
+    jobs: int | None = None,
 ) -> BuildResult:
     """Validate, render and write ``out_dir/<env>/`` for each environment.
 
-    ``verify`` parses back the Bicep files too (slow; CI and the tests set it).
+    ``verify`` parses back the Bicep files too (slow; CI and the tests set it); ``jobs``
+    is passed to :func:`render_platforms` (1 renders in this process only).
 
     Raises:
         ValidationError: the platform file has errors (nothing is written).
@@ -325,6 +333,6 @@ def build_platform(
     from .write import write_build
 
     result = check_platform(path, environments, display_name)
-    rendered = render_platforms(result, progress)
+    rendered = render_platforms(result, progress, jobs=jobs)
     written = write_build(Path(out_dir), rendered, verify=verify)
     return BuildResult(check=result, written=tuple(written))

@@ -1,6 +1,8 @@
 """Stage 5: verify rendered artifacts and write them atomically with a manifest.
 
-Every artifact is parsed back by its kind before anything touches the disk. The output
+Every artifact is parsed back by its kind before anything touches the disk (a file
+assembled from parts its renderer parsed back one by one, a cluster's manifests.yaml,
+gets its joints checked instead, and a full parse under ``build --verify``). The output
 of each environment is written into a temporary directory next to the target and
 swapped in with renames, so an interrupted or failed build never leaves a half-written
 ``out/<env>/``. ``manifest.json`` lists every artifact with its SHA-256; it contains no
@@ -13,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import xml.parsers.expat
@@ -22,25 +25,26 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import __version__
 from .digest import ZIP_ENTRIES, is_zip, zip_content_sha256
 from .errors import BuildError, Diagnostic, RenderError
 from .render import RenderResult
-from .render.artifact import Artifact, SafeLoader, json_artifact
+from .render.artifact import Artifact, json_artifact, parse_yaml_through
 from .render.stored import VERIFIED_BASIC, VERIFIED_BICEP, mark_verified
 
 MANIFEST_SCHEMA_VERSION = 1
 
 
-def verify_artifact(artifact: Artifact, bicep: bool = False) -> None:
+def verify_artifact(artifact: Artifact, full: bool = False) -> None:
     """Parse ``artifact`` back according to its kind.
 
-    YAML, JSON and XML are always parsed back: their parsers are C and cheap. Bicep is
-    parsed back (with pycep's pure-Python grammar, seconds per large file) only when
-    ``bicep`` is set - ``ai4ec build --verify``, which CI and the tests use; the Bicep
-    printer is otherwise proven by round-tripping every golden file through pycep.
+    YAML, JSON and XML are always parsed back: their parsers are C and cheap. A YAML
+    file whose renderer already parsed back every document on its own
+    (:attr:`~ai4ec.render.artifact.Artifact.checked_documents`, a cluster's
+    ``manifests.yaml``) gets only its joints checked, unless ``full``. Bicep is parsed
+    back (with pycep's pure-Python grammar, seconds per large file) only when ``full`` is
+    set - ``ai4ec build --verify``, which CI and the tests use; the Bicep printer is
+    otherwise proven by round-tripping every golden file through pycep.
 
     Raises:
         RenderError: when the content does not parse (a renderer or template bug).
@@ -53,18 +57,18 @@ def verify_artifact(artifact: Artifact, bicep: bool = False) -> None:
                 if bad:
                     raise ValueError(f"corrupt member {bad}")
             return
+        if artifact.kind == "yaml" and artifact.checked_documents and not full:
+            _check_joints(artifact.content, artifact.checked_documents)
+            return
         text = artifact.content.decode("utf-8")
         if artifact.kind == "yaml":
-            # libyaml's event stream checks the whole document syntax without building
-            # or tag-resolving Python objects, most of the cost for a large manifests.yaml.
-            for _ in yaml.parse(text, Loader=SafeLoader):
-                pass
+            parse_yaml_through(text)
         elif artifact.kind == "json":
             json.loads(text)
         elif artifact.kind == "xml":
             # expat with no handlers checks well-formedness without building a DOM.
             xml.parsers.expat.ParserCreate().Parse(text, True)
-        elif artifact.kind == "bicep" and bicep:
+        elif artifact.kind == "bicep" and full:
             _parse_bicep(text)
     except Exception as exc:  # noqa: BLE001 - any parser failure means the same thing
         raise RenderError(
@@ -77,6 +81,29 @@ def verify_artifact(artifact: Artifact, bicep: bool = False) -> None:
                 ),
             ),
         ) from exc
+
+
+#: A line that opens or closes a YAML document: "---" or "..." alone or before content.
+_DOC_MARKER = re.compile(rb"^(?:---|\.\.\.)(?=[ \t\n]|\Z)", re.M)
+
+
+def _check_joints(content: bytes, documents: int) -> None:
+    """The joints of a YAML file made of ``documents`` separately parsed documents.
+
+    Each part parsed back alone and holds no marker (the renderer's check), so the file
+    parses as those documents exactly when everything before the first marker is
+    comments and there is one marker per document - a regex over the bytes, not a parse.
+
+    Raises:
+        ValueError: the joints do not hold (caught by :func:`verify_artifact`).
+    """
+    markers = [m.start() for m in _DOC_MARKER.finditer(content)]
+    head = content[: markers[0]] if markers else content
+    for line in head.decode("utf-8").splitlines():  # every break libyaml knows, and more
+        if line.strip() and not line.lstrip().startswith("#"):
+            raise ValueError(f"content before the first document: {line[:60]!r}")
+    if len(markers) != documents:
+        raise ValueError(f"{len(markers)} document markers for {documents} checked documents")
 
 
 @cache
@@ -130,7 +157,8 @@ def write_build(
 ) -> list[Path]:
     """Write each environment's artifacts plus manifest under ``out_dir/<env>/``.
 
-    ``verify`` also parses back every Bicep file (see :func:`verify_artifact`).
+    ``verify`` also parses back every Bicep file, and in full every file whose parts were
+    parsed back by their renderer (see :func:`verify_artifact`).
 
     All artifacts are verified first; then each environment is staged in a temporary
     sibling directory and renamed into place.
@@ -144,7 +172,7 @@ def write_build(
         if result.verified in (wanted, VERIFIED_BICEP):
             continue  # these very bytes parsed back before (render cache)
         for a in result.artifacts:
-            verify_artifact(a, bicep=verify)
+            verify_artifact(a, full=verify)
         if result.cache_key:
             mark_verified(result.cache_key, wanted)
     try:

@@ -66,6 +66,6 @@ def test_verify_parses_bicep_back_only_when_asked() -> None:
     broken = Artifact(PurePosixPath("azure/main.bicep"), b"resource x 'a@b' = {\n")
     verify_artifact(broken)
     with pytest.raises(RenderError, match="does not parse"):
-        verify_artifact(broken, bicep=True)
+        verify_artifact(broken, full=True)
     with pytest.raises(RenderError, match="does not parse"):
         verify_artifact(Artifact(PurePosixPath("apim/p.xml"), b"<policies><a></policies>"))

@@ -39,6 +39,17 @@ from .output import Command, report
     help="Also parse every generated Bicep file back (seconds per large file; CI uses it). "
     "YAML, JSON and XML are always parsed back.",
 )
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    envvar="AI4EC_JOBS",
+    default=None,
+    help="Processes that render an environment: 2 renders the Azure and APIM targets in a "
+    "forked worker beside the Kubernetes target; 1 renders everything in this process. "
+    "Default: $AI4EC_JOBS, else the cores this process may use (at most 2). "
+    "The output is the same bytes either way.",
+)
 def build(
     file: Path,
     envs: tuple[str, ...],
@@ -47,6 +58,7 @@ def build(
     quiet: bool,
     no_cache: bool,
     verify: bool,
+    jobs: int | None,
 ) -> None:
     """Compile FILE into Bicep/ARM, Kubernetes, APIM and runtime artifacts.
 
@@ -62,7 +74,9 @@ def build(
     progress = terminal_progress("building", quiet or fmt == "json")
     try:
         with disabled() if no_cache else nullcontext():
-            result = build_platform(file, out, envs or None, verify=verify, progress=progress)
+            result = build_platform(
+                file, out, envs or None, verify=verify, progress=progress, jobs=jobs
+            )
     finally:
         if progress is not None:
             progress.close()

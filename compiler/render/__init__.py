@@ -7,7 +7,8 @@ Management children below the service it declares. No target imports another's r
 the only shared vocabulary is the Azure expression tree (:mod:`.azure.spec`), the
 artifact types (:mod:`.artifact`) and the Jinja environment (:mod:`.env`). The pipeline
 parses every artifact back before anything is written
-(:func:`ai4ec.write.verify_artifact`).
+(:func:`ai4ec.write.verify_artifact`). Independent targets render at once: APIM and
+Azure in a forked worker (:mod:`.worker`) beside Kubernetes and Functions.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from ..errors import Ai4ecError
 from ..model.types import Platform
 from .apim import ApimResult, render_apim
 from .artifact import Artifact, RenderContext
@@ -75,16 +77,37 @@ def render_targets(
 
 
 def render_all(
-    platform: Platform, context: RenderContext, done: TargetDone | None = None
+    platform: Platform,
+    context: RenderContext,
+    done: TargetDone | None = None,
+    jobs: int | None = None,
 ) -> RenderResult:
-    """Every artifact of one environment, sorted by path."""
-    targets = render_targets(platform, context, done)
-    artifacts = [
-        *targets.azure.artifacts,
-        *targets.kubernetes,
-        *targets.apim.artifacts,
-        *targets.functions,
-    ]
+    """Every artifact of one environment, sorted by path.
+
+    With ``jobs`` above 1 (default: :func:`.worker.render_jobs`, the usable cores up to
+    two), the APIM and Azure targets render in a forked worker while this process
+    renders the Kubernetes and Functions targets: the first two are pure Python, the
+    Kubernetes target mostly waits on Helm's engine, and no target reads another's
+    output except Azure reading APIM's, which stay together. The artifacts are sorted
+    by path either way, so the bytes are the same as a serial render (a test proves it).
+
+    Raises:
+        RenderError: a target cannot render the model. With several failing targets the
+            first in :data:`TARGETS` order is raised, as a serial render would.
+    """
+    from . import worker
+
+    artifacts = None
+    if worker.render_jobs(jobs) > 1 and worker.can_fork():
+        artifacts = _render_split(platform, context, done or (lambda _target: None))
+    if artifacts is None:
+        targets = render_targets(platform, context, done)
+        artifacts = [
+            *targets.azure.artifacts,
+            *targets.kubernetes,
+            *targets.apim.artifacts,
+            *targets.functions,
+        ]
     seen: set[PurePosixPath] = set()
     for a in artifacts:
         if a.path in seen:  # pragma: no cover - a renderer bug, not user input
@@ -94,6 +117,46 @@ def render_all(
         environment=platform.environment,
         artifacts=tuple(sorted(artifacts, key=lambda a: str(a.path))),
     )
+
+
+def _render_azure_side(
+    platform: Platform, context: RenderContext
+) -> tuple[tuple[Artifact, ...], tuple[Artifact, ...]]:
+    """The APIM and Azure targets' artifacts (what the worker sends back, nothing more)."""
+    apim = render_apim(platform, context)
+    azure = render_azure(platform, context, apim.infrastructure)
+    return apim.artifacts, azure.artifacts
+
+
+def _render_split(
+    platform: Platform, context: RenderContext, tell: TargetDone
+) -> list[Artifact] | None:
+    """APIM and Azure in a forked worker, Kubernetes and Functions here, at once.
+
+    Returns None, having rendered nothing, when no process can be forked (a process
+    limit, no memory): the caller renders serially instead.
+    """
+    from .worker import Forked
+
+    try:
+        side = Forked(lambda: _render_azure_side(platform, context))
+    except OSError:
+        return None
+    try:
+        kubernetes = render_k8s(platform, context)
+        tell("kubernetes")
+        functions = render_runtime(platform, context)
+        tell("functions")
+    except Ai4ecError:
+        side.result()  # an error of APIM or Azure comes first, as in a serial render
+        raise
+    except BaseException:
+        side.cancel()
+        raise
+    apim, azure = side.result()
+    tell("apim")
+    tell("azure")
+    return [*azure, *kubernetes, *apim, *functions]
 
 
 __all__ = [

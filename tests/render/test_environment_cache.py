@@ -187,9 +187,9 @@ def test_a_hit_is_not_parsed_back_twice(
     checked: list[str] = []
     real = write_stage.verify_artifact
 
-    def counting(artifact: Artifact, bicep: bool = False) -> None:
+    def counting(artifact: Artifact, full: bool = False) -> None:
         checked.append(str(artifact.path))
-        real(artifact, bicep)
+        real(artifact, full)
 
     monkeypatch.setattr(write_stage, "verify_artifact", counting)
     build_platform(path, tmp_path / "a")

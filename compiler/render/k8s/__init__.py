@@ -21,8 +21,11 @@ sibling; this module wires them):
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 
+from ...errors import Ai4ecError
 from ...model.types import Platform
 from ..artifact import Artifact, RenderContext
 from .addons import render_addons
@@ -40,13 +43,25 @@ def render_k8s(platform: Platform, context: RenderContext) -> list[Artifact]:
         apis = [a for a in platform.apis if a.cluster == cluster.name]
         files = render_addons(platform, cluster, apis, source)
         objects = [obj for f in files for obj in parse_objects(f.path, f.text)]
-        objects += istio_objects(platform, cluster, apis, source)
-        releases = render_releases(platform, cluster, apis)
+        # The Istio objects (Python, GIL-bound) render on a thread of their own while the
+        # releases' threads mostly wait on Helm's engine (Go, GIL released); the thread
+        # runs in this context, so --no-cache holds there too.
+        with ThreadPoolExecutor(1, thread_name_prefix="ai4ec-istio") as pool:
+            run = contextvars.copy_context().run
+            istio = pool.submit(run, istio_objects, platform, cluster, apis, source)
+            try:
+                releases = render_releases(platform, cluster, apis)
+            except Ai4ecError:
+                istio.result()  # an Istio error comes first, as when they ran in turn
+                raise
+            objects += istio.result()
         base = f"k8s/{cluster.name}"
         objects += [obj for r in releases for obj in r.objects]
         header = manifests_header(source, cluster.name, platform.environment)
         manifests = assemble_manifests(objects, header)
-        artifacts.append(Artifact(PurePosixPath(f"{base}/manifests.yaml"), manifests.encode()))
+        # Every object parsed back on its own (parse_objects): the write stage checks joints.
+        path = PurePosixPath(f"{base}/manifests.yaml")
+        artifacts.append(Artifact(path, manifests.encode(), checked_documents=len(objects)))
     return artifacts
 
 

@@ -440,7 +440,8 @@ class Release:
 
 
 #: Bumped when what a release's cache entry holds changes shape.
-_ENTRY_FORMAT = "release-objects/2"
+#: 3: every object's text was parsed back in full and checked free of document markers.
+_ENTRY_FORMAT = "release-objects/3"
 
 
 def render_releases(platform: Platform, cluster: Cluster, apis: list[Api]) -> list[Release]:
@@ -453,21 +454,20 @@ def render_releases(platform: Platform, cluster: Cluster, apis: list[Api]) -> li
 
     chart = load_chart()
     check = values_validator()
-    prepared: list[tuple[Api, dict[str, Any]]] = []
-    for api in apis:
-        values = release_values(platform, cluster, api)
-        try:
-            check(values)
-        except Exception as exc:  # noqa: BLE001 - any validator's rejection
-            raise _reject(api.id, str(getattr(exc, "message", exc))) from exc
-        prepared.append((api, values))
+    prepared = [(api, release_values(platform, cluster, api)) for api in apis]
 
     store = DiskCache("helm")
     chart_key = chart_fingerprint()
 
     def render(item: tuple[Api, dict[str, Any]]) -> list[KubeObject] | Exception:
         # The release depends on nothing but the chart, its name, namespace and values.
+        # They are checked here, on the pool: this thread's Python runs while the other
+        # threads wait on Helm's engine, not before the first release starts.
         api, values = item
+        try:
+            check(values)
+        except Exception as exc:  # noqa: BLE001 - any validator's rejection
+            return _reject(api.id, str(getattr(exc, "message", exc)))
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         key = key_of(_ENTRY_FORMAT, chart_key, api.id, cluster.namespace, text)
         hit = store.get(key)

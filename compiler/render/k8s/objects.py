@@ -25,7 +25,7 @@ from ...model.naming import (
     workload_name,
 )
 from ...model.types import Api, Cluster, Platform, Taint
-from ..artifact import SafeLoader
+from ..artifact import SafeLoader, parse_yaml_through
 
 MANAGED_BY = "ai4ec"
 RUNTIME_SECRET = "ai4ec-runtime"
@@ -86,7 +86,9 @@ class KubeObject:
     """One Kubernetes object: its identity, typed, and its document text as rendered.
 
     The text is kept rather than re-dumped so manifests.yaml holds exactly what the
-    template or the chart laid out (and dumping 10,000 objects again is slow).
+    template or the chart laid out (and dumping 10,000 objects again is slow). Made by
+    :func:`parse_objects` (or restored from a cache entry it filled), the text is one
+    YAML document that parsed back in full, with no document marker and only LF breaks.
     """
 
     api_version: str
@@ -206,13 +208,32 @@ def parse_objects(source: str, text: str) -> list[KubeObject]:
     return out
 
 
+# A line that opens or closes a YAML document ("---" or "...", alone or before content).
+# A body without one is at most one document (parse_objects rebuilt it from
+# str.splitlines, so its only line break is LF), so manifests.yaml's joints need no parser.
+_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t]|$)", re.M)
+
+
 def _object(source: str, body: str) -> KubeObject:
+    """One object from a body, which is parsed back in full here, once.
+
+    The identity comes from the first events of Python's event stream; the whole body
+    goes through libyaml's C parser without building Python events (a fifth of the
+    cost). Together with the marker check this is the proof ``manifests.yaml`` carries
+    (:attr:`~ai4ec.render.artifact.Artifact.checked_documents`): the write stage does
+    not parse the 15 MB of a 1,000-API cluster again.
+    """
     try:
         identity = _identity(yaml.parse(body, Loader=SafeLoader))
+        parse_yaml_through(body)
     except yaml.YAMLError as exc:
         raise _bug(source, f"does not parse back: {exc}") from exc
     if identity is None:
         raise _bug(source, "holds a document that is not a Kubernetes object")
+    marker = _MARKER.search(body)
+    if marker is not None:
+        line = body.count("\n", 0, marker.start()) + 1
+        raise _bug(source, f"holds a document marker inside a document at line {line}")
     return KubeObject(
         api_version=identity.get("apiVersion", ""),
         kind=identity.get("kind", ""),
@@ -232,8 +253,8 @@ def _identity(events: Iterator[yaml.Event]) -> dict[str, str] | None:
 
     Reads the parser's events of the document's top-level mapping and stops as soon as
     the identity is known: constructing every object of a 1,000-API build in Python
-    took longer than rendering the chart, and the write stage parses every artifact back
-    in full anyway. Returns None when the document is not a mapping.
+    took longer than rendering the chart (the full parse-back is libyaml's alone, see
+    :func:`_object`). Returns None when the document is not a mapping.
     """
     for event in events:
         if isinstance(event, (yaml.StreamStartEvent, yaml.DocumentStartEvent)):
