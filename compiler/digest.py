@@ -45,12 +45,26 @@ def zip_content_sha256(data: bytes) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def artifact_sha256(path: str, data: bytes) -> str:
-    """The identity ``manifest.json`` records for artifact ``path`` with content ``data``.
+def artifact_identity(path: str, data: bytes) -> tuple[str, int, str | None]:
+    """What ``manifest.json`` records for artifact ``path`` with content ``data``.
+
+    Returns:
+        ``(sha256, bytes, digest)``: for a zip the entries' SHA-256 and uncompressed size
+        with ``digest`` :data:`ZIP_ENTRIES`; otherwise the bytes' own, and ``None``.
 
     Raises:
         zipfile.BadZipFile: ``path`` is a ``.zip`` but ``data`` is not a zip archive.
     """
     if is_zip(path):
-        return zip_content_sha256(data)[0]
-    return hashlib.sha256(data).hexdigest()
+        sha, size = zip_content_sha256(data)
+        return sha, size, ZIP_ENTRIES
+    return hashlib.sha256(data).hexdigest(), len(data), None
+
+
+def artifact_sha256(path: str, data: bytes) -> str:
+    """The SHA-256 ``manifest.json`` records for artifact ``path`` (:func:`artifact_identity`).
+
+    Raises:
+        zipfile.BadZipFile: ``path`` is a ``.zip`` but ``data`` is not a zip archive.
+    """
+    return artifact_identity(path, data)[0]

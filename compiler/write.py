@@ -11,7 +11,6 @@ timestamps, so the same input gives byte-identical output.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .digest import ZIP_ENTRIES, is_zip, zip_content_sha256
+from .digest import artifact_identity
 from .errors import BuildError, Diagnostic, RenderError
 from .render import RenderResult
 from .render.artifact import Artifact, json_artifact, parse_yaml_through
@@ -121,19 +120,15 @@ def _parse_bicep(text: str) -> None:
 def _manifest_entry(path: str, kind: str, content: bytes) -> dict[str, Any]:
     """One artifact of ``manifest.json``: its size and SHA-256.
 
-    A zip is described by its entries (``digest: zip-entries``: the uncompressed size and
-    :func:`~compiler.digest.zip_content_sha256`), so the manifest, and with it the golden
+    A zip is described by its entries (``digest: zip-entries``, see
+    :func:`~compiler.digest.artifact_identity`), so the manifest, and with it the golden
     tree and ``apply``'s checks, do not change with the zlib that deflated it.
     """
-    if is_zip(path):
-        sha, size = zip_content_sha256(content)
-        return {"path": path, "kind": kind, "bytes": size, "sha256": sha, "digest": ZIP_ENTRIES}
-    return {
-        "path": path,
-        "kind": kind,
-        "bytes": len(content),
-        "sha256": hashlib.sha256(content).hexdigest(),
-    }
+    sha, size, digest = artifact_identity(path, content)
+    entry: dict[str, Any] = {"path": path, "kind": kind, "bytes": size, "sha256": sha}
+    if digest is not None:
+        entry["digest"] = digest
+    return entry
 
 
 def manifest(
