@@ -90,7 +90,7 @@ redis==8.1.0
 azure-eventgrid==4.22.1
 # Everything they pull in on CPython 3.11 on Linux (the app's linuxFxVersion); a test
 # keeps this list closed. azure-identity is not bundled: it needs cryptography and cffi,
-# compiled code, and the app always gets EVENT_GRID_KEY, so it never imports it.
+# compiled code; the app gets its managed identity's tokens through ai4ec_runtime/identity.py.
 azure-core==1.41.0
 certifi==2026.10.19.post1
 charset-normalizer==3.5.3
