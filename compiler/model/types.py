@@ -532,12 +532,27 @@ class Platform:
     development: bool = False
     source_file: str = ""
     _index: dict[str, Api] = field(default_factory=dict, compare=False, repr=False)
+    _member_of: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def api(self, api_id: str) -> Api:
         """The API with id ``api_id`` (the builder guarantees it exists)."""
         if not self._index:
             self._index.update({a.id: a for a in self.apis})
         return self._index[api_id]
+
+    def pipelines_of(self, api_id: str) -> tuple[str, ...]:
+        """Ids of the pipelines with a step on ``api_id``, sorted.
+
+        Built once for all APIs: asking every pipeline per API made the Kubernetes
+        values quadratic in the platform's size.
+        """
+        if not self._member_of and self.pipelines:
+            member: dict[str, set[str]] = {}
+            for p in self.pipelines:
+                for s in p.steps:
+                    member.setdefault(s.api, set()).add(p.id)
+            self._member_of.update({a: tuple(sorted(ids)) for a, ids in member.items()})
+        return self._member_of.get(api_id, ())
 
     def cluster(self, name: str) -> Cluster:
         """The cluster called ``name``."""

@@ -78,7 +78,7 @@ def _image(image: str) -> dict[str, str]:
 def pipeline_stage(platform: Platform, api: Api) -> tuple[str, str, str]:
     """(component, partOf, NEXT_API_NAME_IN_PIPELINE) for an API."""
     next_ids = sorted({nxt for _, nxt in api.next_in_pipeline})
-    member_of = sorted(p.id for p in platform.pipelines if any(s.api == api.id for s in p.steps))
+    member_of = platform.pipelines_of(api.id)
     if not member_of:
         return "api", platform.name, ""
     # NEXT_API_NAME_IN_PIPELINE names one successor; with several (the API is shared by
