@@ -22,6 +22,10 @@ Keys are never rotated behind anyone's back: an existing document is kept; a new
 a new key and a removed API's key is dropped (so it stops working). The holder secrets
 always follow the document. No key is ever printed, logged or returned: the functions
 report secret *names* only.
+
+Every secret written here carries the template's ``ai4ec-platform`` and
+``ai4ec-environment`` tags, as the template's own secrets do: they are what ``apply
+--prune`` may delete when the build drops them (``keys_step.py``, docs/apply.md).
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ class KeyVaultSecrets:
     vault_url: str
     credential: Any
     client_options: dict[str, Any] = field(default_factory=dict)
+    #: Written on every secret this store sets: the template's ``ai4ec-platform`` and
+    #: ``ai4ec-environment`` tags, which mark what prune may delete (:meth:`owned`).
+    tags: dict[str, str] = field(default_factory=dict)
     _client: Any = None
 
     def _secrets(self) -> Any:
@@ -92,9 +99,46 @@ class KeyVaultSecrets:
         from azure.core.exceptions import AzureError
 
         try:
-            self._secrets().set_secret(name, value, content_type="text/plain")
+            self._secrets().set_secret(
+                name, value, content_type="text/plain", tags=dict(self.tags) or None
+            )
         except AzureError as exc:
             raise _refused("write", name, self.vault_url, exc) from None
+
+    def owned(self) -> list[str]:
+        """Names of the secrets that carry every one of :attr:`tags` (all pages), sorted.
+
+        Secrets Key Vault manages for a certificate are never listed: they go with their
+        certificate. With no :attr:`tags` nothing is owned (prune would not know).
+        """
+        from azure.core.exceptions import AzureError
+
+        if not self.tags:
+            return []
+        want = self.tags.items()
+        try:
+            return sorted(
+                str(p.name)
+                for p in self._secrets().list_properties_of_secrets()
+                if not p.managed and want <= (p.tags or {}).items()
+            )
+        except AzureError as exc:
+            raise _refused("list", "names", self.vault_url, exc) from None
+
+    def delete(self, name: str) -> None:
+        """Delete secret ``name``: soft delete, recoverable for the vault's retention.
+
+        Only the deletion is sent; the SDK's poller, which would wait until the vault
+        shows the secret as deleted, is not waited on.
+        """
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            self._secrets().begin_delete_secret(name)
+        except ResourceNotFoundError:
+            return  # gone already: what prune wanted
+        except AzureError as exc:
+            raise _refused("delete", name, self.vault_url, exc) from None
 
     def close(self) -> None:
         """Release the client's connections."""

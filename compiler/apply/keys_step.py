@@ -8,18 +8,21 @@ logged or planned: only secret names appear (keys.py holds the rules).
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from ..errors import ApplyError
 from ..model.naming import GATEWAY_CLIENT_CERT, GATEWAY_CLIENT_PEM_SECRET
 from . import arm
 from .builddir import Build
-from .context import Context
+from .context import ENVIRONMENT_TAG, PLATFORM_TAG, Context
 from .options import Confirm
 from .plan import ApplyAction, PlannedChange, StepPlan
-from .steps import Step, show_plan
+from .steps import Step, confirm_step, show_plan
 
+_T = TypeVar("_T")
 _VAULT_TYPE = "microsoft.keyvault/vaults"
+_SECRET_TYPE = "microsoft.keyvault/vaults/secrets"
 #: main.json output naming the gateway client certificate ("" without mutual TLS).
 GATEWAY_CERT_OUTPUT = "gatewayClientCertificate"
 
@@ -40,8 +43,10 @@ class KeysStep(Step):
     key, title = "keys", "Access keys in Key Vault"
 
     def run(self, ctx: Context, confirm: Confirm) -> StepPlan:
-        """Write what is missing; never print a key, only secret names."""
-        del confirm  # creates secrets, deletes nothing
+        """Write what is missing; with ``--prune``, delete what the build dropped.
+
+        Never prints a key, only secret names.
+        """
         from . import keys
 
         plan = StepPlan(self.key)
@@ -64,29 +69,128 @@ class KeysStep(Step):
             plan.notes.append(f"keys of APIM, Event Grid and {len(apis)} API(s) in {vault}")
             if gateway_cert:
                 plan.notes.append(f"gateway client certificate {gateway_cert} in {vault}")
+            if ctx.options.prune and ctx.resource_group() is not None:
+                # A preview reads once and never waits: before the first deployment the
+                # vault, or the deployer's role on it, may not exist yet.
+                try:
+                    plan.changes.extend(_deletions(_prunable(ctx, keys, vault)))
+                except ApplyError as exc:
+                    plan.notes.append(f"prune cannot list the vault's secrets yet: {exc}")
         else:
-            for name in _ensure(ctx, keys, vault, apis, gateway_cert):
+            for name in _retry_forbidden(
+                ctx, vault, lambda: _ensure_once(ctx, keys, vault, apis, gateway_cert)
+            ):
                 plan.changes.append(PlannedChange(ApplyAction.CREATE, "Key Vault secret", name))
+            if ctx.options.prune:
+                stale = _retry_forbidden(ctx, vault, lambda: _prunable(ctx, keys, vault))
+                plan.changes.extend(_deletions(stale))
             if not plan.changes:
                 plan.notes.append("access keys already in place")
         show_plan(ctx, plan)
+        deletions = plan.destructive
+        if deletions and vault is not None and not ctx.options.plan:
+            # Held to a saved plan and confirmed as deletions alone: the writes above are
+            # idempotent and not previewed (a plan lists no key's creation).
+            confirm_step(ctx, StepPlan(self.key, deletions), confirm)
+            _delete(ctx, keys, vault, [c.name for c in deletions])
         return plan
 
 
-def _ensure(ctx: Context, keys: Any, vault: str, apis: list[str], gateway_cert: str) -> list[str]:
-    """:func:`_ensure_once`, again while Key Vault refuses (403) until ``--ready-timeout``.
+def _deletions(names: list[str]) -> list[PlannedChange]:
+    return [PlannedChange(ApplyAction.DELETE, "Key Vault secret", n) for n in names]
+
+
+def kept_secrets(build: Build, vault: str, apis: list[str], gateway_cert: str) -> set[str]:
+    """Every secret of ``vault`` that this build declares (templates) or writes (keys.py).
+
+    Raises:
+        ApplyError: a template names a secret of the vault with an expression, so what
+            the build keeps cannot be known (prune would guess).
+    """
+    from . import keys
+
+    kept = {keys.ACCESS_KEYS_SECRET, keys.APIM_KEY_SECRET, keys.EVENT_GRID_KEY_SECRET}
+    kept.update(keys.api_key_secret(a) for a in apis)
+    if gateway_cert:
+        kept.add(GATEWAY_CLIENT_PEM_SECRET)
+    for t in build.templates():
+        for r in t.template.get("resources") or []:
+            if str(r.get("type", "")).lower() != _SECRET_TYPE:
+                continue
+            name = str(r.get("name", ""))
+            parent, _, secret = name.partition("/")
+            if name.startswith("[") or not secret:
+                raise ApplyError(
+                    f"{t.name}: Key Vault secret {name!r} is not a plain name; prune "
+                    "cannot tell which secrets the build keeps"
+                )
+            if parent.lower() == vault.lower():
+                kept.add(secret)
+    return kept
+
+
+def _secret_store(ctx: Context, keys: Any, vault: str) -> Any:
+    """The vault's secrets, written with the template's ownership tags (keys.py)."""
+    o = ctx.options
+    endpoint = o.key_vault_endpoint or f"https://{vault}.vault.azure.net"
+    options: dict[str, Any] = {"connection_verify": o.connection_verify}
+    if o.key_vault_endpoint:
+        # The challenge names the cloud's vault audience, not the stand-in's host.
+        options["verify_challenge_resource"] = False
+    main = ctx.build.templates()[0].template
+    tags = (main.get("variables") or {}).get("tags")
+    owner = {
+        k: str(tags[k])
+        for k in (PLATFORM_TAG, ENVIRONMENT_TAG)
+        if isinstance(tags, dict) and isinstance(tags.get(k), str)
+    }
+    if len(owner) != 2:
+        owner = {}  # without both, nothing is marked and nothing is ever pruned
+    return keys.KeyVaultSecrets(endpoint, ctx.azure().credential, options, tags=owner)
+
+
+def _prunable(ctx: Context, keys: Any, vault: str) -> list[str]:
+    """Secrets tagged as this platform environment's that the build no longer has."""
+    main = ctx.build.templates()[0].template
+    outputs = main.get("outputs") or {}
+    apis = sorted((outputs.get("apis") or {}).get("value") or {})
+    gateway_cert = str((outputs.get(GATEWAY_CERT_OUTPUT) or {}).get("value") or "")
+    kept = kept_secrets(ctx.build, vault, apis, gateway_cert)
+    store = _secret_store(ctx, keys, vault)
+    try:
+        return [n for n in store.owned() if n not in kept]
+    finally:
+        store.close()
+
+
+def _delete(ctx: Context, keys: Any, vault: str, names: list[str]) -> None:
+    ctx.lock()
+    store = _secret_store(ctx, keys, vault)
+    try:
+        for name in names:
+            store.delete(name)
+            ctx.console.say(f"  deleted Key Vault secret {name} (recoverable while soft-deleted)")
+    finally:
+        store.close()
+
+
+def _retry_forbidden(ctx: Context, vault: str, work: Callable[[], _T]) -> _T:
+    """``work()``, again while Key Vault refuses (403) until ``--ready-timeout``.
 
     The template grants the deployer its Key Vault roles in the deployment that has just
     finished; Azure takes minutes to honour a new role assignment, so a first run's 403
-    is expected and passes. Every attempt is idempotent (keys.py writes what is missing).
+    is expected and passes. Every attempt is idempotent (keys.py writes what is missing;
+    a listing only reads).
     """
+    from . import keys
+
     o = ctx.options
     deadline = time.monotonic() + o.ready_timeout
     attempt = 0
     while True:
         attempt += 1
         try:
-            return _ensure_once(ctx, keys, vault, apis, gateway_cert)
+            return work()
         except keys.KeyVaultForbidden as exc:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -112,7 +216,7 @@ def _ensure_once(
     if o.key_vault_endpoint:
         # The challenge names the cloud's vault audience, not the stand-in's host.
         options["verify_challenge_resource"] = False
-    vault_secrets = keys.KeyVaultSecrets(endpoint, ctx.azure().credential, options)
+    vault_secrets = _secret_store(ctx, keys, vault)
     vault_certs = keys.KeyVaultCertificates(endpoint, ctx.azure().credential, options)
     store, certs = _Locking(vault_secrets, ctx), _Locking(vault_certs, ctx)
     try:

@@ -83,9 +83,10 @@ _HELP = """Make the live platform match BUILD (default: out, or its only environ
 
 \b
 Steps, in order, each previewed and then applied only where something differs:
-  azure      resource group + ARM deployment of azure/main.json (what-if first)
+  azure      resource group + ARM deployment of azure/main.json (what-if first),
+             then the access keys in Key Vault (--prune: stale secrets) and grants on them
   functions  functions/bundle.zip to the Function App, then the Event Grid subscription
-  apim       API Management objects and policies (ARM)
+  apim       API Management objects and policies (ARM), then --prune deletions
   k8s        per cluster: server-side apply (field manager ai4ec) of manifests.yaml,
              wait for rollouts, then --prune deletions
 
@@ -154,8 +155,9 @@ def _interactive_confirm(question: str) -> bool:
 @click.option(
     "--prune",
     is_flag=True,
-    help="Delete Kubernetes objects labelled for this platform and environment that the "
-    "build no longer has (listed first; never controller-owned objects or CSI-synced Secrets).",
+    help="Delete what ai4ec made for this platform and environment that the build no longer "
+    "has: Kubernetes objects, API Management children tagged ai4ec, Key Vault secrets tagged "
+    "for the environment (listed first; never controller-owned objects or CSI-synced Secrets).",
 )
 @click.option(
     "--force-conflicts",

@@ -5,11 +5,13 @@ local HTTPS server that behaves as the data plane does where it matters: it refu
 request without a bearer token with the ``WWW-Authenticate`` challenge the SDK's
 challenge policy expects, refuses a token for another audience (401), a missing
 ``api-version``, an invalid secret name (400 BadParameter) and a body without a string
-``value``; an unknown secret is ``404 SecretNotFound``. Certificates: ``create`` (202, then
-a completed operation) is refused unless the policy is what ai4ec needs (self-signed,
-exportable, PKCS#12, client-authentication usage); the fake issues a real self-signed
-certificate and, as Key Vault does, exposes it as a secret of the same name holding the
-base64 PKCS#12 with its key. It records violations instead of
+``value`` or with tags that are not strings; an unknown secret is ``404 SecretNotFound``.
+A listing comes in pages joined by ``nextLink``; a deleted secret is gone from reads
+(soft delete), and deleting the secret behind a certificate is refused. Certificates:
+``create`` (202, then a completed operation) is refused unless the policy is what ai4ec
+needs (self-signed, exportable, PKCS#12, client-authentication usage); the fake issues a
+real self-signed certificate and, as Key Vault does, exposes it as a secret of the same
+name holding the base64 PKCS#12 with its key. It records violations instead of
 raising in its thread; tests assert there are none.
 """
 
@@ -34,6 +36,12 @@ class FakeKeyVault:
 
     def __init__(self, tls: Tls) -> None:
         self.secrets: dict[str, str] = {}
+        #: Tags of each secret's latest version (written with its PUT).
+        self.tags: dict[str, dict[str, str]] = {}
+        #: Secrets deleted (soft delete), in order.
+        self.deleted: list[str] = []
+        #: Secrets per page of a listing (Key Vault's default is 25).
+        self.page_size = 25
         #: Certificate name -> DER of its current version.
         self.certificates: dict[str, bytes] = {}
         self.writes: list[str] = []
@@ -95,6 +103,9 @@ class FakeKeyVault:
                 if c is not None:
                     vault.certificate(self, c.group(1), c.group(2) or "", body)
                     return
+                if url.path.rstrip("/") == "/secrets" and self.command == "GET":
+                    vault.list_page(self, query)
+                    return
                 m = re.fullmatch(r"/secrets/([^/]+)/?", url.path)
                 if m is None or not _NAME.match(m.group(1)):
                     vault.violations.append(f"bad path {url.path}")
@@ -118,9 +129,39 @@ class FakeKeyVault:
                     if vault.forbid_writes:
                         self._send(403, {"error": {"code": "Forbidden", "message": "no"}})
                         return
+                    tags = doc.get("tags") or {}
+                    if not isinstance(tags, dict) or not all(
+                        isinstance(v, str) for v in tags.values()
+                    ):
+                        vault.violations.append(f"PUT {name} with tags that are not strings")
+                        self._send(400, {"error": {"code": "BadParameter", "message": "tags"}})
+                        return
                     vault.secrets[name] = doc["value"]
+                    vault.tags[name] = tags
                     vault.writes.append(name)
-                    self._send(200, {"value": doc["value"], "id": sid, "attributes": {}})
+                    self._send(200, {"value": doc["value"], "id": sid, "tags": tags})
+                    return
+                if self.command == "DELETE":
+                    if name not in vault.secrets:
+                        msg = f"A secret with (name/id) {name} was not found in this key vault."
+                        self._send(404, {"error": {"code": "SecretNotFound", "message": msg}})
+                        return
+                    if name in vault.certificates:
+                        # A certificate's secret goes only with its certificate.
+                        vault.violations.append(f"DELETE of certificate secret {name}")
+                        self._send(403, {"error": {"code": "Forbidden", "message": "managed"}})
+                        return
+                    del vault.secrets[name]
+                    vault.deleted.append(name)
+                    doc = {
+                        "recoveryId": f"https://127.0.0.1:{vault.port}/deletedsecrets/{name}",
+                        "deletedDate": 1796000000,
+                        "scheduledPurgeDate": 1803776000,
+                        "id": sid,
+                        "attributes": {"enabled": True, "recoveryLevel": "Recoverable"},
+                        "tags": vault.tags.pop(name, {}),
+                    }
+                    self._send(200, doc)
                     return
                 vault.violations.append(f"unexpected {self.command} {url.path}")
                 self._send(405, {"error": {"code": "MethodNotAllowed", "message": "no"}})
@@ -158,6 +199,28 @@ class FakeKeyVault:
             self.propagation -= 1
         self.refused += 1
         return False
+
+    def list_page(self, h: Any, query: dict[str, list[str]]) -> None:
+        """One page of ``GET /secrets``, names in order, ``nextLink`` to the rest.
+
+        A certificate's secret is listed as ``managed``, as Key Vault lists it.
+        """
+        names = sorted(self.secrets)
+        start = int((query.get("$skiptoken") or ["0"])[0])
+        page = names[start : start + self.page_size]
+        base = f"https://127.0.0.1:{self.port}/secrets"
+        items = []
+        for name in page:
+            item: dict[str, Any] = {"id": f"{base}/{name}", "attributes": {"enabled": True}}
+            if self.tags.get(name):
+                item["tags"] = self.tags[name]
+            if name in self.certificates:
+                item["managed"] = True
+            items.append(item)
+        more = start + self.page_size < len(names)
+        api = (query.get("api-version") or [""])[0]
+        link = f"{base}?api-version={api}&$skiptoken={start + self.page_size}" if more else None
+        h._send(200, {"value": items, "nextLink": link})
 
     def certificate(self, h: Any, name: str, action: str, body: bytes) -> None:
         """The certificate calls of the data plane ai4ec makes (see the module docstring)."""

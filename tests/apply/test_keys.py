@@ -181,3 +181,51 @@ def test_gateway_certificate_that_is_not_pkcs12_is_refused(
             certs, store, "ai4ec-gateway-client", "ai4ec-gateway-client-pem"
         )
     assert "ai4ec-gateway-client-pem" not in vault.secrets
+
+
+OWNER = {"ai4ec-platform": "camera-trap", "ai4ec-environment": "prod"}
+
+
+def test_written_secrets_carry_the_owner_tags_and_only_they_are_owned(
+    vault: FakeKeyVault, tls: Tls
+) -> None:
+    """Local Key Vault stand-in: the real client lists every page (nextLink) and keeps
+    only secrets tagged with both owner tags; a certificate's secret is never listed."""
+    vault.page_size = 2
+    s = apply_keys.KeyVaultSecrets(vault.url, FakeCredential(), _options(tls), tags=OWNER)
+    try:
+        s.set("ai4ec-api-key-old-v1", "k1")
+        s.set("ai4ec-apim-key", "k2")
+        assert vault.tags["ai4ec-apim-key"] == OWNER
+        vault.secrets.update({"user-secret": "u", "ai4ec-other-env": "o", "ai4ec-mine": "m"})
+        vault.tags["ai4ec-other-env"] = {**OWNER, "ai4ec-environment": "dev"}
+        vault.tags["ai4ec-mine"] = {**OWNER, "owner": "someone"}  # more tags: still ours
+        vault.tags["user-secret"] = {"ai4ec-platform": "camera-trap"}  # one of two: not
+        vault.secrets["ai4ec-gateway-client"] = "pfx"
+        vault.certificates["ai4ec-gateway-client"] = b"der"
+        vault.tags["ai4ec-gateway-client"] = dict(OWNER)
+        assert s.owned() == ["ai4ec-api-key-old-v1", "ai4ec-apim-key", "ai4ec-mine"]
+        s.delete("ai4ec-api-key-old-v1")
+        s.delete("ai4ec-api-key-old-v1")  # gone already: not an error
+        assert vault.deleted == ["ai4ec-api-key-old-v1"]
+        assert s.get("ai4ec-api-key-old-v1") is None
+    finally:
+        s.close()
+
+
+def test_a_store_without_owner_tags_owns_nothing(
+    vault: FakeKeyVault, store: apply_keys.KeyVaultSecrets
+) -> None:
+    store.set("ai4ec-apim-key", "k")
+    assert vault.tags["ai4ec-apim-key"] == {}
+    assert store.owned() == []
+
+
+def test_listing_refused_names_the_role(vault: FakeKeyVault, tls: Tls) -> None:
+    vault.require_roles = True
+    s = apply_keys.KeyVaultSecrets(vault.url, FakeCredential(), _options(tls), tags=OWNER)
+    try:
+        with pytest.raises(apply_keys.KeyVaultForbidden, match="cannot list secret names"):
+            s.owned()
+    finally:
+        s.close()

@@ -344,3 +344,65 @@ def test_package_blob_matches_the_azure_target() -> None:
     from ai4ec.render.azure import common as azure_resources
 
     assert PACKAGE_PATH == f"{azure_resources.PACKAGE_CONTAINER}/{azure_resources.PACKAGE_BLOB}"
+
+
+def test_prune_deletes_only_this_environments_stale_secrets(
+    fakes: tuple[FakeAzure, FakeKube],
+    tls: Tls,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Key Vault prune against local HTTPS stand-ins (ARM, Kubernetes, Key Vault data
+    plane with paged listings and soft delete): what an earlier ai4ec left tagged as this
+    environment's goes with --prune, after its plan and confirmation; a user's secret,
+    another environment's and a certificate's stay."""
+    azure, kube = fakes
+    kube.caller = DEPLOYER
+    env_dir, _platform = _built(azure, tmp_path, monkeypatch, "camera-trap", "default")
+    main = json.loads((env_dir / "azure" / "main.json").read_text())
+    tags = main["variables"]["tags"]
+    owner = {k: tags[k] for k in ("ai4ec-platform", "ai4ec-environment")}
+    vault = FakeKeyVault(tls)
+    vault.page_size = 3
+    first = _apply(azure, tls, env_dir, vault)
+    assert first.error is None, first.text
+    # Every secret apply wrote carries the owner tags (the certificate's is Key Vault's).
+    assert all(vault.tags[n] == owner for n in vault.secrets if n not in vault.certificates)
+    # An earlier ai4ec's template made ai4ec-eventgrid-key, tagged as every template
+    # secret is; an API since removed had its key. Neither is in this build.
+    stale = {"ai4ec-eventgrid-key": dict(tags), "ai4ec-api-key-gone-v1": dict(owner)}
+    # Not this environment's: a user's secret and another environment's same-named key.
+    others = {"results-storage-key": {}, "ai4ec-apim-key-x": {**owner, "ai4ec-environment": "x"}}
+    for name, t in {**stale, **others}.items():
+        vault.secrets[name], vault.tags[name] = "old-value-7c1e", t
+
+    plain = _apply(azure, tls, env_dir, vault)
+    assert plain.error is None and vault.deleted == [], plain.text
+
+    preview = _apply(azure, tls, env_dir, vault, prune=True, plan=True)
+    assert preview.error is None, preview.text
+    listed = [ln.strip() for ln in preview.lines if ln.strip().startswith("- Key Vault secret")]
+    assert listed == [f"- Key Vault secret {n}" for n in sorted(stale)], preview.text
+    assert vault.deleted == []
+
+    declined = run(
+        azure,
+        tls,
+        env_dir,
+        answers=[False],
+        prune=True,
+        deployer_principal_id=DEPLOYER,
+        key_vault_endpoint=vault.url,
+    )
+    assert declined.error is not None and "keys: deletion not confirmed" in str(declined.error)
+    assert vault.deleted == []
+
+    pruned = _apply(azure, tls, env_dir, vault, prune=True)
+    assert pruned.error is None, pruned.text
+    assert sorted(vault.deleted) == sorted(stale)
+    assert set(others) <= set(vault.secrets) and "ai4ec-gateway-client" in vault.secrets
+    assert all("old-value-7c1e" not in ln for ln in pruned.lines)
+    again = _apply(azure, tls, env_dir, vault, prune=True)
+    assert again.error is None and sorted(vault.deleted) == sorted(stale), again.text
+    vault.close()
+    assert vault.violations == []
