@@ -73,6 +73,8 @@ class KeyVaultSecrets:
     #: Written on every secret this store sets: the template's ``ai4ec-platform`` and
     #: ``ai4ec-environment`` tags, which mark what prune may delete (:meth:`owned`).
     tags: dict[str, str] = field(default_factory=dict)
+    #: Secrets :meth:`get` found without :attr:`tags` (written before ai4ec tagged them).
+    untagged: list[str] = field(default_factory=list)
     _client: Any = None
 
     def _secrets(self) -> Any:
@@ -87,12 +89,26 @@ class KeyVaultSecrets:
         from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         try:
-            value = self._secrets().get_secret(name).value
+            secret = self._secrets().get_secret(name)
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
             raise _refused("read", name, self.vault_url, exc) from None
-        return str(value) if value is not None else None
+        props = secret.properties
+        if self.tags and not props.managed and not self.tags.items() <= (props.tags or {}).items():
+            self.untagged.append(name)
+        return str(secret.value) if secret.value is not None else None
+
+    def tag(self, name: str) -> None:
+        """Add :attr:`tags` to secret ``name``'s current version (no new version)."""
+        from azure.core.exceptions import AzureError
+
+        client = self._secrets()
+        try:
+            current = client.get_secret(name).properties.tags or {}
+            client.update_secret_properties(name, tags={**current, **self.tags})
+        except AzureError as exc:
+            raise _refused("tag", name, self.vault_url, exc) from None
 
     def set(self, name: str, value: str) -> None:
         """Write a new version of secret ``name`` (never logged)."""

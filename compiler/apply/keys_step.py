@@ -221,6 +221,11 @@ def _ensure_once(
     store, certs = _Locking(vault_secrets, ctx), _Locking(vault_certs, ctx)
     try:
         written = list(keys.ensure_access_keys(store, apis))
+        # Holder secrets an earlier ai4ec wrote without the owner tags get them, so that
+        # prune can find them once the build drops them (their value is not rewritten).
+        for name in sorted(set(vault_secrets.untagged) - set(written)):
+            ctx.lock()
+            vault_secrets.tag(name)
         if gateway_cert:
             if gateway_cert != GATEWAY_CLIENT_CERT:
                 raise ApplyError(

@@ -112,61 +112,9 @@ class FakeKeyVault:
                     self._send(400, {"error": {"code": "BadParameter", "message": "name"}})
                     return
                 name = m.group(1)
-                sid = f"https://127.0.0.1:{vault.port}/secrets/{name}/0123456789abcdef"
-                if self.command == "GET":
-                    if name not in vault.secrets:
-                        msg = f"A secret with (name/id) {name} was not found in this key vault."
-                        self._send(404, {"error": {"code": "SecretNotFound", "message": msg}})
-                        return
-                    self._send(200, {"value": vault.secrets[name], "id": sid, "attributes": {}})
-                    return
-                if self.command == "PUT":
-                    doc = json.loads(body or b"null")
-                    if not isinstance(doc, dict) or not isinstance(doc.get("value"), str):
-                        vault.violations.append(f"PUT {name} without a string value")
-                        self._send(400, {"error": {"code": "BadParameter", "message": "value"}})
-                        return
-                    if vault.forbid_writes:
-                        self._send(403, {"error": {"code": "Forbidden", "message": "no"}})
-                        return
-                    tags = doc.get("tags") or {}
-                    if not isinstance(tags, dict) or not all(
-                        isinstance(v, str) for v in tags.values()
-                    ):
-                        vault.violations.append(f"PUT {name} with tags that are not strings")
-                        self._send(400, {"error": {"code": "BadParameter", "message": "tags"}})
-                        return
-                    vault.secrets[name] = doc["value"]
-                    vault.tags[name] = tags
-                    vault.writes.append(name)
-                    self._send(200, {"value": doc["value"], "id": sid, "tags": tags})
-                    return
-                if self.command == "DELETE":
-                    if name not in vault.secrets:
-                        msg = f"A secret with (name/id) {name} was not found in this key vault."
-                        self._send(404, {"error": {"code": "SecretNotFound", "message": msg}})
-                        return
-                    if name in vault.certificates:
-                        # A certificate's secret goes only with its certificate.
-                        vault.violations.append(f"DELETE of certificate secret {name}")
-                        self._send(403, {"error": {"code": "Forbidden", "message": "managed"}})
-                        return
-                    del vault.secrets[name]
-                    vault.deleted.append(name)
-                    doc = {
-                        "recoveryId": f"https://127.0.0.1:{vault.port}/deletedsecrets/{name}",
-                        "deletedDate": 1796000000,
-                        "scheduledPurgeDate": 1803776000,
-                        "id": sid,
-                        "attributes": {"enabled": True, "recoveryLevel": "Recoverable"},
-                        "tags": vault.tags.pop(name, {}),
-                    }
-                    self._send(200, doc)
-                    return
-                vault.violations.append(f"unexpected {self.command} {url.path}")
-                self._send(405, {"error": {"code": "MethodNotAllowed", "message": "no"}})
+                vault.secret(self, name, url.path, body)
 
-            do_GET = do_PUT = do_POST = do_DELETE = _handle
+            do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.socket = tls.server_context().wrap_socket(self.server.socket, server_side=True)
@@ -199,6 +147,83 @@ class FakeKeyVault:
             self.propagation -= 1
         self.refused += 1
         return False
+
+    def secret(self, h: Any, name: str, path: str, body: bytes) -> None:
+        """The secret calls of the data plane ai4ec makes (see the module docstring)."""
+        sid = f"https://127.0.0.1:{self.port}/secrets/{name}/0123456789abcdef"
+        if h.command == "GET":
+            if name not in self.secrets:
+                msg = f"A secret with (name/id) {name} was not found in this key self."
+                h._send(404, {"error": {"code": "SecretNotFound", "message": msg}})
+                return
+            doc = {"value": self.secrets[name], "id": sid, "attributes": {}}
+            if self.tags.get(name):
+                doc["tags"] = self.tags[name]
+            if name in self.certificates:
+                doc["managed"] = True
+            h._send(200, doc)
+            return
+        if h.command == "PATCH":
+            doc = json.loads(body or b"null")
+            if name not in self.secrets:
+                h._send(404, {"error": {"code": "SecretNotFound", "message": name}})
+                return
+            if name in self.certificates:
+                self.violations.append(f"PATCH of certificate secret {name}")
+                h._send(403, {"error": {"code": "Forbidden", "message": "managed"}})
+                return
+            if not isinstance(doc, dict) or "value" in doc:
+                self.violations.append(f"PATCH {name} with a value (a PUT's job)")
+                h._send(400, {"error": {"code": "BadParameter", "message": "body"}})
+                return
+            if isinstance(doc.get("tags"), dict):
+                self.tags[name] = doc["tags"]
+            self.writes.append(f"tags {name}")
+            h._send(200, {"id": sid, "attributes": {}, "tags": self.tags.get(name)})
+            return
+        if h.command == "PUT":
+            doc = json.loads(body or b"null")
+            if not isinstance(doc, dict) or not isinstance(doc.get("value"), str):
+                self.violations.append(f"PUT {name} without a string value")
+                h._send(400, {"error": {"code": "BadParameter", "message": "value"}})
+                return
+            if self.forbid_writes:
+                h._send(403, {"error": {"code": "Forbidden", "message": "no"}})
+                return
+            tags = doc.get("tags") or {}
+            if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+                self.violations.append(f"PUT {name} with tags that are not strings")
+                h._send(400, {"error": {"code": "BadParameter", "message": "tags"}})
+                return
+            self.secrets[name] = doc["value"]
+            self.tags[name] = tags
+            self.writes.append(name)
+            h._send(200, {"value": doc["value"], "id": sid, "tags": tags})
+            return
+        if h.command == "DELETE":
+            if name not in self.secrets:
+                msg = f"A secret with (name/id) {name} was not found in this key self."
+                h._send(404, {"error": {"code": "SecretNotFound", "message": msg}})
+                return
+            if name in self.certificates:
+                # A certificate's secret goes only with its certificate.
+                self.violations.append(f"DELETE of certificate secret {name}")
+                h._send(403, {"error": {"code": "Forbidden", "message": "managed"}})
+                return
+            del self.secrets[name]
+            self.deleted.append(name)
+            doc = {
+                "recoveryId": f"https://127.0.0.1:{self.port}/deletedsecrets/{name}",
+                "deletedDate": 1796000000,
+                "scheduledPurgeDate": 1803776000,
+                "id": sid,
+                "attributes": {"enabled": True, "recoveryLevel": "Recoverable"},
+                "tags": self.tags.pop(name, {}),
+            }
+            h._send(200, doc)
+            return
+        self.violations.append(f"unexpected {h.command} {path}")
+        h._send(405, {"error": {"code": "MethodNotAllowed", "message": "no"}})
 
     def list_page(self, h: Any, query: dict[str, list[str]]) -> None:
         """One page of ``GET /secrets``, names in order, ``nextLink`` to the rest.

@@ -229,3 +229,23 @@ def test_listing_refused_names_the_role(vault: FakeKeyVault, tls: Tls) -> None:
             s.owned()
     finally:
         s.close()
+
+
+def test_secrets_read_without_the_owner_tags_are_noted_and_tagged(
+    vault: FakeKeyVault, tls: Tls
+) -> None:
+    vault.secrets.update({"ai4ec-apim-key": "k", "ai4ec-gateway-client": "pfx"})
+    vault.tags["ai4ec-apim-key"] = {"keep": "me"}
+    vault.certificates["ai4ec-gateway-client"] = b"der"
+    s = apply_keys.KeyVaultSecrets(vault.url, FakeCredential(), _options(tls), tags=OWNER)
+    try:
+        assert s.get("ai4ec-apim-key") == "k" and s.get("ai4ec-gateway-client") == "pfx"
+        assert s.untagged == ["ai4ec-apim-key"]  # a certificate's secret is Key Vault's
+        s.tag("ai4ec-apim-key")
+        assert vault.tags["ai4ec-apim-key"] == {"keep": "me", **OWNER}
+        assert vault.secrets["ai4ec-apim-key"] == "k"
+        s.untagged.clear()
+        s.get("ai4ec-apim-key")
+        assert s.untagged == []
+    finally:
+        s.close()

@@ -376,8 +376,17 @@ def test_prune_deletes_only_this_environments_stale_secrets(
     for name, t in {**stale, **others}.items():
         vault.secrets[name], vault.tags[name] = "old-value-7c1e", t
 
+    # A key an earlier ai4ec wrote without tags gets them (its value untouched), so prune
+    # can find it later; the certificate's own secret is Key Vault's and is left alone.
+    apim_key = vault.secrets["ai4ec-apim-key"]
+    vault.tags["ai4ec-apim-key"] = {"note": "by hand"}
+    vault.writes.clear()
+
     plain = _apply(azure, tls, env_dir, vault)
     assert plain.error is None and vault.deleted == [], plain.text
+    assert vault.writes == ["tags ai4ec-apim-key"]
+    assert vault.tags["ai4ec-apim-key"] == {"note": "by hand", **owner}
+    assert vault.secrets["ai4ec-apim-key"] == apim_key
 
     preview = _apply(azure, tls, env_dir, vault, prune=True, plan=True)
     assert preview.error is None, preview.text
