@@ -36,8 +36,13 @@ JOBS_ENV = "AI4EC_JOBS"
 
 
 def can_fork() -> bool:
-    """Whether this platform has ``fork`` (not Windows)."""
-    return hasattr(os, "fork")
+    """Whether a fork without exec is safe here: not on Windows (no ``fork``), not on macOS.
+
+    macOS's system libraries are not fork-safe once a process has threads (Python's own
+    multiprocessing spawns there since 3.8), and a build has Helm's Go threads by the
+    second environment; there, the targets render in one process.
+    """
+    return hasattr(os, "fork") and sys.platform != "darwin"
 
 
 def usable_cores() -> int:

@@ -238,3 +238,20 @@ def test_no_process_to_fork_renders_serially(
     monkeypatch.setattr(os, "fork", refuse)
     build_platform(path, tmp_path / "refused", jobs=2)
     assert _tree(tmp_path / "refused") == _tree(tmp_path / "serial")
+
+
+def test_macos_renders_in_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fork without exec on macOS (its libraries are not fork-safe with threads)."""
+
+    def forbidden() -> int:
+        raise AssertionError("forked on macOS")
+
+    with monkeypatch.context() as m:
+        m.setattr(worker.sys, "platform", "darwin")
+        assert not worker.can_fork()
+    assert worker.can_fork()  # Linux
+    monkeypatch.setattr(worker, "can_fork", lambda: False)
+    monkeypatch.setattr(os, "fork", forbidden)
+    path = SAMPLES / "minimal" / "platform.yaml"
+    build_platform(path, tmp_path / "mac", jobs=2)
+    assert (tmp_path / "mac" / "default" / "manifest.json").is_file()
