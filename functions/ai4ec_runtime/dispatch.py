@@ -661,16 +661,29 @@ class LocalDispatcher:
 
 
 def publish(store: TaskStore, dispatcher: Dispatcher, item: Dispatch) -> bytes | None:
-    """Hand ``item`` to the dispatcher; on failure mark the task failed.
+    """Hand ``item`` to the dispatcher; when it cannot, publish it again later.
+
+    A refused publish is usually brief (Event Grid throttling or an outage past the
+    SDK's own retries, or, right after a first deployment, the Function App's role on
+    the topic still propagating), so the task is not failed at once: it waits in the
+    retry queue, bounded by its queue timeout (:meth:`TaskStore.publish_failed`).
 
     Returns:
-        The failed task record when publishing failed, else ``None``.
+        The task's record when publishing failed (awaiting a retry, or failed at the
+        bound), else ``None``.
     """
     try:
         dispatcher.dispatch(item)
     except DispatchError as exc:
-        log.error("task %s: %s", item.task_id, exc)
-        return store.fail_publish(item.task_id, item.endpoint)
+        gave_up, record = store.publish_failed(item.task_id, item.endpoint)
+        log.log(
+            logging.ERROR if gave_up else logging.WARNING,
+            "task %s: %s; %s",
+            item.task_id,
+            exc,
+            "failed: its queue timeout has passed" if gave_up else "publishing it again later",
+        )
+        return record
     return None
 
 

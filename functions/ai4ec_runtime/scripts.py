@@ -45,7 +45,8 @@ steps    JSON ``[[endpoint, path, api, tmo, qto, maxatt, boff], ...]``
 dlv      unix time until which a delivery of this dispatch is leased
 cl       '1' once the current dispatch was claimed for delivery to its backend
 hop      '1' when the current step was reached by a pipeline hop
-datt     deliveries of the current dispatch that found the backend busy or down
+datt     tries of the current dispatch that failed: the backend was busy or down, or
+         the transport refused to publish it
 =======  ===============================================================
 
 The ``<TaskId>`` JSON string is rebuilt from these fields on every change, so
@@ -163,10 +164,9 @@ local function move(id, old, m)
   end
   if terminal(m.st) then
     redis.call('ZREM', DEADLINES, id)
-    -- Only a timed-out task (attempt > 1) can sit in the retry queue.
-    if m.att ~= '1' then redis.call('ZREM', RETRY, id) end
+    redis.call('ZREM', RETRY, id)  -- a retry or a re-publish may be waiting
   elseif m.st == 'running' and (old.st ~= 'running' or not same_path) then
-    if m.att ~= '1' then redis.call('ZREM', RETRY, id) end
+    redis.call('ZREM', RETRY, id)
     local tmo = tonumber(m.tmo) or 0
     if tmo > 0 then redis.call('ZADD', DEADLINES, now + tmo, id)
     else redis.call('ZREM', DEADLINES, id) end
@@ -285,12 +285,11 @@ function M.update()
     dispatch = true
   end
   if want == 'running' then m.cl = '1' end
-  local retrying = m.att ~= '1'  -- a timed-out attempt may sit in the retry queue
   if dispatch then m.att, m.dlv, m.cl, m.datt = '1', '0', '0', '0' end
   move(id, old, m)
   if dispatch then
     arm(id, m)
-    if retrying then redis.call('ZREM', RETRY, id) end
+    redis.call('ZREM', RETRY, id)  -- a retry or a re-publish of the old dispatch
   end
   local rec
   if not dispatch and old.path == m.path then
@@ -320,6 +319,31 @@ function M.busy()
   local delay = tonumber(a[5])
   if delay then redis.call('ZADD', dq(m.api), now + delay, id) end
   return {'ok', commit(id, m, {'text', 'ts', 'dlv', 'cl', 'datt'}), m.datt}
+end
+
+function M.repub()
+  -- 1 id 2 ep 3 text on giving up. The transport refused a dispatch (Event Grid down,
+  -- or refusing the app's identity while a new role assignment propagates): it is
+  -- published again from the retry queue, 5 s later, doubling up to 60 s, while the
+  -- task has waited less than its queue timeout (8 tries without one); then it fails.
+  local id = a[1]
+  local m = load(id)
+  if not m or m.st ~= 'created' or m.ep ~= a[2] then return {'stale'} end
+  local since = tonumber(redis.call('ZSCORE', P .. m.path .. '_created', id)) or now
+  local waited = math.max(0, math.floor(now - since))
+  local n = (tonumber(m.datt) or 0) + 1
+  local delay = math.min(60, 5 * 2 ^ (n - 1))
+  local q = tonumber(m.qto) or 0
+  m.ts, m.dlv, m.cl, m.datt = now_iso, '0', '0', tostring(n)
+  if (q > 0 and waited + delay > q) or (q <= 0 and n > 8) then
+    local old = {st = m.st, path = m.path, api = m.api}
+    m.st, m.text = 'failed', a[3]
+    move(id, old, m)
+    return {'failed', commit(id, m, {'st', 'text', 'ts', 'dlv', 'cl', 'datt'})}
+  end
+  m.text = 'Awaiting dispatch; retrying. Queued for ' .. waited .. ' seconds.'
+  redis.call('ZADD', RETRY, now + delay, id)
+  return {'retry', commit(id, m, {'text', 'ts', 'dlv', 'cl', 'datt'})}
 end
 
 function M.claim()

@@ -669,9 +669,21 @@ class TaskStore:
         )
         return reply[1] if _s(reply[0]) == "ok" else None
 
-    def fail_publish(self, task_id: str, endpoint: str) -> bytes | None:
-        """Mark a task failed because publishing its dispatch failed (upstream's text)."""
-        return self.fail(task_id, PUBLISH_FAILED_TEXT, endpoint=endpoint)
+    def publish_failed(self, task_id: str, endpoint: str) -> tuple[bool, bytes | None]:
+        """The transport refused ``task_id``'s dispatch: publish it again later, or fail it.
+
+        The dispatch goes into the retry queue (:meth:`due_retries` hands it out again
+        5 s later, doubling up to 60 s) while the task has waited less than its queue
+        timeout; after that it fails with upstream's ``Failed - unable to send to
+        backend service.``.
+
+        Returns:
+            Whether the task failed now, and its record as it now stands (awaiting the
+            retry, or failed), or ``None`` when the task moved on meanwhile.
+        """
+        reply = self._eval("repub", self.tag(task_id), task_id, endpoint, PUBLISH_FAILED_TEXT)
+        outcome = _s(reply[0])
+        return outcome == "failed", reply[1] if outcome in ("retry", "failed") else None
 
     # -- durable delivery queues -------------------------------------------------------
 

@@ -13,7 +13,8 @@ import pytest
 import redis
 from rt_support import DETECT, make_runtime
 
-from ai4ec_runtime.dispatch import EventGridDispatcher
+from ai4ec_runtime import keys
+from ai4ec_runtime.dispatch import EventGridDispatcher, run_timers
 from ai4ec_runtime.handlers import Request, handle
 from ai4ec_runtime.models import PUBLISH_FAILED_TEXT
 
@@ -24,6 +25,9 @@ class TopicSink:
     def __init__(self, key: str) -> None:
         self.key = key
         self.requests: list[dict[str, Any]] = []
+        #: Publishes still to refuse with 403, as Event Grid refuses an identity whose
+        #: role assignment has not reached it yet.
+        self.refuse = 0
         sink = self
 
         class H(BaseHTTPRequestHandler):
@@ -45,6 +49,10 @@ class TopicSink:
                     }
                 )
                 code = 200 if self.headers.get("aeg-sas-key") == sink.key else 401
+                if sink.refuse > 0:
+                    sink.refuse -= 1
+                    code = 403
+                sink.requests[-1]["accepted"] = code == 200
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -117,26 +125,68 @@ def test_large_body_is_sent_by_reference(
     assert r.get(f"{tid}_ORIG") == big.encode()
 
 
-def test_publish_failure_marks_the_task_failed(
+def _create(rt: Any) -> dict[str, Any]:
+    body = json.dumps({"Endpoint": DETECT, "Body": "{}", "PublishToGrid": True}).encode()
+    resp = handle(rt, "CacheConnectorUpsert", Request("POST", body=body))
+    assert resp.status == 200
+    return dict(json.loads(resp.body))
+
+
+def test_a_refused_publish_is_sent_again_from_the_retry_queue(
     r: redis.Redis, topic: TopicSink, routing_doc: dict[str, Any]
 ) -> None:
-    dispatcher = EventGridDispatcher(topic.uri, "wrong-key", inline_max_bytes=1024)
+    """The real azure-eventgrid client against a local topic that refuses (403) its first
+    two publishes, as Event Grid refuses a Function App whose new role assignment has not
+    reached it: the task stays created and the timer publishes it again after 5, then
+    10 seconds; one event is accepted and nothing is left in the retry queue."""
+    topic.refuse = 2
+    dispatcher = EventGridDispatcher(topic.uri, "topic-key-1", inline_max_bytes=1024)
     rt = make_runtime(r, routing_doc, dispatcher=dispatcher)
-    resp = handle(
-        rt,
-        "CacheConnectorUpsert",
-        Request(
-            "POST",
-            body=json.dumps({"Endpoint": DETECT, "Body": "{}", "PublishToGrid": True}).encode(),
-        ),
-    )
-    task = json.loads(resp.body)
-    # The answer shows the failure (upstream answered with the stale 'created' record).
-    assert resp.status == 200
+    now = [1_800_000_000.0]
+    rt.store.clock = lambda: now[0]
+    task = _create(rt)
+    tid = task["TaskId"]
+    waiting = "Awaiting dispatch; retrying. Queued for 0 seconds."
+    assert (task["BackendStatus"], task["Status"]) == ("created", waiting)
+    assert run_timers(rt.store, dispatcher)["redispatched"] == 0  # not due yet
+    now[0] += 5
+    assert run_timers(rt.store, dispatcher)["redispatched"] == 1  # refused again
+    stored = json.loads(r.get(tid) or b"")
+    assert stored["Status"] == "Awaiting dispatch; retrying. Queued for 5 seconds."
+    now[0] += 9
+    assert run_timers(rt.store, dispatcher)["redispatched"] == 0  # 10 s backoff now
+    now[0] += 1
+    assert run_timers(rt.store, dispatcher)["redispatched"] == 1
+    assert [q["accepted"] for q in topic.requests] == [False, False, True]
+    assert [e["id"] for e in topic.requests[-1]["body"]] == [tid]
+    assert json.loads(r.get(tid) or b"")["BackendStatus"] == "created"
+    assert r.zscore(keys.retry(), tid) is None
+    assert r.zscore("ai4ec:pending:detector-v1", tid) is not None
+
+
+def test_a_publish_refused_past_the_queue_timeout_fails_the_task(
+    r: redis.Redis, topic: TopicSink, routing_doc: dict[str, Any]
+) -> None:
+    """A topic that never accepts (local stand-in): the task waits no longer than its
+    queue timeout (60 s here), then fails with upstream's text and leaves every index."""
+    routing_doc["apis"]["detector-v1"]["queueTimeoutSeconds"] = 60
+    topic.refuse = 1000
+    dispatcher = EventGridDispatcher(topic.uri, "topic-key-1", inline_max_bytes=1024)
+    rt = make_runtime(r, routing_doc, dispatcher=dispatcher)
+    now = [1_800_000_000.0]
+    rt.store.clock = lambda: now[0]
+    tid = _create(rt)["TaskId"]
+    for _ in range(60):
+        now[0] += 1
+        run_timers(rt.store, dispatcher)
+    task = json.loads(r.get(tid) or b"")
     assert (task["BackendStatus"], task["Status"]) == ("failed", PUBLISH_FAILED_TEXT)
-    assert r.zscore("/v1/detector/detect_failed", task["TaskId"]) is not None
+    # 1 + tries at 5, 15 and 35 s; the next (at 75 s) would pass the 60 s bound.
+    assert len(topic.requests) == 4
+    assert r.zscore("/v1/detector/detect_failed", tid) is not None
     assert r.zcard("/v1/detector/detect_created") == 0
     assert r.zcard("ai4ec:pending:detector-v1") == 0
+    assert r.zscore(keys.retry(), tid) is None
 
 
 def test_missing_topic_setting_is_a_clear_error(
