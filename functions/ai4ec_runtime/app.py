@@ -9,7 +9,8 @@ policies and container env vars keep working. Timers:
 
 * ``TaskQueueLogger`` (every 30 s): backlog metrics;
 * ``TaskProcessLogger`` (every 5 min): running/completed/failed metrics, set trimming;
-* ``TaskTimeoutSweeper`` (every 30 s): run/queue timeouts, retries with backoff.
+* ``TaskTimeoutSweeper`` (every 5 s): run/queue timeouts, retries with backoff, the
+  durable delivery queues.
 
 ``BackendDeadLetterBlob`` reads Event Grid's dead-letter blobs from the container
 ``ai4ec-deadletter`` of the Functions storage account (``AzureWebJobsStorage``, a
