@@ -368,6 +368,16 @@ def test_prune_deletes_only_this_environments_stale_secrets(
     assert first.error is None, first.text
     # Every secret apply wrote carries the owner tags (the certificate's is Key Vault's).
     assert all(vault.tags[n] == owner for n in vault.secrets if n not in vault.certificates)
+    # ARM writes the template's own secrets, tagged as the template says (the ARM
+    # stand-in does not reach the vault, so they are put there as ARM would).
+    declared = [
+        str(r["name"]).split("/", 1)[1]
+        for r in main["resources"]
+        if r["type"] == "Microsoft.KeyVault/vaults/secrets"
+    ]
+    assert declared
+    for name in declared:
+        vault.secrets[name], vault.tags[name] = "from-arm", dict(tags)
     # An earlier ai4ec's template made ai4ec-eventgrid-key, tagged as every template
     # secret is; an API since removed had its key. Neither is in this build.
     stale = {"ai4ec-eventgrid-key": dict(tags), "ai4ec-api-key-gone-v1": dict(owner)}
@@ -410,6 +420,7 @@ def test_prune_deletes_only_this_environments_stale_secrets(
     assert pruned.error is None, pruned.text
     assert sorted(vault.deleted) == sorted(stale)
     assert set(others) <= set(vault.secrets) and "ai4ec-gateway-client" in vault.secrets
+    assert set(declared) <= set(vault.secrets)
     assert all("old-value-7c1e" not in ln for ln in pruned.lines)
     again = _apply(azure, tls, env_dir, vault, prune=True)
     assert again.error is None and sorted(vault.deleted) == sorted(stale), again.text
