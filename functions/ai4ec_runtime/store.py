@@ -21,9 +21,9 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.cluster
@@ -178,14 +178,95 @@ _Call = tuple[str, str, Sequence[str | int | float], str | None]
 
 def _pack(parts: list[bytes]) -> bytes:
     """One command in RESP: ``*<n>`` then ``$<len>`` + bytes per argument."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        out += (b"$%d\r\n" % len(part), part, b"\r\n")
-    return b"".join(out)
+    return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
 
 
 def _encode(args: Sequence[str | int | float]) -> list[bytes]:
-    return [a.encode() if isinstance(a, str) else str(a).encode() for a in args]
+    return [a.encode() if type(a) is str else str(a).encode() for a in args]
+
+
+# -- I/O as values ------------------------------------------------------------------------
+#
+# The task operations the HTTP routes use are written once, as generators that *yield*
+# what they need from Redis (an op below) and receive its reply: ``reply = yield op``.
+# :func:`drive` runs them with blocking sockets (the Functions app, the thread pool of
+# the local host, tools); :mod:`ai4ec_runtime.aio` runs the same generators on the local
+# host's event loop over one pipelined connection. Parsing, checks, key building,
+# packing and answer shaping therefore exist once; only the transport differs.
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCalls:
+    """Run these packed script calls; the reply is a list, errors in place.
+
+    Every call carries its own operation id (packed in), so sending the same bytes
+    again after a lost reply is safe.
+    """
+
+    store: TaskStore
+    calls: Sequence[_Call]
+    packed: list[bytes]
+    groups: dict[str, list[int]]
+
+    def run(self) -> list[Any]:
+        """Blocking: one round trip per node (see :meth:`TaskStore._run_groups`)."""
+        return self.store._run_groups(self.calls, self.packed, self.groups, 0)  # noqa: SLF001
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Run one packed read-only command (a ``GET``) on ``node``; the reply is its value.
+
+    A read can always be sent again, so a lost reply is retried like a failed send.
+    """
+
+    store: TaskStore
+    packed: bytes
+    node: str
+
+    def run(self) -> Any:
+        """Blocking: one round trip."""
+        return self.store._roundtrip(self.packed, 1, self.node)[0]  # noqa: SLF001
+
+
+@dataclass(frozen=True, slots=True)
+class Blocking:
+    """Call ``fn(*args)``, which may block (publishing a dispatch): a thread runs it."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+    def run(self) -> Any:
+        """Call it here."""
+        return self.fn(*self.args)
+
+
+#: What a step generator yields.
+Op = ScriptCalls | Command | Blocking
+#: A task operation written as a generator of :data:`Op` (see :func:`drive`).
+Steps = Generator[Op, Any, T]
+
+
+def drive(steps: Steps[T]) -> T:
+    """Run ``steps`` to its end with blocking I/O; returns what it returns.
+
+    A failed op is thrown into the generator at its ``yield``, so the operation's own
+    ``try``/``except`` sees it exactly as it would see a blocking call fail.
+    """
+    try:
+        op = next(steps)
+        while True:
+            try:
+                reply = op.run()
+            except Exception as exc:
+                op = steps.throw(exc)
+            else:
+                op = steps.send(reply)
+    except StopIteration as done:
+        result: T = done.value
+        return result
 
 
 def _s(value: Any) -> str:
@@ -242,7 +323,13 @@ class TaskStore:
 
     def _eval(self, mode: str, tag: str, *args: str | int | float, key: str | None = None) -> Any:
         """Run the task script once: one round trip."""
-        reply = self._eval_many([(mode, tag, args, key)])[0]
+        return drive(self._eval_io(mode, tag, *args, key=key))
+
+    def _eval_io(
+        self, mode: str, tag: str, *args: str | int | float, key: str | None = None
+    ) -> Steps[Any]:
+        """:meth:`_eval` as steps."""
+        reply = (yield self._script_calls([(mode, tag, args, key)]))[0]
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -264,6 +351,10 @@ class TaskStore:
         """
         if not calls:
             return []
+        return self._script_calls(calls).run()
+
+    def _script_calls(self, calls: Sequence[_Call]) -> ScriptCalls:
+        """Pack ``calls`` (each with a fresh operation id) and group them by node."""
         now = b"" if self.clock is None else repr(self.clock()).encode()
         groups: dict[str, list[int]] = {}
         packed: list[bytes] = []
@@ -273,7 +364,7 @@ class TaskStore:
             head = [b"EVALSHA", self._sha_b, b"1", route.encode(), mode.encode(), now]
             packed.append(_pack([*head, tag.encode(), op, self.op_ttl, *_encode(args)]))
             groups.setdefault(self._node(route), []).append(i)
-        return self._run_groups(calls, packed, groups, 0)
+        return ScriptCalls(self, calls, packed, groups)
 
     def _run_groups(
         self,
@@ -424,8 +515,19 @@ class TaskStore:
             IllegalTransition: the change breaks the state machine.
             IdempotencyMismatch: the key was used for a different request.
         """
+        return drive(self.upsert_io(req, idempotency_key=idempotency_key, caller=caller, queue=queue))
+
+    def upsert_io(
+        self,
+        req: UpsertRequest,
+        *,
+        idempotency_key: str | None = None,
+        caller: str = "",
+        queue: bool = False,
+    ) -> Steps[UpsertResult]:
+        """:meth:`upsert` as steps."""
         mode, tag, args, finish = self._prepare(req, idempotency_key, caller, queue)
-        return finish(self._eval(mode, tag, *args))
+        return finish((yield from self._eval_io(mode, tag, *args)))
 
     def upsert_many(self, reqs: Sequence[UpsertRequest]) -> list[UpsertResult | TaskError]:
         """Apply many upserts in one pipelined round trip (each still its own script).
@@ -590,14 +692,15 @@ class TaskStore:
 
     def get(self, task_id: str | None) -> bytes | None:
         """The stored task JSON, or ``None`` for unknown (or malformed) ids."""
+        return drive(self.get_io(task_id))
+
+    def get_io(self, task_id: str | None) -> Steps[bytes | None]:
+        """:meth:`get` as steps."""
         if not valid_task_id(task_id):
             return None
         # The hottest read (status polling): packed by hand like the scripts.
         key = keys.task(task_id or "", self.tag(task_id or ""))
-        (value,) = self._roundtrip(_pack([b"GET", key.encode()]), 1, self._node(key))
-        if isinstance(value, redis.exceptions.ResponseError):
-            raise value
-        return value if isinstance(value, bytes) else None
+        return _value((yield Command(self, _pack([b"GET", key.encode()]), self._node(key))))
 
     def get_doc(self, task_id: str) -> dict[str, Any] | None:
         """The stored task as a dict (tests, tooling)."""
@@ -800,10 +903,26 @@ class TaskStore:
 
     def current_processing_add(self, cluster: str, api_path: str, delta: int) -> int:
         """Add ``delta`` to the in-flight counter of (cluster, path); never below 0."""
+        return drive(self.current_processing_add_io(cluster, api_path, delta))
+
+    def current_processing_add_io(self, cluster: str, api_path: str, delta: int) -> Steps[int]:
+        """:meth:`current_processing_add` as steps."""
         key = keys.current_requests(cluster, api_path)
-        return int(self._eval("current", "", key, delta, CURRENT_REQUESTS_EXPIRE, key=key))
+        return int((yield from self._eval_io("current", "", key, delta, CURRENT_REQUESTS_EXPIRE, key=key)))
 
     def current_processing_get(self, cluster: str, api_path: str) -> int | None:
         """The in-flight counter, or ``None`` when nothing was ever reported."""
-        value = self.redis.get(keys.current_requests(cluster, api_path))
+        return drive(self.current_processing_get_io(cluster, api_path))
+
+    def current_processing_get_io(self, cluster: str, api_path: str) -> Steps[int | None]:
+        """:meth:`current_processing_get` as steps."""
+        key = keys.current_requests(cluster, api_path)
+        value = _value((yield Command(self, _pack([b"GET", key.encode()]), self._node(key))))
         return None if value is None else int(value)
+
+
+def _value(reply: Any) -> bytes | None:
+    """A ``GET`` reply: the bytes, ``None`` for no key; an error reply is raised."""
+    if isinstance(reply, redis.exceptions.ResponseError):
+        raise reply
+    return reply if isinstance(reply, bytes) else None
