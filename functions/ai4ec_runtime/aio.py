@@ -37,44 +37,8 @@ from .store import Blocking, Command, ScriptCalls, Steps, T, TaskStore, _pack
 
 log = logging.getLogger("ai4ec_runtime.aio")
 
-#: Connection settings this module understands; any other one set means "not supported".
-_KNOWN = frozenset(
-    {
-        "host",
-        "port",
-        "path",
-        "db",
-        "username",
-        "password",
-        "socket_timeout",
-        "socket_connect_timeout",
-        "socket_keepalive",
-        "socket_keepalive_options",
-        "retry",
-        "retry_on_timeout",
-        "retry_on_error",
-        "health_check_interval",
-        "encoding",
-        "encoding_errors",
-        "decode_responses",
-        "protocol",
-        "client_name",
-        "lib_name",
-        "lib_version",
-        "credential_provider",
-        "redis_connect_func",
-        "socket_type",
-        "connection_class",
-        "himport_registry",
-        "maint_notifications_pool_handler",
-        "maint_notifications_config",
-        "orig_host_address",
-        "orig_socket_timeout",
-        "orig_socket_connect_timeout",
-        "event_dispatcher",
-        "driver_info",
-    }
-)
+#: Failures after which a request is sent again on a new connection.
+_RETRIED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 def _hiredis() -> Any:
@@ -95,9 +59,6 @@ def supported(store: TaskStore) -> str | None:
     kw = pool.connection_kwargs
     if pool.connection_class not in (redis.Connection, redis.UnixDomainSocketConnection):
         return f"connection class {pool.connection_class.__name__}"
-    unknown = sorted(k for k in kw if k not in _KNOWN)
-    if unknown:
-        return f"connection setting {unknown[0]}"
     if kw.get("credential_provider") is not None or kw.get("redis_connect_func") is not None:
         return "a credential provider"
     if kw.get("protocol") not in (None, 2, "2") or kw.get("decode_responses"):
@@ -144,7 +105,7 @@ class _Protocol(asyncio.Protocol):
             log.warning("Redis connection out of step; reconnecting")
             self.abort()
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002
         self.lost = True
         err = redis.exceptions.ConnectionError("Connection to Redis lost")
         waiting, self._waiting = self._waiting, collections.deque()
@@ -197,7 +158,7 @@ class AsyncDriver:
         self._closed = False
 
     async def run(self, steps: Steps[T]) -> T:
-        """Run ``steps`` to its end; returns what it returns (as :func:`~ai4ec_runtime.store.drive`)."""
+        """Run ``steps`` to its end and return its result, as :func:`~.store.drive` does."""
         try:
             op = next(steps)
             while True:
@@ -245,7 +206,7 @@ class AsyncDriver:
                 if conn is None:
                     conn = await self._connect()
                 return await conn.request(packed, count)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            except _RETRIED as exc:
                 failures += 1
                 if self._closed or failures > self._retries:
                     if isinstance(exc, redis.exceptions.RedisError):

@@ -725,11 +725,12 @@ def handle(runtime: Runtime | Callable[[], Runtime], name: str, req: Request) ->
     return drive(handle_io(runtime, name, req))
 
 
-def handle_io(
-    runtime: Runtime | Callable[[], Runtime], name: str, req: Request
-) -> Steps[Response]:
-    """:func:`handle` as steps: the routes of :data:`STEPS` yield their Redis calls,
-    the others run inside (they block; callers run those in threads)."""
+def handle_io(runtime: Runtime | Callable[[], Runtime], name: str, req: Request) -> Steps[Response]:
+    """:func:`handle` as steps.
+
+    The routes of :data:`STEPS` yield their Redis calls; the others run inside, blocking
+    (the local host runs those in threads).
+    """
     entry = ROUTES.get(name)
     if entry is None:
         return Response.json(404, {"error": "not_found", "message": f"No function {name}"})

@@ -515,7 +515,8 @@ class TaskStore:
             IllegalTransition: the change breaks the state machine.
             IdempotencyMismatch: the key was used for a different request.
         """
-        return drive(self.upsert_io(req, idempotency_key=idempotency_key, caller=caller, queue=queue))
+        steps = self.upsert_io(req, idempotency_key=idempotency_key, caller=caller, queue=queue)
+        return drive(steps)
 
     def upsert_io(
         self,
@@ -908,7 +909,8 @@ class TaskStore:
     def current_processing_add_io(self, cluster: str, api_path: str, delta: int) -> Steps[int]:
         """:meth:`current_processing_add` as steps."""
         key = keys.current_requests(cluster, api_path)
-        return int((yield from self._eval_io("current", "", key, delta, CURRENT_REQUESTS_EXPIRE, key=key)))
+        expire = CURRENT_REQUESTS_EXPIRE
+        return int((yield from self._eval_io("current", "", key, delta, expire, key=key)))
 
     def current_processing_get(self, cluster: str, api_path: str) -> int | None:
         """The in-flight counter, or ``None`` when nothing was ever reported."""
