@@ -65,8 +65,7 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local a = {}
-for i = 6, #ARGV do a[i - 5] = ARGV[i] end
+local a = {unpack(ARGV, 6)}
 local META, PENDING, PATHS = P .. '$META', P .. '$PENDING', P .. '$PATHS'
 local DEADLINES, RETRY, DQ = P .. '$DEADLINES', P .. '$RETRY', P .. '$DQ'
 local STATUSES = {'created', 'running', 'completed', 'failed'}
@@ -96,8 +95,11 @@ end
 local now_iso = iso(now)
 
 local function enc(s)
-  -- cjson escapes '/' as '\/'; undo it (a '/' is never otherwise preceded by an
-  -- unpaired backslash in cjson output) so stored URLs read naturally.
+  -- A JSON string. Most values (ids, URLs, paths, status texts) need no escaping and are
+  -- quoted as they are: no cjson call, no gsub. Others go through cjson, whose '\/' for
+  -- '/' is undone (a '/' is never otherwise preceded by an unpaired backslash in cjson
+  -- output) so stored URLs read naturally. Both give the same bytes for a string.
+  if not string.find(s, '[%z\1-\31"\\\127]') then return '"' .. s .. '"' end
   return (string.gsub(cjson.encode(s), '\\/', '/'))
 end
 local function terminal(st) return st == 'completed' or st == 'failed' end

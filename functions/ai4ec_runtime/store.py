@@ -181,6 +181,77 @@ def _pack(parts: list[bytes]) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
 
 
+def _send_read(conn: Any, packed: bytes, count: int, replay_safe: bool) -> list[Any]:
+    """Write ``packed`` on ``conn``'s socket and read ``count`` replies with hiredis.
+
+    Only for connections whose redis-py parser is hiredis's (the ``serve`` extra); the
+    Azure bundle, without compiled code, keeps redis-py's own parser and path.
+
+    redis-py's ``send_packed_command``/``read_response`` cost about as much client CPU
+    per call as the rest of a transition (connection checks and hooks around each read);
+    this does only the socket calls and the parsing. redis-py still opens the connection
+    (AUTH, TLS, HELLO) and closes it; each socket gets its own reader, so no byte of an
+    earlier connection is ever parsed. The failures map onto redis-py's, as
+    :meth:`TaskStore._exchange` expects: a failed send, or a lost reply (only retried when
+    ``replay_safe``).
+    """
+    sock = conn._sock  # noqa: SLF001
+    if sock is None:
+        conn.connect()
+        sock = conn._sock  # noqa: SLF001
+    state = getattr(conn, "_ai4ec_reader", None)
+    if state is None or state[0] is not sock:
+        state = (sock, _HIREDIS.Reader(**_READER_ARGS))
+        conn._ai4ec_reader = state  # noqa: SLF001
+    reader = state[1]
+    try:
+        sock.sendall(packed)
+    except OSError as exc:
+        raise redis.exceptions.ConnectionError(f"Error writing to Redis: {exc}") from None
+    out: list[Any] = []
+    try:
+        while len(out) < count:
+            reply = reader.gets()
+            if reply is False:
+                data = sock.recv(65536)
+                if not data:
+                    raise redis.exceptions.ConnectionError("Connection closed by server.")
+                reader.feed(data)
+            else:
+                out.append(reply)  # an error reply is an exception instance, kept in place
+    except (TimeoutError, OSError, redis.exceptions.ConnectionError) as exc:
+        err: Exception = exc
+        if isinstance(exc, TimeoutError):
+            err = redis.exceptions.TimeoutError("Timeout reading from Redis")
+        elif not isinstance(exc, redis.exceptions.ConnectionError):
+            err = redis.exceptions.ConnectionError(f"Error reading from Redis: {exc}")
+        if not replay_safe:
+            raise _ReplyLost() from err
+        raise err from None
+    return out
+
+
+def _hiredis() -> Any:
+    try:
+        import hiredis
+    except ImportError:  # the Azure bundle: redis-py's own parser
+        return None
+    return hiredis
+
+
+_HIREDIS = _hiredis()
+_READER_ARGS: dict[str, Any] = {}
+_HiredisParser: Any = type(None)  # with no hiredis, no connection parses with it
+if _HIREDIS is not None:
+    from redis._parsers import _HiredisParser
+    from redis._parsers.base import BaseParser
+
+    _READER_ARGS = {
+        "protocolError": redis.exceptions.InvalidResponse,
+        "replyError": BaseParser.parse_error,
+    }
+
+
 def _encode(args: Sequence[str | int | float]) -> list[bytes]:
     return [a.encode() if type(a) is str else str(a).encode() for a in args]
 
@@ -426,6 +497,8 @@ class TaskStore:
         conn = self._take(node)
 
         def send_recv() -> list[Any]:
+            if _HIREDIS is not None and isinstance(conn._parser, _HiredisParser):  # noqa: SLF001
+                return _send_read(conn, packed, count, replay_safe)
             conn.send_packed_command([packed], check_health=False)
             out: list[Any] = []
             try:
