@@ -73,7 +73,10 @@ class HostOptions:
             client gets to send a started request body; 408 after).
         max_connections: open connections served at once; more get a 503 and are
             closed (connections are coroutines, so this bounds memory, not threads).
-        workers: threads running handlers, i.e. concurrent store calls (per process).
+        workers: threads running handlers (per process): the webhook and dead-letter
+            routes, and every route when the store runs in threads. On the event-loop
+            path a connection has at most one request in flight, so its Redis calls are
+            bounded by ``max_connections`` instead.
         processes: host processes sharing the port through ``SO_REUSEPORT``; the kernel
             spreads connections over them. One process is bound by its GIL and its event
             loop (about one core); more use more cores. Each runs a full host (handlers,

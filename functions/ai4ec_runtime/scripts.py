@@ -185,8 +185,11 @@ end
 local function snapshot(id) return redis.call('GET', P .. id) or '' end
 local function body_of(id) return redis.call('GET', P .. id .. '_ORIG') or '' end
 
+-- Mode functions. Only the one called is defined (an 'if' around each): Redis runs the
+-- whole script body on every call, and building every closure cost about 1.5 us a call.
 local M = {}
 
+if mode == 'create' then
 function M.create()
   -- 1 id 2 text 3 ep 4 path 5 api 6 ttl 7 tmo 8 qto 9 maxatt 10 boff 11 ptg
   -- 12 body 13 pl 14 step 15 steps 16 idem_key 17 fingerprint 18 queue ('1': also put
@@ -220,7 +223,9 @@ function M.create()
   end
   return {'ok', rec}
 end
+end
 
+if mode == 'update' then
 function M.update()
   -- 1 id 2 has_text 3 text 4 bs 5 ep 6 path 7 api 8 ttl 9 tmo 10 qto 11 maxatt
   -- 12 boff 13 ptg 14 body 15 text_is_json
@@ -303,7 +308,9 @@ function M.update()
   if dispatch then return {'ok', rec, '1', m.ep, body_of(id)} end
   return {'ok', rec, '0'}
 end
+end
 
+if mode == 'busy' then
 function M.busy()
   -- 1 id 2 ep 3 kind ('busy'|'error') 4 detail 5 requeue delay ('' = the transport retries)
   local id = a[1]
@@ -323,7 +330,9 @@ function M.busy()
   if delay then redis.call('ZADD', dq(m.api), now + delay, id) end
   return {'ok', commit(id, m, {'text', 'ts', 'dlv', 'cl', 'datt'}), m.datt}
 end
+end
 
+if mode == 'claim' then
 function M.claim()
   -- 1 id 2 ep ('' = any) 3 lease 4 want_body
   local id = a[1]
@@ -337,7 +346,9 @@ function M.claim()
   if a[4] == '1' then body = body_of(id) end
   return {'ok', m.ep, body}
 end
+end
 
+if mode == 'fail' then
 function M.fail()
   -- 1 id 2 ep ('' = any) 3 text 4 only_if_created
   local id = a[1]
@@ -352,7 +363,9 @@ function M.fail()
   move(id, old, m)
   return {'ok', commit(id, m, {'st', 'text', 'ts', 'dlv'})}
 end
+end
 
+if mode == 'sweep' then
 function M.sweep()
   -- 1 limit. Tasks past their deadline are retried (per policy) or failed.
   local ids = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', now, 'LIMIT', 0, tonumber(a[1]))
@@ -386,7 +399,9 @@ function M.sweep()
   end
   return out
 end
+end
 
+if mode == 'due' then
 function M.due()
   -- 1 limit. Claim retries whose backoff has passed; returns id, endpoint, body triples.
   local ids = redis.call('ZRANGEBYSCORE', RETRY, '-inf', now, 'LIMIT', 0, tonumber(a[1]))
@@ -402,7 +417,9 @@ function M.due()
   end
   return out
 end
+end
 
+if mode == 'enqueue' then
 function M.enqueue()
   -- 1 id 2 delay: put a dispatch into its API's durable delivery queue.
   local m = load(a[1])
@@ -410,7 +427,9 @@ function M.enqueue()
   redis.call('ZADD', dq(m.api), now + (tonumber(a[2]) or 0), a[1])
   return {'ok', m.api}
 end
+end
 
+if mode == 'take' then
 function M.take()
   -- 1 api 2 limit 3 lease: lease due entries of one API's delivery queue. A taken entry
   -- stays queued, due again when the lease ends, so a host killed mid-delivery loses
@@ -430,19 +449,25 @@ function M.take()
   end
   return out
 end
+end
 
+if mode == 'dqdone' then
 function M.dqdone()
   -- 1 id 2 api: the delivery is settled (delivered, rejected, failed or moved on).
   return redis.call('ZREM', dq(a[2]), a[1])
 end
+end
 
+if mode == 'dqnext' then
 function M.dqnext()
   -- 1 api: seconds until the next entry of a delivery queue is due (-1 = empty).
   local first = redis.call('ZRANGE', dq(a[1]), 0, 0, 'WITHSCORES')
   if not first[2] then return '-1' end
   return tostring(math.max(0, tonumber(first[2]) - now))
 end
+end
 
+if mode == 'current' then
 function M.current()
   -- 1 key 2 delta 3 expire: the request reporter counter, never below zero.
   local key = P .. a[1]
@@ -450,6 +475,7 @@ function M.current()
   if v < 0 then redis.call('SET', key, 0); v = 0 end
   redis.call('EXPIRE', key, a[3])
   return v
+end
 end
 
 local fn = M[mode]
