@@ -281,7 +281,7 @@ def _bulk_args(args: Sequence[str | bytes | int | float]) -> bytes:
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ScriptCalls:
     """Run these packed script calls; the reply is a list, errors in place.
 
@@ -299,7 +299,7 @@ class ScriptCalls:
         return self.store._run_groups(self.calls, self.packed, self.groups, 0)  # noqa: SLF001
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Command:
     """Run one packed read-only command (a ``GET``) on ``node``; the reply is its value.
 
@@ -315,7 +315,7 @@ class Command:
         return self.store._roundtrip(self.packed, 1, self.node)[0]  # noqa: SLF001
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Blocking:
     """Call ``fn(*args)``, which may block (publishing a dispatch): a thread runs it."""
 
@@ -463,11 +463,18 @@ class TaskStore:
         groups: dict[str, list[int]],
         depth: int,
     ) -> list[Any]:
-        replies: list[Any] = [None] * len(calls)
-        for node, idx in groups.items():
-            got = self._roundtrip(b"".join(packed[i] for i in idx), len(idx), node)
-            for i, reply in zip(idx, got, strict=True):
-                replies[i] = reply
+        if len(groups) == 1 and len(calls) == 1:
+            # The usual case, one call: its reply as is, unless it is an error to fix.
+            ((node, _),) = groups.items()
+            replies = self._roundtrip(packed[0], 1, node)
+            if not isinstance(replies[0], redis.exceptions.ResponseError):
+                return replies
+        else:
+            replies = [None] * len(calls)
+            for node, idx in groups.items():
+                got = self._roundtrip(b"".join(packed[i] for i in idx), len(idx), node)
+                for i, reply in zip(idx, got, strict=True):
+                    replies[i] = reply
         missing = [
             i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
         ]
