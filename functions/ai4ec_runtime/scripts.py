@@ -68,7 +68,6 @@ end
 local a = {unpack(ARGV, 6)}
 local META, PENDING, PATHS = P .. '$META', P .. '$PENDING', P .. '$PATHS'
 local DEADLINES, RETRY, DQ = P .. '$DEADLINES', P .. '$RETRY', P .. '$DQ'
-local STATUSES = {'created', 'running', 'completed', 'failed'}
 local F = {'st', 'ep', 'path', 'text', 'ts', 'ptg', 'api', 'ttl', 'tmo', 'qto', 'maxatt',
            'boff', 'att', 'pl', 'step', 'steps', 'dlv', 'cl', 'hop', 'datt'}
 
@@ -109,9 +108,12 @@ local function dq(api) return DQ .. (api ~= '' and api or '_') end
 local function load(id)
   local v = redis.call('HMGET', META .. id, unpack(F))
   if not v[1] then return nil end
-  local m = {}
-  for i, f in ipairs(F) do m[f] = v[i] or '' end
-  return m
+  -- One table constructor in F's order (a loop over F cost about 2 us a call).
+  return {st = v[1], ep = v[2] or '', path = v[3] or '', text = v[4] or '', ts = v[5] or '',
+          ptg = v[6] or '', api = v[7] or '', ttl = v[8] or '', tmo = v[9] or '',
+          qto = v[10] or '', maxatt = v[11] or '', boff = v[12] or '', att = v[13] or '',
+          pl = v[14] or '', step = v[15] or '', steps = v[16] or '', dlv = v[17] or '',
+          cl = v[18] or '', hop = v[19] or '', datt = v[20] or ''}
 end
 
 local function commit(id, m, dirty)
@@ -137,14 +139,10 @@ end
 -- Keep every index consistent with a state change from old to m.
 local function move(id, old, m)
   local same_path = old.path == m.path
-  if old.st ~= '' then  -- a new task (fresh random id) is in no set yet
-    local paths = {m.path}
-    if not same_path then paths[2] = old.path end
-    for _, p in ipairs(paths) do
-      for _, s in ipairs(STATUSES) do
-        if not (p == m.path and s == m.st) then redis.call('ZREM', P .. p .. '_' .. s, id) end
-      end
-    end
+  -- A task is in exactly one status set, <path>_<status> of its state: only this function
+  -- adds to them, and it leaves the old one. A new task (fresh random id) is in none.
+  if old.st ~= '' and not (same_path and old.st == m.st) then
+    redis.call('ZREM', P .. old.path .. '_' .. old.st, id)
   end
   local score = math.floor(now)
   if same_path and old.st == m.st then
