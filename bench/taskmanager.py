@@ -705,6 +705,19 @@ def bench_store_of(tree: Path, url: str, n: int, rate: float) -> dict[str, float
     raise RuntimeError(f"baseline store bench failed:\n{res.stderr[-2000:]}")
 
 
+def _child_cpu() -> float:
+    """User + system CPU of this process's waited-for children so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _store_lifecycles(n: int, rate: float) -> int:
+    """Lifecycles :func:`bench_store` runs: 1 thread, 8 threads, batches, open loop."""
+    return min(n, 5000) + (n // 8) * 8 + (n // 200) * 200 + int(rate * 5.0)
+
+
 def print_ab(runs: dict[str, list[dict[str, float]]]) -> None:
     """Means per side and current/baseline ratios of an interleaved ``--baseline`` run."""
     rows = [
@@ -717,6 +730,8 @@ def print_ab(runs: dict[str, list[dict[str, float]]]) -> None:
         ("threads", "store lifecycles/s, 8 threads"),
         ("seq", "store lifecycles/s, 1 thread"),
         ("batched", "store lifecycles/s, pipelined"),
+        ("store_client_us", "store client CPU us/lifecycle"),
+        ("store_redis_us", "store redis CPU us/lifecycle"),
     ]
     base, new = runs.get("baseline", []), runs.get("current", [])
     print(f"\n== A/B, interleaved, same Redis ({len(new)} rounds; means, then each round)")
@@ -741,10 +756,18 @@ def run_ab(args: argparse.Namespace, rp: RedisProc, sections: set[str]) -> None:
                   f"{os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
             out: dict[str, float] = {}
             if "store" in sections:
-                if tree == ROOT:
-                    out.update(bench_store(rp.url, args.n, args.rate))
-                else:
-                    out.update(bench_store_of(tree, rp.url, args.n, args.rate))
+                # Both sides in a child process, so each one's CPU can be read: CPU per
+                # lifecycle varies far less than lifecycles/s when other work shares
+                # the cores.
+                cpu0 = (_child_cpu(), _cpu_seconds(rp.proc.pid))
+                out.update(bench_store_of(tree, rp.url, args.n, args.rate))
+                cpu1 = (_child_cpu(), _cpu_seconds(rp.proc.pid))
+                done = _store_lifecycles(args.n, args.rate)
+                out["store_client_us"] = 1e6 * (cpu1[0] - cpu0[0]) / done
+                out["store_redis_us"] = 1e6 * (cpu1[1] - cpu0[1]) / done
+                print(f"    store CPU per lifecycle (all four runs): "
+                      f"{out['store_client_us']:.0f} us client, "
+                      f"{out['store_redis_us']:.0f} us redis-server")  # fmt: skip
             if "wrk" in sections and shutil.which("wrk"):
                 out.update(bench_http_wrk(
                     rp.url, args.conns, args.wrk_seconds, int(procs), loop != "asyncio",

@@ -115,7 +115,7 @@ class _Protocol(asyncio.Protocol):
 
     def request(self, packed: bytes, count: int) -> asyncio.Future[list[Any]]:
         """Send ``packed`` (``count`` commands); the future gets their replies."""
-        if self.lost or self.transport is None:
+        if self.lost or self.transport is None or self.transport.is_closing():
             raise redis.exceptions.ConnectionError("Connection to Redis lost")
         fut: asyncio.Future[list[Any]] = self._loop.create_future()
         self._waiting.append((fut, count, [], self._loop.time()))

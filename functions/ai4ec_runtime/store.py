@@ -448,13 +448,24 @@ class TaskStore:
             op = os.urandom(9).hex()
             # EVALSHA sha 1 route mode now tag op ttl args...: _pack's bytes, built in
             # one pass (this runs for every transition; the generic path cost 5 us).
-            packed.append(
-                b"*%d\r\n" % (9 + len(args))
-                + self._evalsha_head
-                + _bulk_args((route, mode, now, tag, op, self.op_ttl, *args))
-            )
+            packed.append(self._pack_evalsha((route, mode, now, tag, op, self.op_ttl, *args)))
             groups.setdefault(self._node(route), []).append(i)
         return ScriptCalls(self, calls, packed, groups)
+
+    def _pack_evalsha(self, args: tuple[str | bytes | int | float, ...]) -> bytes:
+        """``EVALSHA <sha> 1 *args`` in RESP, as :func:`_pack` writes it.
+
+        hiredis's C packer when it is there (half the cost again); both give the same
+        bytes for the str, bytes, int and float arguments the store passes.
+        """
+        if _HIREDIS is not None:
+            try:
+                packed: bytes = _HIREDIS.pack_command((b"EVALSHA", self._sha_b, b"1", *args))
+            except TypeError:  # an argument type it does not take: the Python packer
+                pass
+            else:
+                return packed
+        return b"*%d\r\n" % (3 + len(args)) + self._evalsha_head + _bulk_args(args)
 
     def _run_groups(
         self,
