@@ -747,11 +747,13 @@ def print_ab(runs: dict[str, list[dict[str, float]]]) -> None:
 
 
 def run_ab(args: argparse.Namespace, rp: RedisProc, sections: set[str]) -> None:
-    """``--baseline``: the baseline's and this checkout's code alternately, same Redis."""
+    """``--baseline``: the baseline's and this checkout's code alternately (ABBA), same Redis."""
     procs, loop, parser = (args.host_configs.split(",")[0].split(":") + ["", ""])[:3]
     runs: dict[str, list[dict[str, float]]] = {"baseline": [], "current": []}
+    sides = [("baseline", args.baseline.resolve()), ("current", ROOT)]
     for i in range(args.rounds):
-        for side, tree in (("baseline", args.baseline.resolve()), ("current", ROOT)):
+        # ABBA order: load that drifts during the run favours neither side.
+        for side, tree in sides if i % 2 == 0 else sides[::-1]:
             print(f"\n#### round {i + 1}, {side} ({tree}), load average "
                   f"{os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
             out: dict[str, float] = {}
