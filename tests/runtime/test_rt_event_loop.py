@@ -258,3 +258,29 @@ def test_a_store_it_cannot_drive_keeps_the_thread_pool(redis_cluster: Any) -> No
         assert status == 200, body
     finally:
         server.shutdown()
+
+
+def test_a_password_an_acl_user_and_a_database(host: Factory, tmp_path: Path) -> None:
+    """The loop's connection authenticates and selects the database as redis-py's does."""
+    server = RedisServer(tmp_path / "auth").start()
+    admin = redis.Redis(port=server.port)
+    try:
+        admin.execute_command("ACL", "SETUSER", "ai4ec", "on", ">pw-2", "~*", "+@all")
+        admin.config_set("requirepass", "pw-1")
+        for url in (
+            f"redis://:pw-1@127.0.0.1:{server.port}/3",
+            f"redis://ai4ec:pw-2@127.0.0.1:{server.port}/5",
+        ):
+            served = host(url)
+            assert served._aio is not None  # noqa: SLF001
+            status, body = call(served, "POST", "/api/CacheConnectorUpsert", NEW)
+            assert status == 200, body
+            tid = json.loads(body)["TaskId"]
+            db = int(url.rsplit("/", 1)[1])
+            check = redis.Redis.from_url(url.rsplit("/", 1)[0] + f"/{db}")
+            assert json.loads(check.get(tid) or b"{}")["TaskId"] == tid
+            check.close()
+            served.shutdown()
+    finally:
+        admin.close()
+        server.stop()
