@@ -284,3 +284,22 @@ def test_a_password_an_acl_user_and_a_database(host: Factory, tmp_path: Path) ->
     finally:
         admin.close()
         server.stop()
+
+
+def test_a_unix_socket(host: Factory, tmp_path: Path) -> None:
+    sock = tmp_path / "redis.sock"
+    server = RedisServer(tmp_path / "unix", "--unixsocket", str(sock), "--appendonly", "no")
+    server.start()
+    try:
+        served = host(f"unix://{sock}?db=2")
+        assert served._aio is not None  # noqa: SLF001
+        status, body = call(served, "POST", "/api/CacheConnectorUpsert", NEW)
+        assert status == 200, body
+        tid = json.loads(body)["TaskId"]
+        status, body = call(served, "GET", f"/api/CacheConnectorGet?taskId={tid}")
+        assert status == 200 and json.loads(body)["TaskId"] == tid
+        check = redis.Redis(port=server.port, db=2)
+        assert check.exists(tid) == 1
+        check.close()
+    finally:
+        server.stop()
