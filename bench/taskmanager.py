@@ -276,7 +276,11 @@ serve("127.0.0.1", {port}, {url!r}, routing=json.loads({routing!r}),
 
 
 def start_host(
-    url: str, processes: int = 1, uvloop: bool = True, hiredis: bool = True
+    url: str,
+    processes: int = 1,
+    uvloop: bool = True,
+    hiredis: bool = True,
+    functions: Path = ROOT / "functions",
 ) -> tuple[subprocess.Popen[bytes], int]:
     """The local host in its own process(es); the port answers once the first listens.
 
@@ -285,7 +289,7 @@ def start_host(
     redis-py reads replies with its own parser, as in the Azure bundle.
     """
     port = free_port()
-    code = SERVE.format(functions=str(ROOT / "functions"), port=port, url=url,
+    code = SERVE.format(functions=str(functions), port=port, url=url,
                         routing=json.dumps(ROUTING), processes=processes,
                         uvloop=uvloop)  # fmt: skip
     env = dict(os.environ)
@@ -440,6 +444,7 @@ def bench_http_wrk(
     uvloop: bool = True,
     hiredis: bool = True,
     redis_pid: int = 0,
+    functions: Path = ROOT / "functions",
 ) -> dict[str, float]:
     """Creates and status reads driven by wrk: the issue's HTTP targets are measured so.
 
@@ -452,7 +457,9 @@ def bench_http_wrk(
     parser = "hiredis" if hiredis else "redis-py parser"
     print(f"\n== HTTP with wrk ({conns} connections, {seconds} s each, aiohttp host, "
           f"{processes} process{'es' if processes > 1 else ''}, {loop}, {parser})")  # fmt: skip
-    proc, port = start_host(url, processes, uvloop, hiredis)
+    if functions != ROOT / "functions":
+        print(f"  (host code from {functions})")
+    proc, port = start_host(url, processes, uvloop, hiredis, functions)
     if processes > 1:
         time.sleep(3)  # the spawned processes import and bind after the first one
     out: dict[str, float] = {}
@@ -479,6 +486,7 @@ def bench_http_wrk(
               f"SCRIPT LOAD/EXISTS; CPU {1e6 * (cpu1[0] - cpu0[0]) / done:.0f} us host, "
               f"{1e6 * (cpu1[1] - cpu0[1]) / done:.0f} us redis-server")  # fmt: skip
         out["host_us"] = 1e6 * (cpu1[0] - cpu0[0]) / done
+        out["redis_us"] = 1e6 * (cpu1[1] - cpu0[1]) / done
         out["creates"], out["creates_p99"] = r["rps"], r["p99"]
         store = new_store(url)
         ids = [
@@ -673,6 +681,107 @@ def bench_redis(port: int) -> None:
                 print(f"  {label:16s} {name:28s} {rate:10,.0f}/s   p50 {p50} ms")
 
 
+def bench_store_of(tree: Path, url: str, n: int, rate: float) -> dict[str, float]:
+    """:func:`bench_store` with the store code of another checkout (``--baseline``).
+
+    Run in a child process (two versions of ``ai4ec_runtime`` cannot share one), with
+    that checkout's own ``bench_store``, against the same Redis.
+    """
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import taskmanager as tm; "
+        "out = tm.bench_store(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])); "
+        "print('BENCHSTORE ' + json.dumps(out), flush=True)"
+    )
+    print(f"\n(store code from {tree})", flush=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tree / "bench"), url, str(n), str(rate)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    lines = res.stdout.splitlines()
+    print("\n".join(line for line in lines if not line.startswith("BENCHSTORE")), flush=True)
+    for line in lines:
+        if line.startswith("BENCHSTORE "):
+            return dict(json.loads(line.removeprefix("BENCHSTORE ")))
+    raise RuntimeError(f"baseline store bench failed:\n{res.stderr[-2000:]}")
+
+
+def _child_cpu() -> float:
+    """User + system CPU of this process's waited-for children so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _store_lifecycles(n: int, rate: float) -> int:
+    """Lifecycles :func:`bench_store` runs: 1 thread, 8 threads, batches, open loop."""
+    return min(n, 5000) + (n // 8) * 8 + (n // 200) * 200 + int(rate * 5.0)
+
+
+def print_ab(runs: dict[str, list[dict[str, float]]]) -> None:
+    """Means per side and current/baseline ratios of an interleaved ``--baseline`` run."""
+    rows = [
+        ("creates", "creates/s"),
+        ("creates_p99", "creates p99 ms"),
+        ("reads", "reads/s"),
+        ("reads_p99", "reads p99 ms"),
+        ("host_us", "host CPU us/create"),
+        ("redis_us", "redis-server CPU us/create"),
+        ("threads", "store lifecycles/s, 8 threads"),
+        ("seq", "store lifecycles/s, 1 thread"),
+        ("batched", "store lifecycles/s, pipelined"),
+        ("store_client_us", "store client CPU us/lifecycle"),
+        ("store_redis_us", "store redis CPU us/lifecycle"),
+    ]
+    base, new = runs.get("baseline", []), runs.get("current", [])
+    print(f"\n== A/B, interleaved, same Redis ({len(new)} rounds; means, then each round)")
+    for key, label in rows:
+        b = [r[key] for r in base if key in r]
+        c = [r[key] for r in new if key in r]
+        if not b or not c:
+            continue
+        mb, mc = sum(b) / len(b), sum(c) / len(c)
+        each = "  ".join(f"{x:,.1f}/{y:,.1f}" for x, y in zip(b, c, strict=False))
+        print(f"  {label:32s} baseline {mb:10,.1f}   current {mc:10,.1f}   "
+              f"x{mc / mb:5.2f}   [{each}]")  # fmt: skip
+
+
+def run_ab(args: argparse.Namespace, rp: RedisProc, sections: set[str]) -> None:
+    """``--baseline``: the baseline's and this checkout's code alternately (ABBA), same Redis."""
+    procs, loop, parser = (args.host_configs.split(",")[0].split(":") + ["", ""])[:3]
+    runs: dict[str, list[dict[str, float]]] = {"baseline": [], "current": []}
+    sides = [("baseline", args.baseline.resolve()), ("current", ROOT)]
+    for i in range(args.rounds):
+        # ABBA order: load that drifts during the run favours neither side.
+        for side, tree in sides if i % 2 == 0 else sides[::-1]:
+            print(f"\n#### round {i + 1}, {side} ({tree}), load average "
+                  f"{os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+            out: dict[str, float] = {}
+            if "store" in sections:
+                # Both sides in a child process, so each one's CPU can be read: CPU per
+                # lifecycle varies far less than lifecycles/s when other work shares
+                # the cores.
+                cpu0 = (_child_cpu(), _cpu_seconds(rp.proc.pid))
+                out.update(bench_store_of(tree, rp.url, args.n, args.rate))
+                cpu1 = (_child_cpu(), _cpu_seconds(rp.proc.pid))
+                done = _store_lifecycles(args.n, args.rate)
+                out["store_client_us"] = 1e6 * (cpu1[0] - cpu0[0]) / done
+                out["store_redis_us"] = 1e6 * (cpu1[1] - cpu0[1]) / done
+                print(f"    store CPU per lifecycle (all four runs): "
+                      f"{out['store_client_us']:.0f} us client, "
+                      f"{out['store_redis_us']:.0f} us redis-server")  # fmt: skip
+            if "wrk" in sections and shutil.which("wrk"):
+                out.update(bench_http_wrk(
+                    rp.url, args.conns, args.wrk_seconds, int(procs), loop != "asyncio",
+                    hiredis=parser != "python", redis_pid=rp.proc.pid,
+                    functions=tree / "functions",
+                ))  # fmt: skip
+            runs[side].append(out)
+    print_ab(runs)
+    print(f"  load average now: {os.getloadavg()[0]:.2f} (1 min), "
+          f"{os.getloadavg()[1]:.2f} (5 min)")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000, help="lifecycles / requests / jobs per run")
@@ -691,6 +800,14 @@ def main() -> None:
         default="store,http,wrk,peers,redis,cluster",
         help="what to run, comma separated (e.g. 'wrk,redis' for the HTTP targets only)",
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. git worktree add /tmp/base <commit>): its store and "
+        "host run alternately with this one's, same Redis, for --rounds rounds (store and "
+        "wrk sections, first --host-configs entry)",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="A/B rounds with --baseline")
     ap.add_argument("--peer-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     ap.add_argument("--skip-peers", action="store_true")
     args = ap.parse_args()
@@ -699,6 +816,12 @@ def main() -> None:
           f"load average before: {os.getloadavg()[0]:.2f}")  # fmt: skip
     sections = set(args.sections.split(","))
     rp = RedisProc(aof=not args.no_aof)
+    if args.baseline is not None:
+        try:
+            run_ab(args, rp, sections)
+        finally:
+            rp.stop()
+        return
     store: dict[str, float] = {}
     http: dict[str, float] = {}
     cstore: dict[str, float] = {}

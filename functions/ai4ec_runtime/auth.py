@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .handlers import Request, Response, Runtime, handle, redact
+from .handlers import Request, Response, Runtime, handle_io, redact
 from .models import BadRequest
+from .store import Steps, drive
 
 #: Functions each kind of key may call.
 ALLOWED: dict[str, frozenset[str]] = {
@@ -221,7 +222,14 @@ def _task_api(rt: Runtime, record: bytes) -> str | None:
 def authorized_handle(
     rt: Runtime, principal: Principal | None, name: str, req: Request
 ) -> Response:
-    """:func:`~ai4ec_runtime.handlers.handle` behind the least-privilege rules.
+    """:func:`authorized_handle_io`, blocking."""
+    return drive(authorized_handle_io(rt, principal, name, req))
+
+
+def authorized_handle_io(
+    rt: Runtime, principal: Principal | None, name: str, req: Request
+) -> Steps[Response]:
+    """:func:`~ai4ec_runtime.handlers.handle_io` behind the least-privilege rules.
 
     Answers 401 without a known key, 403 for a function or a task the key does not
     cover, 400 for an ``Endpoint`` outside the routing table, each before any store
@@ -232,18 +240,18 @@ def authorized_handle(
     if name not in ALLOWED[principal.kind]:
         return _error(403, "forbidden", f"This key may not call {name}")
     if name == "CacheConnectorUpsert":
-        refusal = _check_upsert(rt, principal, req)
+        refusal = yield from _check_upsert(rt, principal, req)
         if refusal is not None:
             return refusal
     elif name == "CacheConnectorGet" and principal.kind == "api":
         task_id = req.param("taskId")
-        record = rt.store.get(task_id) if task_id else None
+        record = (yield from rt.store.get_io(task_id)) if task_id else None
         if record is not None and _task_api(rt, record) != principal.api_id:
             return _error(403, "forbidden", "This key may not read tasks of another API")
-    return handle(rt, name, req)
+    return (yield from handle_io(rt, name, req))
 
 
-def _check_upsert(rt: Runtime, principal: Principal, req: Request) -> Response | None:
+def _check_upsert(rt: Runtime, principal: Principal, req: Request) -> Steps[Response | None]:
     try:
         doc = json.loads(req.body or b"null")
     except (ValueError, RecursionError):
@@ -272,7 +280,7 @@ def _check_upsert(rt: Runtime, principal: Principal, req: Request) -> Response |
     if task_id:
         if principal.kind != "api":
             return _error(403, "forbidden", "Only an API's key may update its tasks")
-        record = rt.store.get(str(task_id))
+        record = yield from rt.store.get_io(str(task_id))
         if record is not None and _task_api(rt, record) != principal.api_id:
             return _error(403, "forbidden", "This key may not update tasks of another API")
     return None

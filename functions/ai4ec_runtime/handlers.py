@@ -45,7 +45,7 @@ from .models import (
 )
 from .routing import Defaults, Routing
 from .settings import Settings
-from .store import Dispatch, TaskStore, connect_redis
+from .store import Blocking, Dispatch, Steps, TaskStore, connect_redis, drive
 
 log = logging.getLogger("ai4ec_runtime")
 
@@ -333,7 +333,7 @@ def _task_id_of(raw: bytes) -> str | None:
     return task_id if isinstance(task_id, str) and task_id else None
 
 
-def _shaped_update(rt: Runtime, task_id: str, exc: TaskError | None) -> Response:
+def _shaped_update(rt: Runtime, task_id: str, exc: TaskError | None) -> Steps[Response]:
     code = exc.code if exc is not None else "store_unavailable"
     if exc is None:
         log.warning(
@@ -344,7 +344,7 @@ def _shaped_update(rt: Runtime, task_id: str, exc: TaskError | None) -> Response
     if isinstance(exc, IllegalTransition):
         # The no-op answer: the record as it stands, unchanged by the late update.
         try:
-            return shaped(task_id, rt.store.get(task_id), code)
+            return shaped(task_id, (yield from rt.store.get_io(task_id)), code)
         except UNREACHABLE:
             return shaped(task_id, None, code)
     if exc.status == 404:
@@ -353,6 +353,11 @@ def _shaped_update(rt: Runtime, task_id: str, exc: TaskError | None) -> Response
 
 
 def cache_connector_upsert(rt: Runtime, req: Request) -> Response:
+    """``POST /api/CacheConnectorUpsert``: :func:`cache_connector_upsert_io`, blocking."""
+    return drive(cache_connector_upsert_io(rt, req))
+
+
+def cache_connector_upsert_io(rt: Runtime, req: Request) -> Steps[Response]:
     """``POST /api/CacheConnectorUpsert``: create or update a task, publish if asked.
 
     Returns 200 and the task record; after a publish failure the record returned is the
@@ -367,7 +372,7 @@ def cache_connector_upsert(rt: Runtime, req: Request) -> Response:
         task_id = _task_id_of(req.body)
         if task_id is None or strict(rt, req):
             raise
-        return _shaped_update(rt, task_id, exc)
+        return (yield from _shaped_update(rt, task_id, exc))
     if upsert.task_id is not None and upsert.endpoint == CLIENT_FALLBACK_ENDPOINT:
         upsert = dataclasses.replace(upsert, endpoint=None)
     queue = False
@@ -377,7 +382,7 @@ def cache_connector_upsert(rt: Runtime, req: Request) -> Response:
         # trip, not two).
         queue = isinstance(rt.dispatcher, LocalDispatcher) and not rt.dispatcher.closed
     try:
-        result = rt.store.upsert(
+        result = yield from rt.store.upsert_io(
             upsert,
             idempotency_key=req.header("idempotency-key") if upsert.task_id is None else None,
             caller=req.header("x-ai4ec-caller") or "",
@@ -388,14 +393,16 @@ def cache_connector_upsert(rt: Runtime, req: Request) -> Response:
     except TaskError as exc:
         if upsert.task_id is None or strict(rt, req):
             raise
-        return _shaped_update(rt, upsert.task_id, exc)
+        return (yield from _shaped_update(rt, upsert.task_id, exc))
     except UNREACHABLE:
         if upsert.task_id is None or strict(rt, req):
             raise
-        return _shaped_update(rt, upsert.task_id, None)
+        return (yield from _shaped_update(rt, upsert.task_id, None))
     record = result.record
     if result.dispatch is not None:
-        record = publish(rt.store, rt.dispatcher, result.dispatch) or record
+        # Publishing may POST to Event Grid or queue in Redis: a thread does it.
+        published = yield Blocking(publish, (rt.store, rt.dispatcher, result.dispatch))
+        record = published or record
     resp = Response(200, record)
     if result.replayed:
         resp.headers["Idempotent-Replayed"] = "true"
@@ -403,6 +410,11 @@ def cache_connector_upsert(rt: Runtime, req: Request) -> Response:
 
 
 def cache_connector_get(rt: Runtime, req: Request) -> Response:
+    """``GET /api/CacheConnectorGet``: :func:`cache_connector_get_io`, blocking."""
+    return drive(cache_connector_get_io(rt, req))
+
+
+def cache_connector_get_io(rt: Runtime, req: Request) -> Steps[Response]:
     """``GET /api/CacheConnectorGet?taskId=``: the stored record, or not found.
 
     Unknown ids answer 404 with a JSON error by default; ``AI4EC_NOT_FOUND_STATUS=204``
@@ -410,7 +422,7 @@ def cache_connector_get(rt: Runtime, req: Request) -> Response:
     """
     task_id = req.param("taskId")
     try:
-        record = rt.store.get(task_id)
+        record = yield from rt.store.get_io(task_id)
     except UNREACHABLE:
         if strict(rt, req):
             raise
@@ -463,6 +475,11 @@ def _as_int(value: Any, name: str) -> int:
 
 
 def current_processing_upsert(rt: Runtime, req: Request) -> Response:
+    """``POST /api/CurrentProcessingUpsert``: :func:`current_processing_upsert_io`, blocking."""
+    return drive(current_processing_upsert_io(rt, req))
+
+
+def current_processing_upsert_io(rt: Runtime, req: Request) -> Steps[Response]:
     """``POST /api/CurrentProcessingUpsert``: add ``IncrementBy - DecrementBy``.
 
     Answers the new count as text. The counter never goes below zero and expires a day
@@ -478,7 +495,7 @@ def current_processing_upsert(rt: Runtime, req: Request) -> Response:
         doc.get("DecrementBy"), "DecrementBy"
     )
     try:
-        count = rt.store.current_processing_add(str(cluster), str(path), delta)
+        count = yield from rt.store.current_processing_add_io(str(cluster), str(path), delta)
     except redis.exceptions.ResponseError:
         # INCRBY past 2**63: the counter cannot hold it; nothing was changed.
         raise BadRequest("IncrementBy/DecrementBy would overflow the counter") from None
@@ -486,6 +503,11 @@ def current_processing_upsert(rt: Runtime, req: Request) -> Response:
 
 
 def current_processing_get(rt: Runtime, req: Request) -> Response:
+    """``GET|POST /api/CurrentProcessingGet``: :func:`current_processing_get_io`, blocking."""
+    return drive(current_processing_get_io(rt, req))
+
+
+def current_processing_get_io(rt: Runtime, req: Request) -> Steps[Response]:
     """``GET|POST /api/CurrentProcessingGet?cluster=&path=``: the in-flight count.
 
     Reads the key Upsert writes (upstream read a different one and never found it).
@@ -493,7 +515,7 @@ def current_processing_get(rt: Runtime, req: Request) -> Response:
     cluster, path = req.param("cluster"), req.param("path")
     if cluster is None or not path:
         raise BadRequest("The cluster and path parameters are required.")
-    count = rt.store.current_processing_get(cluster, path)
+    count = yield from rt.store.current_processing_get_io(cluster, path)
     if count is None:
         return Response(204, b"", TEXT)
     return Response(200, str(count).encode(), TEXT)
@@ -684,12 +706,30 @@ ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     "BackendDeadLetter": (("POST",), backend_dead_letter),
 }
 
+#: The routes that only talk to Redis, as steps (see :func:`handle_io`): the local host
+#: runs them on its event loop, everything else in threads.
+STEPS: dict[str, Callable[[Runtime, Request], Steps[Response]]] = {
+    "CacheConnectorUpsert": cache_connector_upsert_io,
+    "CacheConnectorGet": cache_connector_get_io,
+    "CurrentProcessingUpsert": current_processing_upsert_io,
+    "CurrentProcessingGet": current_processing_get_io,
+}
+
 
 def handle(runtime: Runtime | Callable[[], Runtime], name: str, req: Request) -> Response:
     """Run the handler ``name`` and turn every failure into a JSON answer.
 
     ``runtime`` may be a factory so a configuration error surfaces here, as a clear
     500 for this request, rather than at import time.
+    """
+    return drive(handle_io(runtime, name, req))
+
+
+def handle_io(runtime: Runtime | Callable[[], Runtime], name: str, req: Request) -> Steps[Response]:
+    """:func:`handle` as steps.
+
+    The routes of :data:`STEPS` yield their Redis calls; the others run inside, blocking
+    (the local host runs those in threads).
     """
     entry = ROUTES.get(name)
     if entry is None:
@@ -701,6 +741,9 @@ def handle(runtime: Runtime | Callable[[], Runtime], name: str, req: Request) ->
         )
     try:
         rt = runtime if isinstance(runtime, Runtime) else runtime()
+        steps = STEPS.get(name)
+        if steps is not None:
+            return (yield from steps(rt, req))
         return handler(rt, req)
     except ConfigurationError as exc:
         log.error("%s: configuration error: %s", name, exc.message)

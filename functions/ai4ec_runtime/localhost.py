@@ -9,9 +9,14 @@ backoff, the timeout sweeper) instead of going through Event Grid and the webhoo
 Why aiohttp's low-level server: HTTP framing (request line, headers, Content-Length,
 chunked encoding, pipelining, keep-alive) is parsed by a maintained parser instead of
 by hand, every connection is a coroutine instead of a thread, and idle connections are
-closed by its keep-alive timer, which also runs before the first request. The handlers
-stay synchronous (redis-py): they run in a bounded thread pool, which is also the bound
-on concurrent store calls. What this module adds on top:
+closed by its keep-alive timer, which also runs before the first request. The routes
+that only talk to Redis (creates, updates, status reads, the request reporter) run on the
+event loop itself: their handlers are steps (:data:`~ai4ec_runtime.store.Steps`) and
+:class:`~ai4ec_runtime.aio.AsyncDriver` sends their calls over one pipelined connection.
+Everything else (webhook deliveries, dead letters), and every route when the store cannot
+be driven so (a Redis Cluster, TLS, no hiredis; see :func:`~ai4ec_runtime.aio.supported`),
+runs the same handlers synchronously (redis-py) in a bounded thread pool. What this
+module adds on top:
 
 * bodies are capped while they are read (413), chunked or not, and a body that stalls
   is answered 408;
@@ -46,9 +51,10 @@ import redis
 from aiohttp import web, web_protocol, web_server
 from aiohttp.web_request import BaseRequest
 
-from .auth import AccessKeys, authorized_handle, presented_key
+from .aio import AsyncDriver, supported
+from .auth import AccessKeys, authorized_handle, authorized_handle_io, presented_key
 from .dispatch import Dispatcher
-from .handlers import JSON, Request, Response, Runtime, handle
+from .handlers import JSON, STEPS, Request, Response, Runtime, handle, handle_io
 from .health import check_health, probe_client, store_pool
 from .routing import Routing
 from .settings import Settings
@@ -67,7 +73,10 @@ class HostOptions:
             client gets to send a started request body; 408 after).
         max_connections: open connections served at once; more get a 503 and are
             closed (connections are coroutines, so this bounds memory, not threads).
-        workers: threads running handlers, i.e. concurrent store calls (per process).
+        workers: threads running handlers (per process): the webhook and dead-letter
+            routes, and every route when the store runs in threads. On the event-loop
+            path a connection has at most one request in flight, so its Redis calls are
+            bounded by ``max_connections`` instead.
         processes: host processes sharing the port through ``SO_REUSEPORT``; the kernel
             spreads connections over them. One process is bound by its GIL and its event
             loop (about one core); more use more cores. Each runs a full host (handlers,
@@ -75,6 +84,9 @@ class HostOptions:
             as for several Functions instances in Azure.
         uvloop: run the event loop on uvloop (pinned in the ``serve`` extra) when it is
             installed: its transports cost less CPU per request than asyncio's.
+        event_loop_store: run the Redis-only routes on the event loop (pipelined, no
+            thread hand-over) when the store allows it; ``False`` keeps every route on
+            the thread pool (the A/B baseline, and the path a Redis Cluster uses).
     """
 
     max_body_bytes: int = 4 * 1024 * 1024
@@ -83,6 +95,7 @@ class HostOptions:
     workers: int = 32
     processes: int = 1
     uvloop: bool = True
+    event_loop_store: bool = True
 
 
 class StartError(Exception):
@@ -233,12 +246,19 @@ class LocalServer:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._aio: AsyncDriver | None = None
 
     # -- serving ------------------------------------------------------------------
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if self.options.event_loop_store:
+            why = supported(self.runtime.store)
+            if why is None:
+                self._aio = AsyncDriver(self.runtime.store, self._pool)
+            else:
+                log.info("Redis calls run in threads (%s)", why)
         server = _Server(
             self,
             keepalive_timeout=self.options.idle_timeout,
@@ -256,6 +276,8 @@ class LocalServer:
             await self._stop.wait()
         finally:
             await runner.cleanup()
+            if self._aio is not None:
+                self._aio.close()
 
     def serve_forever(self) -> None:
         """Serve in this thread until :meth:`shutdown` (or Ctrl-C)."""
@@ -306,7 +328,11 @@ class LocalServer:
         return await loop.run_in_executor(self._health_pool, fn, *args)
 
     async def _call(self, name: str, req: Request) -> Response:
-        """Run handler ``name`` in the pool, batched with the requests of the same tick.
+        """Run handler ``name``: on the event loop when it can, else in the pool.
+
+        The Redis-only routes (:data:`~ai4ec_runtime.handlers.STEPS`) run on the event
+        loop through :class:`~ai4ec_runtime.aio.AsyncDriver` when the store allows it.
+        Otherwise the handler runs in the pool, batched with the requests of the same tick.
 
         Why batches: each hand-over between the event loop and a worker thread costs a
         wake-up and a GIL hand-over, which under load cost as much as the handler itself.
@@ -315,6 +341,13 @@ class LocalServer:
         answer from Redis alone are batched: a webhook delivery POSTs to a backend and
         may take seconds, so it never holds other requests back.
         """
+        aio = self._aio
+        if aio is not None and name in STEPS:
+            keys = self.keys
+            if keys is None:
+                return await aio.run(handle_io(self.runtime, name, req))
+            who = keys.who(presented_key(req))
+            return await aio.run(authorized_handle_io(self.runtime, who, name, req))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Response] = loop.create_future()
         if name not in _BATCHED:

@@ -66,11 +66,9 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local a = {}
-for i = 6, #ARGV do a[i - 5] = ARGV[i] end
+local a = {unpack(ARGV, 6)}
 local META, PENDING, PATHS = P .. '$META', P .. '$PENDING', P .. '$PATHS'
 local DEADLINES, RETRY, DQ = P .. '$DEADLINES', P .. '$RETRY', P .. '$DQ'
-local STATUSES = {'created', 'running', 'completed', 'failed'}
 local F = {'st', 'ep', 'path', 'text', 'ts', 'ptg', 'api', 'ttl', 'tmo', 'qto', 'maxatt',
            'boff', 'att', 'pl', 'step', 'steps', 'dlv', 'cl', 'hop', 'datt'}
 
@@ -97,8 +95,11 @@ end
 local now_iso = iso(now)
 
 local function enc(s)
-  -- cjson escapes '/' as '\/'; undo it (a '/' is never otherwise preceded by an
-  -- unpaired backslash in cjson output) so stored URLs read naturally.
+  -- A JSON string. Most values (ids, URLs, paths, status texts) need no escaping and are
+  -- quoted as they are: no cjson call, no gsub. Others go through cjson, whose '\/' for
+  -- '/' is undone (a '/' is never otherwise preceded by an unpaired backslash in cjson
+  -- output) so stored URLs read naturally. Both give the same bytes for a string.
+  if not string.find(s, '[%z\1-\31"\\\127]') then return '"' .. s .. '"' end
   return (string.gsub(cjson.encode(s), '\\/', '/'))
 end
 local function terminal(st) return st == 'completed' or st == 'failed' end
@@ -108,9 +109,12 @@ local function dq(api) return DQ .. (api ~= '' and api or '_') end
 local function load(id)
   local v = redis.call('HMGET', META .. id, unpack(F))
   if not v[1] then return nil end
-  local m = {}
-  for i, f in ipairs(F) do m[f] = v[i] or '' end
-  return m
+  -- One table constructor in F's order (a loop over F cost about 2 us a call).
+  return {st = v[1], ep = v[2] or '', path = v[3] or '', text = v[4] or '', ts = v[5] or '',
+          ptg = v[6] or '', api = v[7] or '', ttl = v[8] or '', tmo = v[9] or '',
+          qto = v[10] or '', maxatt = v[11] or '', boff = v[12] or '', att = v[13] or '',
+          pl = v[14] or '', step = v[15] or '', steps = v[16] or '', dlv = v[17] or '',
+          cl = v[18] or '', hop = v[19] or '', datt = v[20] or ''}
 end
 
 local function commit(id, m, dirty)
@@ -136,14 +140,10 @@ end
 -- Keep every index consistent with a state change from old to m.
 local function move(id, old, m)
   local same_path = old.path == m.path
-  if old.st ~= '' then  -- a new task (fresh random id) is in no set yet
-    local paths = {m.path}
-    if not same_path then paths[2] = old.path end
-    for _, p in ipairs(paths) do
-      for _, s in ipairs(STATUSES) do
-        if not (p == m.path and s == m.st) then redis.call('ZREM', P .. p .. '_' .. s, id) end
-      end
-    end
+  -- A task is in exactly one status set, <path>_<status> of its state: only this function
+  -- adds to them, and it leaves the old one. A new task (fresh random id) is in none.
+  if old.st ~= '' and not (same_path and old.st == m.st) then
+    redis.call('ZREM', P .. old.path .. '_' .. old.st, id)
   end
   local score = math.floor(now)
   if same_path and old.st == m.st then
@@ -183,8 +183,11 @@ end
 local function snapshot(id) return redis.call('GET', P .. id) or '' end
 local function body_of(id) return redis.call('GET', P .. id .. '_ORIG') or '' end
 
+-- Mode functions. Only the one called is defined (an 'if' around each): Redis runs the
+-- whole script body on every call, and building every closure cost about 1.5 us a call.
 local M = {}
 
+if mode == 'create' then
 function M.create()
   -- 1 id 2 text 3 ep 4 path 5 api 6 ttl 7 tmo 8 qto 9 maxatt 10 boff 11 ptg
   -- 12 body 13 pl 14 step 15 steps 16 idem_key 17 fingerprint 18 queue ('1': also put
@@ -218,7 +221,9 @@ function M.create()
   end
   return {'ok', rec}
 end
+end
 
+if mode == 'update' then
 function M.update()
   -- 1 id 2 has_text 3 text 4 bs 5 ep 6 path 7 api 8 ttl 9 tmo 10 qto 11 maxatt
   -- 12 boff 13 ptg 14 body 15 text_is_json
@@ -300,7 +305,9 @@ function M.update()
   if dispatch then return {'ok', rec, '1', m.ep, body_of(id)} end
   return {'ok', rec, '0'}
 end
+end
 
+if mode == 'busy' then
 function M.busy()
   -- 1 id 2 ep 3 kind ('busy'|'error') 4 detail 5 requeue delay ('' = the transport retries)
   local id = a[1]
@@ -320,7 +327,9 @@ function M.busy()
   if delay then redis.call('ZADD', dq(m.api), now + delay, id) end
   return {'ok', commit(id, m, {'text', 'ts', 'dlv', 'cl', 'datt'}), m.datt}
 end
+end
 
+if mode == 'repub' then
 function M.repub()
   -- 1 id 2 ep 3 text on giving up. The transport refused a dispatch (Event Grid down,
   -- or refusing the app's identity while a new role assignment propagates): it is
@@ -345,7 +354,9 @@ function M.repub()
   redis.call('ZADD', RETRY, now + delay, id)
   return {'retry', commit(id, m, {'text', 'ts', 'dlv', 'cl', 'datt'})}
 end
+end
 
+if mode == 'claim' then
 function M.claim()
   -- 1 id 2 ep ('' = any) 3 lease 4 want_body
   local id = a[1]
@@ -359,7 +370,9 @@ function M.claim()
   if a[4] == '1' then body = body_of(id) end
   return {'ok', m.ep, body}
 end
+end
 
+if mode == 'fail' then
 function M.fail()
   -- 1 id 2 ep ('' = any) 3 text 4 only_if_created
   local id = a[1]
@@ -374,7 +387,9 @@ function M.fail()
   move(id, old, m)
   return {'ok', commit(id, m, {'st', 'text', 'ts', 'dlv'})}
 end
+end
 
+if mode == 'sweep' then
 function M.sweep()
   -- 1 limit. Tasks past their deadline are retried (per policy) or failed.
   local ids = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', now, 'LIMIT', 0, tonumber(a[1]))
@@ -408,7 +423,9 @@ function M.sweep()
   end
   return out
 end
+end
 
+if mode == 'due' then
 function M.due()
   -- 1 limit. Claim retries whose backoff has passed; returns id, endpoint, body triples.
   local ids = redis.call('ZRANGEBYSCORE', RETRY, '-inf', now, 'LIMIT', 0, tonumber(a[1]))
@@ -424,7 +441,9 @@ function M.due()
   end
   return out
 end
+end
 
+if mode == 'enqueue' then
 function M.enqueue()
   -- 1 id 2 delay: put a dispatch into its API's durable delivery queue.
   local m = load(a[1])
@@ -432,7 +451,9 @@ function M.enqueue()
   redis.call('ZADD', dq(m.api), now + (tonumber(a[2]) or 0), a[1])
   return {'ok', m.api}
 end
+end
 
+if mode == 'take' then
 function M.take()
   -- 1 api 2 limit 3 lease: lease due entries of one API's delivery queue. A taken entry
   -- stays queued, due again when the lease ends, so a host killed mid-delivery loses
@@ -452,19 +473,25 @@ function M.take()
   end
   return out
 end
+end
 
+if mode == 'dqdone' then
 function M.dqdone()
   -- 1 id 2 api: the delivery is settled (delivered, rejected, failed or moved on).
   return redis.call('ZREM', dq(a[2]), a[1])
 end
+end
 
+if mode == 'dqnext' then
 function M.dqnext()
   -- 1 api: seconds until the next entry of a delivery queue is due (-1 = empty).
   local first = redis.call('ZRANGE', dq(a[1]), 0, 0, 'WITHSCORES')
   if not first[2] then return '-1' end
   return tostring(math.max(0, tonumber(first[2]) - now))
 end
+end
 
+if mode == 'current' then
 function M.current()
   -- 1 key 2 delta 3 expire: the request reporter counter, never below zero.
   local key = P .. a[1]
@@ -472,6 +499,7 @@ function M.current()
   if v < 0 then redis.call('SET', key, 0); v = 0 end
   redis.call('EXPIRE', key, a[3])
   return v
+end
 end
 
 local fn = M[mode]

@@ -21,9 +21,9 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.cluster
@@ -178,14 +178,179 @@ _Call = tuple[str, str, Sequence[str | int | float], str | None]
 
 def _pack(parts: list[bytes]) -> bytes:
     """One command in RESP: ``*<n>`` then ``$<len>`` + bytes per argument."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        out += (b"$%d\r\n" % len(part), part, b"\r\n")
+    return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
+
+
+def _send_read(conn: Any, packed: bytes, count: int, replay_safe: bool) -> list[Any]:
+    """Write ``packed`` on ``conn``'s socket and read ``count`` replies with hiredis.
+
+    Only for connections whose redis-py parser is hiredis's (the ``serve`` extra); the
+    Azure bundle, without compiled code, keeps redis-py's own parser and path.
+
+    redis-py's ``send_packed_command``/``read_response`` cost about as much client CPU
+    per call as the rest of a transition (connection checks and hooks around each read);
+    this does only the socket calls and the parsing. redis-py still opens the connection
+    (AUTH, TLS, HELLO) and closes it; each socket gets its own reader, so no byte of an
+    earlier connection is ever parsed. The failures map onto redis-py's, as
+    :meth:`TaskStore._exchange` expects: a failed send, or a lost reply (only retried when
+    ``replay_safe``).
+    """
+    sock = conn._sock  # noqa: SLF001
+    if sock is None:
+        conn.connect()
+        sock = conn._sock  # noqa: SLF001
+    state = getattr(conn, "_ai4ec_reader", None)
+    if state is None or state[0] is not sock:
+        state = (sock, _HIREDIS.Reader(**_READER_ARGS))
+        conn._ai4ec_reader = state  # noqa: SLF001
+    reader = state[1]
+    try:
+        sock.sendall(packed)
+    except OSError as exc:
+        raise redis.exceptions.ConnectionError(f"Error writing to Redis: {exc}") from None
+    out: list[Any] = []
+    try:
+        while len(out) < count:
+            reply = reader.gets()
+            if reply is False:
+                data = sock.recv(65536)
+                if not data:
+                    raise redis.exceptions.ConnectionError("Connection closed by server.")
+                reader.feed(data)
+            else:
+                out.append(reply)  # an error reply is an exception instance, kept in place
+    except (TimeoutError, OSError, redis.exceptions.ConnectionError) as exc:
+        err: Exception = exc
+        if isinstance(exc, TimeoutError):
+            err = redis.exceptions.TimeoutError("Timeout reading from Redis")
+        elif not isinstance(exc, redis.exceptions.ConnectionError):
+            err = redis.exceptions.ConnectionError(f"Error reading from Redis: {exc}")
+        if not replay_safe:
+            raise _ReplyLost() from err
+        raise err from None
+    return out
+
+
+def _hiredis() -> Any:
+    try:
+        import hiredis
+    except ImportError:  # the Azure bundle: redis-py's own parser
+        return None
+    return hiredis
+
+
+_HIREDIS = _hiredis()
+_READER_ARGS: dict[str, Any] = {}
+_HiredisParser: Any = type(None)  # with no hiredis, no connection parses with it
+if _HIREDIS is not None:
+    from redis._parsers import _HiredisParser
+    from redis._parsers.base import BaseParser
+
+    _READER_ARGS = {
+        "protocolError": redis.exceptions.InvalidResponse,
+        "replyError": BaseParser.parse_error,
+    }
+
+
+#: RESP bulk-string headers ``$<n>\r\n`` of the usual argument lengths, built once.
+_BULK = [b"$%d\r\n" % n for n in range(512)]
+
+
+def _bulk_args(args: Sequence[str | bytes | int | float]) -> bytes:
+    """The arguments of a command in RESP, as :func:`_pack` would write them."""
+    out: list[bytes] = []
+    add = out.append
+    for a in args:
+        b = a.encode() if isinstance(a, str) else a if isinstance(a, bytes) else str(a).encode()
+        n = len(b)
+        add(_BULK[n] if n < 512 else b"$%d\r\n" % n)
+        add(b)
+        add(b"\r\n")
     return b"".join(out)
 
 
-def _encode(args: Sequence[str | int | float]) -> list[bytes]:
-    return [a.encode() if isinstance(a, str) else str(a).encode() for a in args]
+# -- I/O as values ------------------------------------------------------------------------
+#
+# The task operations the HTTP routes use are written once, as generators that *yield*
+# what they need from Redis (an op below) and receive its reply: ``reply = yield op``.
+# :func:`drive` runs them with blocking sockets (the Functions app, the thread pool of
+# the local host, tools); :mod:`ai4ec_runtime.aio` runs the same generators on the local
+# host's event loop over one pipelined connection. Parsing, checks, key building,
+# packing and answer shaping therefore exist once; only the transport differs.
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class ScriptCalls:
+    """Run these packed script calls; the reply is a list, errors in place.
+
+    Every call carries its own operation id (packed in), so sending the same bytes
+    again after a lost reply is safe.
+    """
+
+    store: TaskStore
+    calls: Sequence[_Call]
+    packed: list[bytes]
+    groups: dict[str, list[int]]
+
+    def run(self) -> list[Any]:
+        """Blocking: one round trip per node (see :meth:`TaskStore._run_groups`)."""
+        return self.store._run_groups(self.calls, self.packed, self.groups, 0)  # noqa: SLF001
+
+
+@dataclass(slots=True)
+class Command:
+    """Run one packed read-only command (a ``GET``) on ``node``; the reply is its value.
+
+    A read can always be sent again, so a lost reply is retried like a failed send.
+    """
+
+    store: TaskStore
+    packed: bytes
+    node: str
+
+    def run(self) -> Any:
+        """Blocking: one round trip."""
+        return self.store._roundtrip(self.packed, 1, self.node)[0]  # noqa: SLF001
+
+
+@dataclass(slots=True)
+class Blocking:
+    """Call ``fn(*args)``, which may block (publishing a dispatch): a thread runs it."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+    def run(self) -> Any:
+        """Call it here."""
+        return self.fn(*self.args)
+
+
+#: What a step generator yields.
+Op = ScriptCalls | Command | Blocking
+#: A task operation written as a generator of :data:`Op` (see :func:`drive`).
+Steps = Generator[Op, Any, T]
+
+
+def drive(steps: Steps[T]) -> T:
+    """Run ``steps`` to its end with blocking I/O; returns what it returns.
+
+    A failed op is thrown into the generator at its ``yield``, so the operation's own
+    ``try``/``except`` sees it exactly as it would see a blocking call fail.
+    """
+    try:
+        op = next(steps)
+        while True:
+            try:
+                reply = op.run()
+            except Exception as exc:
+                op = steps.throw(exc)
+            else:
+                op = steps.send(reply)
+    except StopIteration as done:
+        result: T = done.value
+        return result
 
 
 def _s(value: Any) -> str:
@@ -231,6 +396,7 @@ class TaskStore:
         self.tags = [keys.shard_tag(i) for i in range(self.shards)] or [""]
         self.op_ttl = str(op_ttl_seconds).encode()
         self._sha_b = hashlib.sha1(TASK_SCRIPT.encode()).hexdigest().encode()
+        self._evalsha_head = _bulk_args((b"EVALSHA", self._sha_b, b"1"))
         self._idle: dict[str, list[Any]] = {}
         self._idle_lock = threading.Lock()
 
@@ -242,7 +408,13 @@ class TaskStore:
 
     def _eval(self, mode: str, tag: str, *args: str | int | float, key: str | None = None) -> Any:
         """Run the task script once: one round trip."""
-        reply = self._eval_many([(mode, tag, args, key)])[0]
+        return drive(self._eval_io(mode, tag, *args, key=key))
+
+    def _eval_io(
+        self, mode: str, tag: str, *args: str | int | float, key: str | None = None
+    ) -> Steps[Any]:
+        """:meth:`_eval` as steps."""
+        reply = (yield self._script_calls([(mode, tag, args, key)]))[0]
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -264,16 +436,36 @@ class TaskStore:
         """
         if not calls:
             return []
+        return self._script_calls(calls).run()
+
+    def _script_calls(self, calls: Sequence[_Call]) -> ScriptCalls:
+        """Pack ``calls`` (each with a fresh operation id) and group them by node."""
         now = b"" if self.clock is None else repr(self.clock()).encode()
         groups: dict[str, list[int]] = {}
         packed: list[bytes] = []
         for i, (mode, tag, args, key) in enumerate(calls):
             route = key if key is not None else tag + keys.SLOT_KEY
-            op = os.urandom(9).hex().encode()
-            head = [b"EVALSHA", self._sha_b, b"1", route.encode(), mode.encode(), now]
-            packed.append(_pack([*head, tag.encode(), op, self.op_ttl, *_encode(args)]))
+            op = os.urandom(9).hex()
+            # EVALSHA sha 1 route mode now tag op ttl args...: _pack's bytes, built in
+            # one pass (this runs for every transition; the generic path cost 5 us).
+            packed.append(self._pack_evalsha((route, mode, now, tag, op, self.op_ttl, *args)))
             groups.setdefault(self._node(route), []).append(i)
-        return self._run_groups(calls, packed, groups, 0)
+        return ScriptCalls(self, calls, packed, groups)
+
+    def _pack_evalsha(self, args: tuple[str | bytes | int | float, ...]) -> bytes:
+        """``EVALSHA <sha> 1 *args`` in RESP, as :func:`_pack` writes it.
+
+        hiredis's C packer when it is there (half the cost again); both give the same
+        bytes for the str, bytes, int and float arguments the store passes.
+        """
+        if _HIREDIS is not None:
+            try:
+                packed: bytes = _HIREDIS.pack_command((b"EVALSHA", self._sha_b, b"1", *args))
+            except TypeError:  # an argument type it does not take: the Python packer
+                pass
+            else:
+                return packed
+        return b"*%d\r\n" % (3 + len(args)) + self._evalsha_head + _bulk_args(args)
 
     def _run_groups(
         self,
@@ -282,11 +474,18 @@ class TaskStore:
         groups: dict[str, list[int]],
         depth: int,
     ) -> list[Any]:
-        replies: list[Any] = [None] * len(calls)
-        for node, idx in groups.items():
-            got = self._roundtrip(b"".join(packed[i] for i in idx), len(idx), node)
-            for i, reply in zip(idx, got, strict=True):
-                replies[i] = reply
+        if len(groups) == 1 and len(calls) == 1:
+            # The usual case, one call: its reply as is, unless it is an error to fix.
+            ((node, _),) = groups.items()
+            replies = self._roundtrip(packed[0], 1, node)
+            if not isinstance(replies[0], redis.exceptions.ResponseError):
+                return replies
+        else:
+            replies = [None] * len(calls)
+            for node, idx in groups.items():
+                got = self._roundtrip(b"".join(packed[i] for i in idx), len(idx), node)
+                for i, reply in zip(idx, got, strict=True):
+                    replies[i] = reply
         missing = [
             i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
         ]
@@ -335,6 +534,8 @@ class TaskStore:
         conn = self._take(node)
 
         def send_recv() -> list[Any]:
+            if _HIREDIS is not None and isinstance(conn._parser, _HiredisParser):  # noqa: SLF001
+                return _send_read(conn, packed, count, replay_safe)
             conn.send_packed_command([packed], check_health=False)
             out: list[Any] = []
             try:
@@ -424,8 +625,20 @@ class TaskStore:
             IllegalTransition: the change breaks the state machine.
             IdempotencyMismatch: the key was used for a different request.
         """
+        steps = self.upsert_io(req, idempotency_key=idempotency_key, caller=caller, queue=queue)
+        return drive(steps)
+
+    def upsert_io(
+        self,
+        req: UpsertRequest,
+        *,
+        idempotency_key: str | None = None,
+        caller: str = "",
+        queue: bool = False,
+    ) -> Steps[UpsertResult]:
+        """:meth:`upsert` as steps."""
         mode, tag, args, finish = self._prepare(req, idempotency_key, caller, queue)
-        return finish(self._eval(mode, tag, *args))
+        return finish((yield from self._eval_io(mode, tag, *args)))
 
     def upsert_many(self, reqs: Sequence[UpsertRequest]) -> list[UpsertResult | TaskError]:
         """Apply many upserts in one pipelined round trip (each still its own script).
@@ -590,14 +803,15 @@ class TaskStore:
 
     def get(self, task_id: str | None) -> bytes | None:
         """The stored task JSON, or ``None`` for unknown (or malformed) ids."""
+        return drive(self.get_io(task_id))
+
+    def get_io(self, task_id: str | None) -> Steps[bytes | None]:
+        """:meth:`get` as steps."""
         if not valid_task_id(task_id):
             return None
         # The hottest read (status polling): packed by hand like the scripts.
         key = keys.task(task_id or "", self.tag(task_id or ""))
-        (value,) = self._roundtrip(_pack([b"GET", key.encode()]), 1, self._node(key))
-        if isinstance(value, redis.exceptions.ResponseError):
-            raise value
-        return value if isinstance(value, bytes) else None
+        return _value((yield Command(self, _pack([b"GET", key.encode()]), self._node(key))))
 
     def get_doc(self, task_id: str) -> dict[str, Any] | None:
         """The stored task as a dict (tests, tooling)."""
@@ -812,10 +1026,27 @@ class TaskStore:
 
     def current_processing_add(self, cluster: str, api_path: str, delta: int) -> int:
         """Add ``delta`` to the in-flight counter of (cluster, path); never below 0."""
+        return drive(self.current_processing_add_io(cluster, api_path, delta))
+
+    def current_processing_add_io(self, cluster: str, api_path: str, delta: int) -> Steps[int]:
+        """:meth:`current_processing_add` as steps."""
         key = keys.current_requests(cluster, api_path)
-        return int(self._eval("current", "", key, delta, CURRENT_REQUESTS_EXPIRE, key=key))
+        expire = CURRENT_REQUESTS_EXPIRE
+        return int((yield from self._eval_io("current", "", key, delta, expire, key=key)))
 
     def current_processing_get(self, cluster: str, api_path: str) -> int | None:
         """The in-flight counter, or ``None`` when nothing was ever reported."""
-        value = self.redis.get(keys.current_requests(cluster, api_path))
+        return drive(self.current_processing_get_io(cluster, api_path))
+
+    def current_processing_get_io(self, cluster: str, api_path: str) -> Steps[int | None]:
+        """:meth:`current_processing_get` as steps."""
+        key = keys.current_requests(cluster, api_path)
+        value = _value((yield Command(self, _pack([b"GET", key.encode()]), self._node(key))))
         return None if value is None else int(value)
+
+
+def _value(reply: Any) -> bytes | None:
+    """A ``GET`` reply: the bytes, ``None`` for no key; an error reply is raised."""
+    if isinstance(reply, redis.exceptions.ResponseError):
+        raise reply
+    return reply if isinstance(reply, bytes) else None

@@ -7,6 +7,12 @@ Helpers live in rt_support.py.
 ``redis_cluster`` is a real three-master Redis Cluster (rt_cluster.py), started once per
 session when a test asks for it; ``store_client`` is parametrized over a single Redis
 and that cluster, so the suites that use it run against both.
+
+``both_paths`` runs a module's tests twice: with its ``handle`` as imported (blocking
+I/O, as the Functions app and the host's thread pool run it) and with ``handle``
+replaced by :class:`~rt_support.EventLoopHandle` (the steps on an event loop, as the
+local host runs the Redis-only routes). A module opts in with
+``pytestmark = pytest.mark.usefixtures("both_paths")``.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rt_cluster import RedisClusterProcs  # noqa: E402
-from rt_support import ROUTING, RUNTIMES, RedisServer, make_runtime  # noqa: E402
+from rt_support import ROUTING, RUNTIMES, EventLoopHandle, RedisServer, make_runtime  # noqa: E402
 
 from ai4ec_runtime.handlers import Runtime  # noqa: E402
 from ai4ec_runtime.store import connect_redis  # noqa: E402
@@ -92,3 +98,18 @@ def store_client(request: pytest.FixtureRequest) -> Iterator[Any]:
 def any_runtime(store_client: Any, routing_doc: dict[str, Any]) -> Runtime:
     """A runtime (recording dispatcher) on ``store_client``: single Redis or cluster."""
     return make_runtime(store_client, routing_doc)
+
+
+@pytest.fixture(params=["threads", "event-loop"])
+def both_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The module's ``handle``: blocking, or on an event loop (see the module docstring)."""
+    if request.param == "threads":
+        yield
+        return
+    assert hasattr(request.module, "handle"), "both_paths needs a module that imports handle"
+    on_loop = EventLoopHandle()
+    monkeypatch.setattr(request.module, "handle", on_loop)
+    try:
+        yield
+    finally:
+        on_loop.close()

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -285,3 +287,120 @@ def pem_of(key: Any, cert: Any) -> str:
         )
         + cert.public_bytes(serialization.Encoding.PEM)
     ).decode()
+
+
+class EventLoopHandle:
+    """``handle`` as the local host runs it: the steps on an event loop (aio.AsyncDriver).
+
+    A drop-in for :func:`ai4ec_runtime.handlers.handle` in a test module (see the
+    ``both_paths`` fixture): the routes the host runs on its loop go through one
+    :class:`~ai4ec_runtime.aio.AsyncDriver` per store, on a loop in a background thread;
+    every other call (other routes, a Redis Cluster) takes the blocking path, as in the
+    host. ``used`` counts the calls that went through a driver.
+    """
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.loop = asyncio.new_event_loop()
+        self.pool = ThreadPoolExecutor(4, thread_name_prefix="test-blocking")
+        self.drivers: dict[int, Any] = {}
+        self.used = 0
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def __call__(self, runtime: Any, name: str, req: Any) -> Any:
+        import asyncio
+
+        from ai4ec_runtime.aio import AsyncDriver, supported
+        from ai4ec_runtime.handlers import STEPS, handle, handle_io
+
+        if name not in STEPS or not isinstance(runtime, Runtime):
+            return handle(runtime, name, req)
+        if supported(runtime.store) is not None:
+            return handle(runtime, name, req)
+        key = id(runtime.store)
+        if key not in self.drivers:
+            self.drivers[key] = AsyncDriver(runtime.store, self.pool)
+        self.used += 1
+        coro = self.drivers[key].run(handle_io(runtime, name, req))
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def close(self) -> None:
+        import asyncio
+
+        async def close_drivers() -> None:
+            for driver in self.drivers.values():
+                driver.close()
+            await asyncio.sleep(0.01)  # the transports close their sockets on the loop
+
+        asyncio.run_coroutine_threadsafe(close_drivers(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+        self.pool.shutdown(wait=False)
+
+
+class DropProxy:
+    """Forwards 127.0.0.1:<port> to Redis; can drop the reply of one chosen script call."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed: bytes | None = None
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, mode: str) -> None:
+        """Drop the reply of the next script call whose mode is ``mode``."""
+        with self._lock:
+            self.armed = b"\r\n$%d\r\n%s\r\n" % (len(mode), mode.encode())
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _take_armed(self, data: bytes) -> bool:
+        with self._lock:
+            if self.armed is not None and data.startswith(b"*") and self.armed in data:
+                self.armed = None
+                self.dropped += 1
+                return True
+        return False
+
+    def _pipe(self, client: socket.socket) -> None:
+        server = socket.create_connection(("127.0.0.1", self.upstream_port))
+        try:
+            while True:
+                ready, _, _ = select.select([client, server], [], [], 1.0)
+                if client in ready:
+                    data = client.recv(1 << 16)
+                    if not data:
+                        return
+                    server.sendall(data)
+                    if self._take_armed(data):
+                        server.recv(1 << 16)  # Redis ran the call and answered...
+                        return  # ...and the answer is lost with the connection
+                if server in ready:
+                    data = server.recv(1 << 16)
+                    if not data:
+                        return
+                    client.sendall(data)
+        except OSError:
+            return
+        finally:
+            client.close()
+            server.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()

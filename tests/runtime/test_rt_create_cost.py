@@ -191,3 +191,32 @@ def test_a_queued_create_is_in_its_delivery_queue_after_one_call(
         assert taken.item.body == '{"image":"a.jpg"}'
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("c_packer", [True, False], ids=["hiredis", "python"])
+def test_both_packers_write_the_bytes_of_the_generic_one(
+    r: redis.Redis, routing_doc: dict[str, Any], c_packer: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script call is packed by hiredis's C packer when it is installed and by the
+    store's own otherwise (the Azure bundle); both must write what the generic RESP
+    packer writes, for every argument type the store passes (non-ASCII text included),
+    and a real Redis must run what they write."""
+    from ai4ec_runtime import store as store_mod
+
+    if c_packer and store_mod._HIREDIS is None:  # noqa: SLF001
+        pytest.skip("hiredis is not installed")
+    if not c_packer:
+        monkeypatch.setattr(store_mod, "_HIREDIS", None)
+    store = TaskStore(r, Routing(routing_doc))
+    try:
+        args = ("ai4ec:slot", "update", b"", "", "0123abcd", b"120", "é ☃ \r\n", "",
+                0, -1, 2**63 - 1, 0.5, 30.0, 1e-07, "x" * 600)  # fmt: skip
+        head = [b"EVALSHA", store._sha_b, b"1"]  # noqa: SLF001
+        generic = store_mod._pack(  # noqa: SLF001
+            [*head, *(a if isinstance(a, bytes) else str(a).encode() for a in args)]
+        )
+        assert store._pack_evalsha(args) == generic  # noqa: SLF001
+        made = store.upsert(UpsertRequest(None, "é ☃", None, DETECT, "{}", True, None))
+        assert json.loads(made.record)["Status"] == "é ☃"
+    finally:
+        store.close()

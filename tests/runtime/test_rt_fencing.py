@@ -29,6 +29,8 @@ from rt_support import CLASSIFY, DETECT
 
 from ai4ec_runtime.handlers import Request, Runtime, handle
 
+pytestmark = pytest.mark.usefixtures("both_paths")
+
 UPSTREAM = Path(__file__).resolve().parents[2] / ".." / "shared" / "upstream"
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import redis
 from rt_support import CLASSIFY, DETECT, make_runtime
 
 from ai4ec_runtime.handlers import Request, handle
+
+pytestmark = pytest.mark.usefixtures("both_paths")
 
 KEDA_LENGTH = """
 local t = redis.call('TYPE', KEYS[1])['ok']

@@ -11,83 +11,20 @@ state as without the drop, with exactly one dispatch.
 from __future__ import annotations
 
 import json
-import select
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from rt_support import CLASSIFY, DETECT, RedisServer, make_runtime
+from rt_support import CLASSIFY, DETECT, DropProxy, RedisServer, make_runtime
 
 from ai4ec_runtime.dispatch import BackendClient, Outcome, deliver
 from ai4ec_runtime.handlers import Request, Runtime, handle
 from ai4ec_runtime.scripts import TASK_SCRIPT
 from ai4ec_runtime.store import Dispatch, connect_redis
 
-
-class DropProxy:
-    """Forwards 127.0.0.1:<port> to Redis; can drop the reply of one chosen script call."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.armed: bytes | None = None
-        self.dropped = 0
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def arm(self, mode: str) -> None:
-        """Drop the reply of the next script call whose mode is ``mode``."""
-        with self._lock:
-            self.armed = b"\r\n$%d\r\n%s\r\n" % (len(mode), mode.encode())
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
-
-    def _take_armed(self, data: bytes) -> bool:
-        with self._lock:
-            if self.armed is not None and data.startswith(b"*") and self.armed in data:
-                self.armed = None
-                self.dropped += 1
-                return True
-        return False
-
-    def _pipe(self, client: socket.socket) -> None:
-        server = socket.create_connection(("127.0.0.1", self.upstream_port))
-        try:
-            while True:
-                ready, _, _ = select.select([client, server], [], [], 1.0)
-                if client in ready:
-                    data = client.recv(1 << 16)
-                    if not data:
-                        return
-                    server.sendall(data)
-                    if self._take_armed(data):
-                        server.recv(1 << 16)  # Redis ran the call and answered...
-                        return  # ...and the answer is lost with the connection
-                if server in ready:
-                    data = server.recv(1 << 16)
-                    if not data:
-                        return
-                    client.sendall(data)
-        except OSError:
-            return
-        finally:
-            client.close()
-            server.close()
-
-    def close(self) -> None:
-        self._closed = True
-        self.listener.close()
+pytestmark = pytest.mark.usefixtures("both_paths")
 
 
 @pytest.fixture

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from rt_support import DETECT, RedisServer, make_runtime
 
 from ai4ec_runtime.handlers import Request, connect, handle
+
+pytestmark = pytest.mark.usefixtures("both_paths")
 
 
 def test_redis_crash_and_restart_loses_no_task(tmp_path: Path, routing_doc: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ from ai4ec_runtime.models import (
     UpsertRequest,
 )
 
+pytestmark = pytest.mark.usefixtures("both_paths")
+
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 STATUSES = ("created", "running", "completed", "failed")
 
