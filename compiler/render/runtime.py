@@ -87,7 +87,7 @@ def _bundle(routing: dict[str, Any], defaults: dict[str, str]) -> bytes:
     with zlib's version (:func:`~ai4ec.cache.code_fingerprint`) and Python's (zipfile
     writes the headers), so a hit is the zip this build would write.
     """
-    from ai4ec_runtime.bundle import bundle_entries, zip_of
+    from ai4ec_runtime.bundle import bundle_entries, zip_bytes
 
     entries = bundle_entries(routing, defaults)
     store = DiskCache("functions")
@@ -100,7 +100,7 @@ def _bundle(routing: dict[str, Any], defaults: dict[str, str]) -> bytes:
         hit = store.get(key)
         if hit is not None:
             return hit
-    bundle = zip_of(entries)
+    bundle = zip_bytes(routing, defaults)  # zips bundle_entries(routing, defaults)
     if key:
         store.put(key, bundle)
     return bundle

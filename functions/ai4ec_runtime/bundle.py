@@ -279,20 +279,11 @@ def zip_bytes(
     Raises:
         BundleError: the locked dependencies cannot be vendored from this environment.
     """
-    return zip_of(bundle_entries(routing, settings_doc))
-
-
-def zip_of(entries: dict[str, bytes]) -> bytes:
-    """The zip of ``entries`` (name -> content), as :func:`zip_bytes` writes it.
-
-    A pure function of the entries (and of zipfile and zlib): the compiler keeps the
-    result in its render cache under a hash of the entries.
-    """
     buf = io.BytesIO()
     with zipfile.ZipFile(
         buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL
     ) as zf:
-        for name, data in sorted(entries.items()):
+        for name, data in sorted(bundle_entries(routing, settings_doc).items()):
             info = zipfile.ZipInfo(name, date_time=_EPOCH)
             info.create_system = 3  # unix, whatever machine builds it
             info.external_attr = 0o100644 << 16

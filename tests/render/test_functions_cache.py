@@ -33,13 +33,13 @@ def test_a_cached_zip_is_the_cold_zip_and_a_changed_entry_misses(
     monkeypatch.setenv("AI4EC_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("AI4EC_NO_CACHE", raising=False)
     zipped: list[int] = []
-    real = bundle.zip_of
+    real = bundle.zip_bytes
 
-    def counting(entries: dict[str, bytes]) -> bytes:
-        zipped.append(len(entries))
-        return real(entries)
+    def counting(routing: Any, settings: Any) -> bytes:
+        zipped.append(1)
+        return real(routing, settings)
 
-    monkeypatch.setattr(bundle, "zip_of", counting)
+    monkeypatch.setattr(bundle, "zip_bytes", counting)
     result = check_platform(SAMPLES / "camera-trap" / "platform.yaml")
     assert result.ok, result.diagnostics
     [platform] = result.platforms()[:1]
