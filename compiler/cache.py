@@ -11,10 +11,13 @@ corrupt or foreign file is ignored (and replaced), never trusted. Writes are ato
 
 Namespaces: ``helm`` (one release's objects), ``k8s`` (one API's Istio objects),
 ``apim`` (one API's policy files, keyed by its APIM plan, the plan-wide values and
-:func:`code_fingerprint`) and ``render`` (every artifact of one environment, keyed by the
-platform text, the files it references and :func:`code_fingerprint`): a rebuild of an
-unchanged platform, or the base side of ``ai4ec diff``, renders nothing, and one where a
-few APIs changed renders their releases and policies only.
+:func:`code_fingerprint`), ``arm`` (the printed ARM resources of a few APIs' groups -
+API Management children, identities - keyed by the model slice their builder reads, see
+:mod:`ai4ec.render.azure.prints`), ``functions`` (the task manager's zip, keyed by its
+entries) and ``render`` (every artifact of one environment, keyed by the platform text,
+the files it references and :func:`code_fingerprint`): a rebuild of an unchanged
+platform, or the base side of ``ai4ec diff``, renders nothing, and one where a few APIs
+changed renders their releases, policies and ARM resources only.
 
 ``--no-cache`` on ``build`` and ``diff`` (or ``AI4EC_NO_CACHE=1``) neither reads nor writes.
 

@@ -208,6 +208,8 @@ __all__ = [
     "check_document",
     "check_platform",
     "format_path",
+    "render_environments",
+    "render_platforms",
     "require_ok",
 ]
 
@@ -247,7 +249,41 @@ def render_platforms(
     jobs: int | None = None,
     bicep: bool = True,
 ) -> list[RenderedEnvironment]:
+    """Render every valid environment in memory, in the order of ``result``, with manifests.
+
+    :func:`render_environments` does the rendering (see it for the arguments); this adds
+    each environment's ``manifest.json``, which only a build writes.
+
+    Raises:
+        ValidationError: the platform file has errors.
+        RenderError: a target cannot render a valid model.
+    """
+    import hashlib
+
+    from .write import manifest
+
+    rendered = render_environments(result, progress, side, jobs, bicep)
+    doc = result.document
+    assert doc is not None
+    source_sha = hashlib.sha256("\n".join(doc.lines).encode()).hexdigest()
+    return [
+        RenderedEnvironment(r, manifest(r, platform.name, doc.source.file, source_sha))
+        for platform, r in zip(result.platforms(), rendered, strict=True)
+    ]
+
+
+def render_environments(
+    result: CheckResult,
+    progress: Progress | None = None,
+    side: str = "",
+    jobs: int | None = None,
+    bicep: bool = True,
+) -> list[RenderResult]:
     """Render every valid environment in memory, in the order of ``result``.
+
+    Without the manifests :func:`render_platforms` adds: ``ai4ec diff`` compares the
+    artifacts only, and hashing 30 MB of them for a manifest it never reads cost about
+    0.15 s per side at 1,000 APIs.
 
     ``progress`` is told the number of steps (environments x targets) first, then each
     target of each environment as it finishes; ``side`` prefixes the labels (diff).
@@ -261,21 +297,17 @@ def render_platforms(
         ValidationError: the platform file has errors.
         RenderError: a target cannot render a valid model.
     """
-    import hashlib
-
     from . import cache
     from .render import TARGETS, RenderContext, RenderResult, render_all, stored
-    from .write import manifest
 
     platforms = require_ok(result)
     doc = result.document
     assert doc is not None
     text = "\n".join(doc.lines)
-    source_sha = hashlib.sha256(text.encode()).hexdigest()
     context = RenderContext(
         source_name=doc.source.file, source_dir=str(doc.path.parent), bicep=bicep
     )
-    rendered = []
+    rendered: list[RenderResult] = []
     if progress is not None:
         progress.start(len(platforms) * len(TARGETS))
     prefix = f"{side}: " if side else ""
@@ -298,9 +330,7 @@ def render_platforms(
             if key:
                 stored.store(key, r.artifacts)
                 r = RenderResult(r.environment, r.artifacts, cache_key=key)
-        rendered.append(
-            RenderedEnvironment(r, manifest(r, platform.name, doc.source.file, source_sha))
-        )
+        rendered.append(r)
     cache.prune()  # bounded by $AI4EC_CACHE_MAX_MB; only after a run that grew it
     return rendered
 

@@ -34,7 +34,7 @@ from ..load import (
     load_platform,
     parse_platform,
 )
-from ..pipeline import DEFAULT_ENV, Progress, check_document, render_platforms
+from ..pipeline import DEFAULT_ENV, Progress, check_document, render_environments
 from .compare import EnvSide
 from .records import Side, SourceRef
 
@@ -267,7 +267,7 @@ def render(
     result = check_document(doc, wanted if defined else None)
     try:
         # The compare reads the ARM JSON, not the Bicep printed from the same template.
-        rendered = render_platforms(result, progress, role, bicep=False)
+        rendered = render_environments(result, progress, role, bicep=False)
     except Ai4ecError as exc:
         label = loaded.side.label
         diags = exc.diagnostics if role == "head" else _relocate(exc.diagnostics, label)
@@ -275,7 +275,7 @@ def render(
     envs = {e.name: e for e in result.environments}
     out: dict[str, EnvSide] = {}
     change = "added" if role == "head" else "removed"
-    for rr, _manifest in rendered:
+    for rr in rendered:
         er = envs[rr.environment]
         out[rr.environment] = EnvSide(
             name=rr.environment,

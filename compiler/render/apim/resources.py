@@ -26,8 +26,9 @@ The Azure target passes those resources in (:meth:`ApimInfrastructure.resources`
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...model.naming import GATEWAY_CLIENT_CERT
@@ -174,6 +175,8 @@ class _Builder:
     apis: dict[str, Resource] = field(default_factory=dict)
     fragments: dict[str, Resource] = field(default_factory=dict)
     owner: Resource | None = None
+    #: Each API of ``plan.apis`` and the children :meth:`api` made for it.
+    groups: list[tuple[ApiPlan, tuple[Resource, ...]]] = field(default_factory=list)
 
     def add(
         self,
@@ -298,7 +301,9 @@ class _Builder:
             self.fragment(fragment)
         self.policy(self.service, plan.global_policy_path)
         for api in plan.apis:
+            start = len(self.out)
             self.api(api)
+            self.groups.append((api, tuple(self.out[start:])))
         if plan.status is not None:
             status = plan.status
             api_res = self.api(status.api)
@@ -420,13 +425,36 @@ class ApimInfrastructure:
             key_vault_waits: What the Key Vault named value waits for (the service's Key
                 Vault role and the secrets).
         """
+        return self.resource_groups(service, module, key_vault_waits)[0]
+
+    def resource_groups(
+        self, service: Resource, module: str, key_vault_waits: Sequence[Resource]
+    ) -> tuple[list[Resource], list[tuple[str, tuple[Resource, ...]]]]:
+        """:meth:`resources`, and each API's children with the digest of what they read.
+
+        An API's children (the API, its ownership tag link, policy, operations and
+        their policies) read its plan, its policy texts and plan-wide values (the
+        service, named values, backends and fragments they wait for), nothing of the
+        other APIs: the digest hashes exactly those, so the Azure target may keep
+        their printed form in the render cache (:mod:`ai4ec.render.azure.prints`).
+        """
         if service.type != _SERVICE_TYPE or service.name != self.plan.service:
             raise ValueError(f"{service.symbol} is not API Management service {self.plan.service}")
-        return _Builder(
+        builder = _Builder(
             plan=self.plan,
             policies=self.policies,
             needs=policy_needs(self.plan),
             service=service,
             module=module,
             key_vault_waits=key_vault_waits,
-        ).build()
+        )
+        children = builder.build()
+        wide = repr(replace(self.plan, apis=(), products=(), status=None))
+        shared = hashlib.sha256(f"{service.symbol}\0{wide}".encode()).hexdigest()
+        groups: list[tuple[str, tuple[Resource, ...]]] = []
+        for api, resources in builder.groups:
+            paths = [api.policy_path, *(op.policy_path for op in api.operations)]
+            texts = [self.policies.get(p, "") for p in paths if p is not None]
+            digest = hashlib.sha256(repr((shared, api, texts)).encode()).hexdigest()
+            groups.append((digest, resources))
+        return children, groups

@@ -20,8 +20,9 @@ Grants on single secrets need the secrets to exist, so they are held back by
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ...model.naming import (
@@ -39,7 +40,8 @@ from ...model.naming import (
 from ...model.types import Api, Platform
 from .aks import ClusterHandle
 from .common import LOCATION, TAGS, AzureSpec, new_resource, role_assignment
-from .spec import Note, Output, Param, Parameter, Resource, camel
+from .prints import Group
+from .spec import Note, Output, Param, Parameter, Resource, camel, to_arm
 
 #: The whole keys document ``{"apim", "eventGrid", "apis": {api id: key}}`` (the runtime's).
 ACCESS_KEYS_SECRET = "ai4ec-access-keys"
@@ -134,6 +136,9 @@ class ApiIdentity:
     resources: tuple[Resource, ...] = ()
     #: Its grants on single Key Vault secrets (held back by :data:`PARAM_ACCESS_GRANTS`).
     grants: tuple[Resource, ...] = ()
+    #: Digest of everything its resources and grants were built from (see
+    #: :func:`_identity_view`): their key in the render cache.
+    slice: str = ""
 
 
 def _federated_identity(
@@ -203,11 +208,15 @@ def api_identities(
     or in the same ``identities-<n>`` split template), so 1,000 APIs split the same way.
     """
     module = "identities"
-    by_cluster = {h.model.name: h for h in clusters}
+    apis = sorted(platform.apis, key=lambda a: a.id)
+    platform, by_cluster = _identity_view(platform, clusters)  # see _identity_view
+    shared = [repr(platform), _resource_identity(vault), _resource_identity(blob)]
+    shared += [_resource_identity(h.cluster) for h in by_cluster.values()]
+    digest = hashlib.sha256("\0".join(shared).encode("utf-8")).hexdigest()
     scopes: dict[str, Resource] = {}
     grant = Param(PARAM_ACCESS_GRANTS)
     made: list[ApiIdentity] = []
-    for api in sorted(platform.apis, key=lambda a: a.id):
+    for api in apis:
         handle = by_cluster.get(api.cluster)
         if handle is None:  # pragma: no cover - the model places every API on a cluster
             continue
@@ -271,9 +280,43 @@ def api_identities(
                 container=container,
                 resources=tuple(own),
                 grants=tuple(grants),
+                slice=f"{digest}\0{api!r}",
             )
         )
     return made
+
+
+def identity_groups(identities: Sequence[ApiIdentity]) -> list[Group]:
+    """Each API's identity resources and grants, as a group the render cache may print."""
+    return [Group("identities", i.slice, (*i.resources, *i.grants)) for i in identities]
+
+
+def _identity_view(
+    platform: Platform, clusters: Sequence[ClusterHandle]
+) -> tuple[Platform, dict[str, ClusterHandle]]:
+    """All the per-API identities may read: the platform but its APIs and node pools.
+
+    :func:`api_identities` builds each API's resources from this view and the API
+    alone, so its ``repr`` (frozen dataclasses of plain values) with the API's is the
+    exact model slice they depend on: what the render cache keys them by. Node pools
+    are left out so that resizing a pool (a common change) keeps every identity cached;
+    nothing here reads them.
+    """
+    narrowed = {h.model.name: replace(h, model=replace(h.model, pools=())) for h in clusters}
+    view = replace(
+        platform,
+        apis=(),
+        pipelines=(),
+        products=(),
+        clusters=tuple(replace(c, pools=()) for c in platform.clusters),
+        _index={},
+    )
+    return view, narrowed
+
+
+def _resource_identity(res: Resource) -> str:
+    """How a resource an identity refers to prints (its symbol, type, version and id)."""
+    return f"{res.symbol}\0{res.type}\0{res.api_version}\0{to_arm(res.id())}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,5 +415,6 @@ __all__ = [
     "api_identities",
     "api_key_secret",
     "cluster_identities",
+    "identity_groups",
     "identity_outputs",
 ]

@@ -10,33 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from .access import PARAM_ACCESS_GRANTS
+from .prints import arm_resource, document_text
 from .spec import Parameter, Resource, scan, to_arm
 from .template import ARM_MAX_RESOURCES, GRANT_SPLIT, IDENTITY_SPLIT, AzureTemplate
 
 ARM_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
 PARAMS_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#"
-
-
-def arm_resource(res: Resource, deps: list[Resource], body: Any = None) -> dict[str, Any]:
-    """One resource of ``main.json`` (classic form: full type, full name, dependsOn ids).
-
-    ``body`` is ``to_arm(res.body)`` when the caller has it already (:class:`~.template.ArmBodies`).
-    """
-    if all(isinstance(s, str) for s in res.segments):
-        name: Any = "/".join(str(s) for s in res.segments)
-    elif res.parent is None:
-        name = res.name
-    else:  # pragma: no cover - expression names only occur on top-level resources
-        raise TypeError(f"{res.symbol}: expression name below a parent")
-    out: dict[str, Any] = {"type": res.type, "apiVersion": res.api_version, "name": to_arm(name)}
-    if res.scope is not None:
-        out["scope"] = res.scope.scope_path()
-    if res.condition is not None:
-        out["condition"] = to_arm(res.condition)
-    out.update(to_arm(res.body) if body is None else body)
-    if deps:
-        out["dependsOn"] = [to_arm(d.id()) for d in deps]
-    return out
 
 
 def deployment_name(tpl: AzureTemplate, module: str) -> str:
@@ -103,6 +82,50 @@ def _arm_document(
     return doc
 
 
+def _document_text(
+    tpl: AzureTemplate, rs: list[Resource], description: str, outputs: bool
+) -> tuple[str, dict[str, Any]]:
+    """:func:`_arm_document` as the JSON text an artifact holds, and the rest of it.
+
+    The same bytes as printing :func:`_arm_document`'s result whole, assembled from
+    each resource's print (:mod:`.prints`), which per-API groups take from the render
+    cache. The returned document lacks ``resources`` (parameters files read the rest).
+    """
+    inside = {r.symbol for r in rs}
+    prints = tpl.arm_bodies.printed(rs, tpl.needs)
+    names: set[str] = set()
+    var_names: set[str] = set()
+    for p in prints:
+        names |= p.params
+        var_names |= p.variables
+    if outputs:
+        _refs, used, used_vars = scan([[o.value for o in tpl.outputs]])
+        names |= used
+        var_names |= used_vars
+    doc: dict[str, Any] = {
+        "$schema": ARM_SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "metadata": {"description": to_arm(description)},
+        "parameters": {p.name: _arm_parameter(p) for p in tpl.spec.params if p.name in names},
+        "variables": to_arm({v: tpl.spec.variables[v] for v in sorted(var_names)}),
+    }
+    if outputs:
+        doc["outputs"] = {
+            o.name: {
+                "type": o.type,
+                "value": to_arm(o.value),
+                "metadata": {"description": o.description},
+            }
+            for o in tpl.outputs
+        }
+    symbols = tpl.by_symbol or {r.symbol: r for r in tpl.spec.resources if not r.virtual}
+
+    def arm_id(symbol: str) -> str:
+        return tpl.arm_bodies.arm_id(symbols[symbol])
+
+    return document_text(doc, [p.resolved(inside, arm_id) for p in prints]), doc
+
+
 def split_description(tpl: AzureTemplate, module: str) -> str:
     """What a separate template is and when to deploy it (apply orders them so)."""
     kind = module.rpartition("-")[0]
@@ -140,6 +163,17 @@ def split_template(tpl: AzureTemplate, module: str) -> dict[str, Any]:
 def arm_template(tpl: AzureTemplate) -> dict[str, Any]:
     """``main.json``: parameters, the shared variables, every resource, the outputs."""
     return _arm_document(tpl, main_resources(tpl), tpl.description, outputs=True)
+
+
+def main_text(tpl: AzureTemplate) -> tuple[str, dict[str, Any]]:
+    """:func:`arm_template` as text (see :func:`_document_text`), and its non-resources."""
+    return _document_text(tpl, main_resources(tpl), tpl.description, outputs=True)
+
+
+def split_text(tpl: AzureTemplate, module: str) -> tuple[str, dict[str, Any]]:
+    """:func:`split_template` as text (see :func:`_document_text`), and its non-resources."""
+    rs = [r for r in tpl.spec.resources if r.module == module]
+    return _document_text(tpl, rs, split_description(tpl, module), outputs=False)
 
 
 def parameters_file(

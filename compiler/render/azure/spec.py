@@ -492,9 +492,12 @@ class Note:
 # -------------------------------------------------------------------------------- resources
 
 
+_NOT_WORD = re.compile(r"[^A-Za-z0-9]+")
+
+
 def camel(*parts: str) -> str:
     """``camel('aks', 'my-cluster')`` -> ``aksMyCluster`` (a Bicep identifier)."""
-    words = [w for p in parts for w in re.split(r"[^A-Za-z0-9]+", p) if w]
+    words = [w for p in parts for w in _NOT_WORD.split(p) if w]
     if not words:  # pragma: no cover - callers always pass a word
         raise ValueError("no identifier characters")
     head, *rest = words

@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 
 from ...model.types import Platform
 from ..artifact import Artifact, RenderContext, json_artifact
-from .arm import arm_template, parameters_file, split_template
+from .arm import main_text, parameters_file, split_text
 from .bicep import OUTPUT_DIR, bicep_files
 from .template import (
     APIM_CHUNK,
@@ -57,14 +57,17 @@ def render_azure(
         if context.bicep
         else []
     )
-    main = arm_template(tpl)
+    # Printed from each resource's print, per-API groups from the render cache (.prints):
+    # the same bytes as json_artifact of arm_template / split_template.
+    text, main = main_text(tpl)
     refs = {p.name: p.key_vault for p in tpl.spec.params if p.key_vault is not None}
-    artifacts.append(json_artifact("azure/main.json", main))
+    artifacts.append(Artifact(PurePosixPath("azure/main.json"), text.encode("utf-8")))
     artifacts.append(json_artifact("azure/main.parameters.json", parameters_file(main, refs)))
     for m in tpl.split:
-        doc = split_template(tpl, m)
-        artifacts.append(json_artifact(f"azure/{m}.json", doc))
+        text, doc = split_text(tpl, m)
+        artifacts.append(Artifact(PurePosixPath(f"azure/{m}.json"), text.encode("utf-8")))
         artifacts.append(json_artifact(f"azure/{m}.parameters.json", parameters_file(doc)))
+    tpl.groups.store(tpl.arm_bodies.all_printed())
     return AzureResult(template=tpl, artifacts=tuple(artifacts))
 
 

@@ -27,9 +27,9 @@ otherwise pass ARM's limits, so every ordinary platform stays one template:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ...errors import Diagnostic, RenderError
 from ...model.naming import GATEWAY_CLIENT_CERT, mutual_tls
@@ -41,6 +41,7 @@ from .access import (
     access_parameters,
     api_identities,
     cluster_identities,
+    identity_groups,
     identity_outputs,
 )
 from .aks import ClusterHandle, aks
@@ -50,6 +51,7 @@ from .data import key_vault, redis, registry, storage
 from .dispatch import dispatch
 from .functions import functions
 from .monitoring import monitoring
+from .prints import Group, GroupStore, Printed, print_resources
 from .roles import roles
 from .secrets import secrets
 from .spec import Fn, Output, Param, Parameter, Resource, referenced, to_arm
@@ -95,8 +97,23 @@ class ApimChildren(Protocol):
         ...
 
 
+@runtime_checkable
+class GroupedApimChildren(ApimChildren, Protocol):
+    """An APIM hand-off that also says which children belong to one API, and what they read.
+
+    The real APIM target is one; a hand-off without it (a test's stand-in) is printed
+    without the cache.
+    """
+
+    def resource_groups(
+        self, service: Resource, module: str, key_vault_waits: Sequence[Resource]
+    ) -> tuple[list[Resource], list[tuple[str, tuple[Resource, ...]]]]:
+        """The children, and per API (digest of what its children read, the children)."""
+        ...
+
+
 class ArmBodies:
-    """Each resource's ARM body (:func:`~.spec.to_arm`) and compact size, once per build.
+    """Each resource's ARM body (:func:`~.spec.to_arm`), size and print, once per build.
 
     Cutting the template into split templates weighs every resource (some twice: main's
     core, then the identities), and printing converts every body again; on a 1,000-API
@@ -104,11 +121,51 @@ class ArmBodies:
     once :func:`build_template` weighs them, and nothing changes them after, so the
     first conversion serves every later one. Keeps each resource alive with its entry,
     so an ``id()`` is never reused within one build.
+
+    Prints (:class:`~.prints.Printed`) of per-API groups may come from the render cache
+    (:meth:`seed`); their size is then the cached one, and their body is converted only
+    if something asks for it.
     """
 
     def __init__(self) -> None:
         self._bodies: dict[int, tuple[Resource, Any]] = {}
         self._sizes: dict[int, int] = {}
+        self._printed: dict[int, Printed] = {}
+        self._ids: dict[int, str] = {}
+        self._keep: list[Resource] = []
+
+    def seed(self, res: Resource, printed: Printed) -> None:
+        """Take ``res``'s print (and size) from the render cache."""
+        self._keep.append(res)
+        self._printed[id(res)] = printed
+        self._sizes[id(res)] = printed.size
+
+    def seeded(self, res: Resource) -> Printed | None:
+        """The print :meth:`seed` gave ``res``, if any."""
+        return self._printed.get(id(res))
+
+    def printed(
+        self, resources: Sequence[Resource], needs: Callable[[Resource], list[Resource]]
+    ) -> list[Printed]:
+        """Each resource printed (see :func:`~.prints.print_resources`), on first use."""
+        todo = [r for r in resources if id(r) not in self._printed]
+        items = [(r, needs(r), self.body(r), self.size(r)) for r in todo]
+        for res, printed in zip(todo, print_resources(items), strict=True):
+            self._keep.append(res)
+            self._printed[id(res)] = printed
+        return [self._printed[id(r)] for r in resources]
+
+    def arm_id(self, res: Resource) -> str:
+        """``to_arm(res.id())``, once per resource (thousands wait for the same few)."""
+        got = self._ids.get(id(res))
+        if got is None:
+            self._keep.append(res)
+            got = self._ids[id(res)] = to_arm(res.id())
+        return got
+
+    def all_printed(self) -> dict[int, Printed]:
+        """Every print made or seeded so far, by ``id()`` of the resource."""
+        return self._printed
 
     def body(self, res: Resource) -> Any:
         """``to_arm(res.body)``, converted on first use."""
@@ -142,6 +199,10 @@ class AzureTemplate:
     split: list[str] = field(default_factory=list)
     #: Each resource's ARM body, converted once (weighing and printing share it).
     arm_bodies: ArmBodies = field(default_factory=ArmBodies)
+    #: The per-API groups whose prints the cache did not have (stored once printed).
+    groups: GroupStore = field(default_factory=GroupStore)
+    #: Every deployed resource by its symbol (unique in a template).
+    by_symbol: dict[str, Resource] = field(default_factory=dict)
 
     def needs(self, res: Resource) -> list[Resource]:
         """What ``res`` must wait for (see :func:`dependencies`)."""
@@ -211,13 +272,29 @@ def build_template(
     dispatch(spec, platform, fns, store.account, grants)
     split: list[str] = []
     weights = ArmBodies()
+    groups = identity_groups(identities)
+    children: list[Resource] = []
     if apim is not None:
         _declare(spec, apim.parameters)
         # The Key Vault named value reads ai4ec-apim-key, which `ai4ec apply` writes
         # before the APIM step; in the template it waits for its role only.
-        children = apim.resources(service, APIM_MODULE, (grants.apim_key_vault,))
+        waits = (grants.apim_key_vault,)
+        if isinstance(apim, GroupedApimChildren):
+            children, apim_groups = apim.resource_groups(service, APIM_MODULE, waits)
+            groups += [Group("apim-api", digest, rs) for digest, rs in apim_groups]
+        else:
+            children = apim.resources(service, APIM_MODULE, waits)
         for child in children:
             spec.add(child)
+    # Per-API prints from the render cache (see .prints) before anything is weighed.
+    cached = GroupStore()
+    deployed = [r for r in spec.resources if not r.virtual]
+    known = {r.symbol: r for r in deployed}
+    if len(known) != len(deployed):  # pragma: no cover - a builder bug
+        raise AssertionError("two deployed resources share a symbol")
+    for res, printed in cached.load(groups, known):
+        weights.seed(res, printed)
+    if apim is not None:
         split = _chunk(spec, children, weights)
     # Identities go before the APIM chunks: that is the order apply deploys them in.
     split = _chunk_identities(spec, identities, split, weights) + split
@@ -228,7 +305,10 @@ def build_template(
     # Split templates after main's modules, in deployment order (an identity chunk's
     # grants are in a later chunk kind, whatever the APIs they start at).
     modules += split
-    deps = {id(r): dependencies(r) for r in spec.resources if not r.virtual}
+    deps: dict[int, list[Resource]] = {}
+    for r in deployed:
+        seeded = weights.seeded(r)
+        deps[id(r)] = dependencies(r) if seeded is None else [known[s] for s in seeded.deps]
     _check_module_order(spec, modules, deps)
     description = platform.description or f"ai4ec platform {platform.name}"
     return AzureTemplate(
@@ -251,6 +331,8 @@ def build_template(
         deps=deps,
         split=split,
         arm_bodies=weights,
+        groups=cached,
+        by_symbol=known,
     )
 
 

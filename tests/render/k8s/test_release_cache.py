@@ -123,3 +123,30 @@ def test_an_ai4ec_version_change_invalidates(monkeypatch: pytest.MonkeyPatch) ->
     key = cache.key_of("chart", "api", "ns", "{}")
     monkeypatch.setattr(cache, "__version__", "99.0")
     assert cache.key_of("chart", "api", "ns", "{}") != key
+
+
+def test_a_hit_skips_the_values_check_and_a_code_change_invalidates(
+    tmp_path: Path, calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a miss checks the values: the key holds all the check's verdict depends on."""
+    checked: list[str] = []
+    real = chart.values_validator()
+
+    def counting(values: Any) -> Any:
+        checked.append(values["name"])
+        return real(values)
+
+    monkeypatch.setattr(chart, "values_validator", lambda: counting)
+    path = _project(tmp_path)
+    build_platform(path, tmp_path / "a")
+    assert sorted(checked) == sorted(calls) and calls
+    calls.clear()
+    checked.clear()
+    _forget_environments(tmp_path)
+    build_platform(path, tmp_path / "b")
+    assert not calls and not checked  # every release from the cache, none checked
+    monkeypatch.setattr(chart, "code_fingerprint", lambda: "another ai4ec")
+    _forget_environments(tmp_path)
+    build_platform(path, tmp_path / "c")
+    assert calls and sorted(checked) == sorted(calls)
+    assert _tree(tmp_path / "c") == _tree(tmp_path / "a")
