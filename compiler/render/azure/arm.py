@@ -53,6 +53,18 @@ def _arm_parameter(p: Parameter) -> dict[str, Any]:
     return out
 
 
+def _arm_outputs(tpl: AzureTemplate) -> dict[str, Any]:
+    """The template's outputs as ARM declares them."""
+    return {
+        o.name: {
+            "type": o.type,
+            "value": to_arm(o.value),
+            "metadata": {"description": o.description},
+        }
+        for o in tpl.outputs
+    }
+
+
 def _arm_document(
     tpl: AzureTemplate, rs: list[Resource], description: str, outputs: bool
 ) -> dict[str, Any]:
@@ -71,14 +83,7 @@ def _arm_document(
         ],
     }
     if outputs:
-        doc["outputs"] = {
-            o.name: {
-                "type": o.type,
-                "value": to_arm(o.value),
-                "metadata": {"description": o.description},
-            }
-            for o in tpl.outputs
-        }
+        doc["outputs"] = _arm_outputs(tpl)
     return doc
 
 
@@ -110,14 +115,7 @@ def _document_text(
         "variables": to_arm({v: tpl.spec.variables[v] for v in sorted(var_names)}),
     }
     if outputs:
-        doc["outputs"] = {
-            o.name: {
-                "type": o.type,
-                "value": to_arm(o.value),
-                "metadata": {"description": o.description},
-            }
-            for o in tpl.outputs
-        }
+        doc["outputs"] = _arm_outputs(tpl)
     symbols = tpl.by_symbol or {r.symbol: r for r in tpl.spec.resources if not r.virtual}
 
     def arm_id(symbol: str) -> str:
