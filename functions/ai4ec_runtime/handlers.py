@@ -360,8 +360,9 @@ def cache_connector_upsert(rt: Runtime, req: Request) -> Response:
 def cache_connector_upsert_io(rt: Runtime, req: Request) -> Steps[Response]:
     """``POST /api/CacheConnectorUpsert``: create or update a task, publish if asked.
 
-    Returns 200 and the task record; after a publish failure the record returned is the
-    *failed* one (upstream returned the stale ``created`` record). An *update* (one with
+    Returns 200 and the task record; after a publish failure, the record as it then
+    stands: awaiting the publish's retry, or failed once its queue timeout would pass
+    (see :func:`~ai4ec_runtime.dispatch.publish`). An *update* (one with
     a ``TaskId``) that is refused or cannot be stored answers a 200 in the upstream
     client's shape unless :func:`strict` (see :func:`shaped`); creates always get the
     strict answers, which APIM's policy maps for its callers.
