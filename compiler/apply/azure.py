@@ -633,6 +633,16 @@ class Azure:
                 f"{what}: HTTP {response.status_code}: {self._response_error(response)}"
             )
 
+    def delete_resource(self, rid: str, api: str, what: str) -> None:
+        """DELETE a resource by id and wait for ARM to finish; a 404 means it is gone."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            self.resources.resources.begin_delete_by_id(rid.lstrip("/"), api_version=api).result()
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) != 404:
+                raise self._fail(f"delete {what}", exc) from None
+
     def site_id(self, rg: str, app: str) -> str:
         """Resource id of a Function App."""
         return (

@@ -40,6 +40,17 @@ from .vaults import VAULT_TYPE, VaultRef, deleted_vault, purge_vault, template_v
 
 _EVENT_SUBSCRIPTION = "microsoft.eventgrid/topics/eventsubscriptions"
 _APIM_CHILD = "microsoft.apimanagement/service/"
+#: Delete order of API Management's children by type (others keep reverse template order
+#: between): the global policy, then APIs (with theirs) and products, then fragments,
+#: backends, and named values last.
+_APIM_ORDER = {
+    "policies": 0,
+    "apis": 1,
+    "products": 2,
+    "policyfragments": 3,
+    "backends": 4,
+    "namedvalues": 9,
+}
 DEPLOYMENTS_API = "2025-04-01"
 
 
@@ -262,6 +273,9 @@ class _Destroy:
         extensions.reverse()
         top.reverse()
         azure.items = [*extensions, *top]
+        # API Management refuses to delete a named value a policy still uses, or a
+        # fragment a policy includes: policies and what holds them go first.
+        apim.items.sort(key=lambda it: _APIM_ORDER.get(it.kind.lower().rpartition("/")[2], 5))
         for layer in (dispatch, apim, azure):
             for item in layer.items:
                 layer.plan.changes.append(
@@ -302,20 +316,14 @@ class _Destroy:
     # ------------------------------------------------------------------------- delete
 
     def delete_azure(self, layer: _Layer, counter: list[int], total: int) -> None:
-        from azure.core.exceptions import AzureError
-
         az = self.ctx.azure()
         for item in layer.items:
             started = time.monotonic()
-            try:
-                poller = az.resources.resources.begin_delete_by_id(
-                    item.rid.lstrip("/"), api_version=item.api_version
-                )
-                poller.result()
-            except AzureError as exc:
-                status = getattr(exc, "status_code", None)
-                if status != 404:
-                    raise az._fail(f"delete {item.kind} {item.name}", exc) from None
+            if item.kind.lower().startswith(_APIM_CHILD):
+                # API Management refuses a DELETE without If-Match (the header is required).
+                az.delete_child(item.rid, item.api_version)
+            else:
+                az.delete_resource(item.rid, item.api_version, f"{item.kind} {item.name}")
             counter[0] += 1
             self.ctx.console.say(
                 f"  [{counter[0]}/{total}] deleted {item.kind} {item.name} "

@@ -8,7 +8,9 @@ Steps, in the order the platform needs them:
 3. ``dispatch`` - the Event Grid subscription, which needs the running bundle;
 4. ``k8s:<cluster>`` - every object of the cluster by server-side apply, then rollouts,
    then (``--prune``) deletions;
-5. ``apim`` - API Management's objects and policies: the public door opens last.
+5. ``apim`` - API Management's objects and policies: the public door opens last;
+6. ``azure-prune`` (``--prune`` only) - this environment's identities, their grants and
+   node pools the build dropped (leftovers.py), once nothing above uses them.
 
 Each step first works out what it would change (ARM what-if, Kubernetes dry-run), prints
 it, and writes only what differs. Azure steps also keep a record: after a step succeeds,
@@ -30,14 +32,15 @@ from .cluster_step import ClusterStep
 from .context import Context
 from .functions_step import PACKAGE_PATH, FunctionsStep
 from .keys_step import KeysStep, has_access_keys
+from .leftovers import AzurePruneStep
 from .options import TARGETS, ApplyOptions, ApplyResult, Confirm, Console
 from .plan import StepPlan
 from .scrub import scrubbed_logging
 from .steps import Step
 
 
-def steps_for(build: Build, targets: tuple[str, ...]) -> list[Step]:
-    """The steps of ``targets`` (all when empty), in order."""
+def steps_for(build: Build, targets: tuple[str, ...], prune: bool = False) -> list[Step]:
+    """The steps of ``targets`` (all when empty), in order; ``prune`` adds ``azure-prune``."""
     wanted = set(targets or TARGETS)
     unknown = wanted - set(TARGETS)
     if unknown:
@@ -60,6 +63,9 @@ def steps_for(build: Build, targets: tuple[str, ...]) -> list[Step]:
     # run the build's workloads.
     if "apim" in wanted:
         steps.append(ArmStep("apim", "API Management objects and policies", "apim"))
+    if prune and "azure" in wanted:
+        # Last: once no pod, API or grant of the build needs what it deletes.
+        steps.append(AzurePruneStep())
     return steps
 
 
@@ -82,7 +88,7 @@ def run_apply(options: ApplyOptions, console: Console, confirm: Confirm) -> Appl
             # The plan's own scope: the same steps, the same prune decision.
             options.targets = tuple(saved.get("targets") or ())
             options.prune = bool(saved.get("prune"))
-        steps = steps_for(build, options.targets)
+        steps = steps_for(build, options.targets, options.prune)
         if not build.templates() and any(isinstance(s, ArmStep) for s in steps):
             console.warn(
                 f"{build.root} has no azure/main.json: the Azure, dispatch and API Management "

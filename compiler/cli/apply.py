@@ -86,9 +86,10 @@ Steps, in order, each previewed and then applied only where something differs:
   azure      resource group + ARM deployment of azure/main.json (what-if first),
              then the access keys in Key Vault (--prune: stale secrets) and grants on them
   functions  functions/bundle.zip to the Function App, then the Event Grid subscription
-  apim       API Management objects and policies (ARM), then --prune deletions
   k8s        per cluster: server-side apply (field manager ai4ec) of manifests.yaml,
              wait for rollouts, then --prune deletions
+  apim       API Management objects and policies (ARM), then --prune deletions
+  (azure)    last, with --prune: identities, their grants and node pools dropped
 
 Azure sign-in is DefaultAzureCredential (az login, managed identity, workload identity
 in CI). Cluster credentials come from AKS unless --context is given. A rerun skips Azure
@@ -156,8 +157,9 @@ def _interactive_confirm(question: str) -> bool:
     "--prune",
     is_flag=True,
     help="Delete what ai4ec made for this platform and environment that the build no longer "
-    "has: Kubernetes objects, API Management children tagged ai4ec, Key Vault secrets tagged "
-    "for the environment (listed first; never controller-owned objects or CSI-synced Secrets).",
+    "has: Kubernetes objects, API Management children tagged ai4ec, Key Vault secrets, "
+    "workload identities, their role assignments and node pools tagged for the environment "
+    "(listed first; never controller-owned objects, CSI-synced Secrets or data).",
 )
 @click.option(
     "--force-conflicts",

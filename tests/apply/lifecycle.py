@@ -20,7 +20,16 @@ import re
 import uuid
 from typing import Any
 
-from .support import ARM_API, FakeAzure, Request, Response, Tls
+from .support import (
+    ARM_API,
+    LISTS,
+    FakeAzure,
+    Request,
+    Response,
+    Tls,
+    resource_path,
+    type_of,
+)
 
 _DELETED = re.compile(
     r"^/subscriptions/([^/]+)/providers/Microsoft\.KeyVault/locations/([^/]+)"
@@ -30,6 +39,7 @@ _SITE_ROUTES = re.compile(
     r"/providers/Microsoft\.(Web/sites|Storage/storageAccounts|ContainerService/managedClusters)/"
     r"[^/]+(/.*)?$"
 )
+_APIM_CHILD = re.compile(r"/providers/Microsoft\.ApiManagement/service/[^/]+/.+$")
 #: Published Microsoft.KeyVault api-versions (before a template names the one in use).
 KEYVAULT_APIS = frozenset({"2023-07-01", "2024-11-01", "2025-05-01", "2026-02-01"})
 SOFT_DELETED_MESSAGE = (
@@ -81,6 +91,10 @@ class FakeArmLifecycle(FakeAzure):
             return self._deleted_vault(req, d.group(3), d.group(4) is not None)
         prefix = f"/subscriptions/{self.subscription}/resourceGroups/"
         if p.lower().startswith(prefix.lower()) and "/providers/" in p:
+            if req.method == "GET" and LISTS.match(p[len(prefix) :]):
+                return super().handle(req)  # a collection (support.FakeAzure lists them)
+            if _APIM_CHILD.search(p):
+                return super().handle(req)  # APIM's children: DELETE needs If-Match
             if re.search(r"/providers/Microsoft\.Resources/deployments/[^/]+$", p):
                 return self._deployment_record(req)
             if "/providers/Microsoft.Resources/" in p:
@@ -99,8 +113,7 @@ class FakeArmLifecycle(FakeAzure):
         return f"{head}/providers/{tail}".lower()
 
     def _type(self, path: str) -> str:
-        tail = path.rpartition("/providers/")[2].split("/")
-        return "/".join([tail[0], *tail[1::2]]).lower()
+        return type_of(path)
 
     def _generic(self, req: Request) -> Response:
         key = self._key(req.path)
@@ -211,7 +224,9 @@ class FakeArmLifecycle(FakeAzure):
             scope = r.get("scope")
             if scope:
                 base = f"/subscriptions/{self.subscription}/resourceGroups/{rg}"
-                rid = f"{base}/providers/{scope}/providers/{r['type']}/{r['name']}"
+                rid = (
+                    f"{base}/providers/{scope}/providers/{resource_path(r['type'], str(r['name']))}"
+                )
             ids.append({"id": rid})
         body = dict(response.body)
         body["properties"] = {**body["properties"], "outputResources": ids}

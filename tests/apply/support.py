@@ -325,6 +325,31 @@ _PARAM = re.compile(r"^\[parameters\('([^']+)'\)(?:\.([A-Za-z0-9_-]+))?\]$")
 _RESOURCE_ID = re.compile(r"^\[resourceId\((.*)\)\]$")
 #: The condition of the template's deployer role (``not(empty(parameters('x')))``).
 _NOT_EMPTY = re.compile(r"^\[not\(empty\(parameters\('([^']+)'\)\)\)\]$")
+_VARIABLE = re.compile(r"^\[variables\('([^']+)'\)\]$")
+
+
+#: Collections the fake lists (``apply --prune`` reads them): a resource group's
+#: user-assigned identities and role assignments, a cluster's node pools.
+LISTS = re.compile(
+    r"^([^/]+)/providers/(?:(Microsoft\.ManagedIdentity/userAssignedIdentities)"
+    r"|(Microsoft\.Authorization/roleAssignments)"
+    r"|Microsoft\.ContainerService/managedClusters/([^/]+)/agentPools)$",
+    re.IGNORECASE,
+)
+_IDENTITY_REF = re.compile(
+    r"resourceId\('Microsoft\.ManagedIdentity/userAssignedIdentities', '([^']+)'\)"
+)
+_ROLE_DEF = re.compile(r"roleDefinitions', '([^']+)'\)")
+
+
+def type_of(path: str) -> str:
+    """``microsoft.keyvault/vaults/secrets`` of a resource id (lower-cased)."""
+    tail = path.rpartition("/providers/")[2]
+    # The fake stores a resource named by an expression (``[guid(...)]``) under that
+    # text, which may hold slashes: the type ends where it starts.
+    tail = tail.split("[", 1)[0].rstrip("/")
+    parts = tail.split("/")
+    return "/".join([parts[0], *parts[1::2]]).lower()
 
 
 def _literal_args(text: str) -> list[str] | None:
@@ -334,11 +359,14 @@ def _literal_args(text: str) -> list[str] | None:
     return [a[1:-1] for a in args]
 
 
-def _evaluate(value: Any, params: dict[str, Any]) -> Any:
-    """The fake's tiny ARM evaluator: whole-string ``[parameters('x')(.y)]`` and
-    ``[not(empty(parameters('x')))]`` only (so a conditional resource is left out as
-    ARM leaves it out)."""
+def _evaluate(value: Any, params: dict[str, Any], variables: dict[str, Any] | None = None) -> Any:
+    """The fake's tiny ARM evaluator: whole-string ``[parameters('x')(.y)]``,
+    ``[not(empty(parameters('x')))]`` (so a conditional resource is left out as ARM leaves
+    it out) and ``[variables('x')]`` of a literal variable (the template's tags)."""
     if isinstance(value, str):
+        var = _VARIABLE.match(value)
+        if var and variables is not None and var.group(1) in variables:
+            return copy.deepcopy(variables[var.group(1)])
         cond = _NOT_EMPTY.match(value)
         if cond:
             return bool(params.get(cond.group(1)))
@@ -348,14 +376,18 @@ def _evaluate(value: Any, params: dict[str, Any]) -> Any:
             return got.get(m.group(2)) if m.group(2) and isinstance(got, dict) else got
         return value
     if isinstance(value, dict):
-        return {k: _evaluate(v, params) for k, v in value.items()}
+        return {k: _evaluate(v, params, variables) for k, v in value.items()}
     if isinstance(value, list):
-        return [_evaluate(v, params) for v in value]
+        return [_evaluate(v, params, variables) for v in value]
     return value
 
 
 def resource_path(rtype: str, name: str) -> str:
     ns, *types = rtype.split("/")
+    if name.startswith("[guid("):
+        # ARM names the resource by the GUID it computes (a role assignment): the fake's
+        # stand-in is a GUID of the expression's text, the same on every deployment.
+        name = str(uuid.uuid5(uuid.NAMESPACE_OID, name))
     names = name.split("/") if not name.startswith("[") else [name]
     parts = [ns]
     for i, t in enumerate(types):
@@ -568,6 +600,12 @@ class FakeAzure(FakeServer):
         self.transient: dict[str, tuple[str, int] | tuple[str, int, str]] = {}
         #: The region's offer for apply --plan's live catalog checks (catalog_reads.py).
         self.catalog_reads = CatalogReads()
+        #: Resource type (lower) -> apiVersion of the template that deployed it.
+        self.type_api: dict[str, str] = {}
+        #: Items per page of a listed collection (identities, role assignments, pools).
+        self.page_size = 100
+        #: Role assignments above the resource group, listed with those in it.
+        self.inherited: list[dict[str, Any]] = []
 
     # -- helpers
 
@@ -598,7 +636,7 @@ class FakeAzure(FakeServer):
             if cond is False:
                 continue
             body = {k: v for k, v in r.items() if k not in ("dependsOn", "condition", "apiVersion")}
-            out.append((r, _evaluate(body, params)))
+            out.append((r, _evaluate(body, params, template.get("variables") or {})))
         return out
 
     def _params(
@@ -709,6 +747,9 @@ class FakeAzure(FakeServer):
         rg, rest = m.group(1), m.group(2) or ""
         if rest == "":
             return self._group(req, rg)
+        listing = LISTS.match(f"{rg}{rest}")
+        if listing and req.method == "GET":
+            return self._list(req, listing)
         if rest == "/providers/Microsoft.Resources/tags/default":
             self._api(req, ARM_API)
             body = req.json()
@@ -766,8 +807,90 @@ class FakeAzure(FakeServer):
         self.violate(f"unexpected {req.method} {p}")
         return Response(404, {"error": {"code": "NotFound", "message": p}})
 
+    # -- collections
+
+    def principal(self, rg: str, identity: str) -> str:
+        """The principal id ARM gives a user-assigned identity (stable per resource id)."""
+        rid = self._rid(rg, "Microsoft.ManagedIdentity/userAssignedIdentities", identity)
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, rid.lower()))
+
+    def _list(self, req: Request, m: re.Match[str]) -> Response:
+        """One page of a collection, ``nextLink`` to the next (``page_size`` items each).
+
+        The API version must be the one of the template that deployed the type, as ARM
+        refuses versions a type does not have. Role assignments are every one at or below
+        the resource group, plus :attr:`inherited` (above it), as ARM lists them.
+        """
+        rg = m.group(1)
+        base = f"/subscriptions/{self.subscription}/resourceGroups/{rg}"
+        if m.group(2):
+            kind = "microsoft.managedidentity/userassignedidentities"
+        elif m.group(3):
+            kind = "microsoft.authorization/roleassignments"
+        else:
+            kind = "microsoft.containerservice/managedclusters/agentpools"
+        # A pool's API versions are its cluster's (one resource provider, one version set).
+        want = self.type_api.get(kind) or (
+            self.type_api.get("microsoft.containerservice/managedclusters") if m.group(4) else None
+        )
+        if want is None or req.query.get("api-version") != want:
+            self.violate(f"list {req.path}: api-version {req.query.get('api-version')} ({want})")
+        items: list[dict[str, Any]] = []
+        for key, body in sorted(self.resources.items()):
+            if str(body.get("type", "")).lower() != kind or not key.startswith(base.lower() + "/"):
+                continue
+            if m.group(2):
+                name = str(body.get("name"))
+                props = {**(body.get("properties") or {}), "principalId": self.principal(rg, name)}
+                items.append({**body, "id": self._rid(rg, body["type"], name), "properties": props})
+            elif m.group(3):
+                items.append(self._assignment(rg, body))
+            else:
+                cluster, _, pool = str(body.get("name")).partition("/")
+                if cluster.lower() != str(m.group(4)).lower():
+                    continue
+                rid = self._rid(rg, body["type"], str(body["name"]))
+                items.append({**body, "id": rid, "name": pool})
+        if m.group(3):
+            items.extend(self.inherited)
+        else:
+            cluster_key = self._rid(
+                rg, "Microsoft.ContainerService/managedClusters", str(m.group(4))
+            )
+            if m.group(4) and cluster_key.lower() not in self.resources:
+                return Response(404, {"error": {"code": "ResourceNotFound", "message": req.path}})
+        start = int(req.query.get("$skiptoken") or 0)
+        page = items[start : start + self.page_size]
+        body_out: dict[str, Any] = {"value": page}
+        if start + self.page_size < len(items):
+            body_out["nextLink"] = (
+                f"{self.url}{req.path}?api-version={req.query.get('api-version')}"
+                f"&$skiptoken={start + self.page_size}"
+            )
+        return Response(200, body_out)
+
+    def _assignment(self, rg: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A stored role assignment as ARM lists it: full scope, role and principal ids."""
+        base = f"/subscriptions/{self.subscription}/resourceGroups/{rg}"
+        scope = str(body.get("scope") or "")
+        full_scope = f"{base}/providers/{scope}" if scope else base
+        name = resource_path(str(body["type"]), str(body["name"])).rpartition("/")[2]
+        props = dict(body.get("properties") or {})
+        who = _IDENTITY_REF.search(str(props.get("principalId", "")))
+        if who:
+            props["principalId"] = self.principal(rg, who.group(1))
+        role = _ROLE_DEF.search(str(props.get("roleDefinitionId", "")))
+        if role:
+            props["roleDefinitionId"] = (
+                f"/subscriptions/{self.subscription}/providers/Microsoft.Authorization/"
+                f"roleDefinitions/{role.group(1)}"
+            )
+        props["scope"] = full_scope
+        rid = f"{full_scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
+        return {"id": rid, "name": name, "type": body["type"], "properties": props}
+
     def _apim(self, req: Request, rg: str, service: str, rel: str) -> Response:
-        """API Management children: list a collection, delete one item.
+        """API Management children: list a collection, read or delete one item.
 
         As the service does: a DELETE without ``If-Match`` is refused (the header is
         required), a named value a remaining policy uses (``{{name}}``), a backend a
@@ -794,6 +917,11 @@ class FakeAzure(FakeServer):
                         }
                     )
             return Response(200, {"value": items})
+        if len(segs) % 2 == 0 and req.method == "GET":
+            body = self.resources.get(prefix)
+            if body is None:
+                return Response(404, {"error": {"code": "ResourceNotFound", "message": rel}})
+            return Response(200, {"id": prefix, **body})
         if len(segs) % 2 == 0 and req.method == "DELETE":
             if not req.headers.get("if-match"):
                 return Response(
@@ -1025,6 +1153,7 @@ class FakeAzure(FakeServer):
                 )
                 continue
             self.resources[self._rid(rg, r["type"], str(r["name"])).lower()] = body
+            self.type_api.setdefault(str(r["type"]).lower(), str(r.get("apiVersion")))
         outputs = {}
         for k, o in (template.get("outputs") or {}).items():
             outputs[k] = {
