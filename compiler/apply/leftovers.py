@@ -20,8 +20,9 @@ Ownership is the pair of tags every template resource carries, so nothing untagg
 by hand) or another environment's is listed. Role assignments cannot be tagged: ownership
 is their principal, one of this environment's identities. Grants of principals that are
 not such identities (the deployer, the Function App's and API Management's own
-identities) are never touched, nor is anything holding data (accounts, containers,
-vaults, caches, clusters): those are not pruned, only listed by ``destroy``.
+identities) are never touched, nor is anything holding data or running workloads
+(accounts, containers, vaults, caches, clusters): a tagged top-level resource the build no
+longer declares gets a note in the plan saying it is kept, with its id.
 
 What is declared is read from the build's ARM templates (the artifact apply deploys), as
 the ``keys`` step reads its secrets: a grant to an identity whose scope or role is an
@@ -48,6 +49,8 @@ POOL = "Microsoft.ContainerService/managedClusters/agentPools"
 CLUSTER = "Microsoft.ContainerService/managedClusters"
 #: The role-assignment API version when no template names one (it always does).
 ROLE_API = "2022-04-01"
+#: Microsoft.Resources API version of the resource group's tagged-resource listing.
+RESOURCES_API = "2025-04-01"
 
 _IDENTITY_REF = re.compile(
     r"resourceId\(\s*'Microsoft\.ManagedIdentity/userAssignedIdentities'\s*,\s*'([^']+)'\s*\)",
@@ -80,6 +83,8 @@ class Declared:
     pools: frozenset[tuple[str, str]]
     clusters: tuple[str, ...]
     api: dict[str, str] = field(default_factory=dict)
+    #: ``(type, name)`` of every top-level resource with a literal name (lower-cased).
+    top: frozenset[tuple[str, str]] = frozenset()
 
 
 def declared(templates: list[Template]) -> Declared:
@@ -94,11 +99,14 @@ def declared(templates: list[Template]) -> Declared:
     pools: set[tuple[str, str]] = set()
     clusters: list[str] = []
     api: dict[str, str] = {}
+    top: set[tuple[str, str]] = set()
     for t in templates:
         for r in t.template.get("resources") or []:
             kind = str(r.get("type", "")).lower()
             name = str(r.get("name", ""))
             api.setdefault(kind, str(r.get("apiVersion", "")))
+            if kind.count("/") == 1 and "scope" not in r and not name.startswith("["):
+                top.add((kind, name.lower()))
             if kind == IDENTITY.lower() and not name.startswith("["):
                 identities.add(name.lower())
             elif kind == CLUSTER.lower() and not name.startswith("["):
@@ -113,7 +121,12 @@ def declared(templates: list[Template]) -> Declared:
                 if grant is not None:
                     grants.add(grant)
     return Declared(
-        frozenset(identities), frozenset(grants), frozenset(pools), tuple(clusters), api
+        frozenset(identities),
+        frozenset(grants),
+        frozenset(pools),
+        tuple(clusters),
+        api,
+        frozenset(top),
     )
 
 
@@ -256,8 +269,34 @@ def leftovers(ctx: Context, want: Declared, plan: StepPlan) -> list[Leftover]:
                 ApplyAction.DELETE, POOL, f"{cluster}/{name}", note="its nodes are drained"
             )
             pools.append(Leftover(str(pool["id"]), pool_api, change))
+    _kept_notes(ctx, want, rg_path, plan)
     order = [sorted(g, key=lambda x: (x.change.name, x.rid)) for g in (grants, identities, pools)]
     return [item for group in order for item in group]
+
+
+def _kept_notes(ctx: Context, want: Declared, rg_path: str, plan: StepPlan) -> None:
+    """A note for each other resource of this environment the build no longer declares.
+
+    Storage accounts, vaults, caches, clusters, registries and the like hold data or run
+    workloads: prune never deletes them, but says they are left, so that a cluster or a
+    cache nobody uses any more does not keep costing money unseen.
+    """
+    # Unfiltered: ARM leaves the tags out of a listing filtered by tag, and both owner
+    # tags must match.
+    listed = ctx.azure().list_children(f"{rg_path}/resources", RESOURCES_API) or []
+    for r in sorted(listed, key=lambda x: (str(x.get("type")), str(x.get("name")))):
+        kind, name = str(r.get("type", "")), str(r.get("name", ""))
+        if kind.count("/") != 1 or kind.lower() == IDENTITY.lower():
+            continue  # children come with their parents; identities are pruned above
+        if not _owned(r.get("tags"), ctx):
+            continue
+        if (kind.lower(), name.lower()) in want.top:
+            continue
+        plan.notes.append(
+            f"{kind} {name} is no longer in the build; kept (it may hold data or run "
+            f"workloads): delete it yourself once you are sure (az resource delete --ids "
+            f"{r.get('id')})"
+        )
 
 
 __all__ = ["AzurePruneStep", "Declared", "Leftover", "declared", "leftovers"]

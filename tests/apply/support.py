@@ -750,6 +750,8 @@ class FakeAzure(FakeServer):
         listing = LISTS.match(f"{rg}{rest}")
         if listing and req.method == "GET":
             return self._list(req, listing)
+        if rest == "/resources" and req.method == "GET":
+            return self._group_resources(req, rg)
         if rest == "/providers/Microsoft.Resources/tags/default":
             self._api(req, ARM_API)
             body = req.json()
@@ -859,6 +861,10 @@ class FakeAzure(FakeServer):
             )
             if m.group(4) and cluster_key.lower() not in self.resources:
                 return Response(404, {"error": {"code": "ResourceNotFound", "message": req.path}})
+        return self._page(req, items)
+
+    def _page(self, req: Request, items: list[dict[str, Any]]) -> Response:
+        """One page of ``items`` (``page_size``), with a ``nextLink`` when more follow."""
         start = int(req.query.get("$skiptoken") or 0)
         page = items[start : start + self.page_size]
         body_out: dict[str, Any] = {"value": page}
@@ -868,6 +874,32 @@ class FakeAzure(FakeServer):
                 f"&$skiptoken={start + self.page_size}"
             )
         return Response(200, body_out)
+
+    def _group_resources(self, req: Request, rg: str) -> Response:
+        """``GET <group>/resources``: the group's top-level resources with their tags.
+
+        As ARM: no properties, and a ``$filter`` by tag is refused here because ARM would
+        then leave the tags out (a caller filtering client-side must not use it).
+        """
+        self._api(req, ARM_API)
+        if "$filter" in req.query:
+            self.violate(f"{req.path}: $filter by tag drops the tags from ARM's answer")
+        base = f"/subscriptions/{self.subscription}/resourceGroups/{rg}".lower()
+        items = []
+        for key, body in sorted(self.resources.items()):
+            kind = str(body.get("type", ""))
+            if kind.count("/") != 1 or not key.startswith(base + "/"):
+                continue
+            items.append(
+                {
+                    "id": self._rid(rg, kind, str(body.get("name"))),
+                    "name": body.get("name"),
+                    "type": kind,
+                    "location": body.get("location"),
+                    "tags": body.get("tags") or {},
+                }
+            )
+        return self._page(req, items)
 
     def _assignment(self, rg: str, body: dict[str, Any]) -> dict[str, Any]:
         """A stored role assignment as ARM lists it: full scope, role and principal ids."""

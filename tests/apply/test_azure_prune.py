@@ -121,6 +121,16 @@ def test_prune_deletes_only_what_the_build_dropped(
             "location": "westeurope",
             "tags": t,
         }
+    # A cache an earlier build made (tagged, top-level, holds data): a note, never deleted;
+    # the same kind untagged or another environment's: not even a note.
+    cache = "Microsoft.Cache/redisEnterprise"
+    for name, t in {"old-cache": dict(tags), "their-cache": others["other-env-api"]}.items():
+        azure.resources[f"{base}/providers/{cache}/{name}".lower()] = {
+            "type": cache,
+            "name": name,
+            "location": "westeurope",
+            "tags": t,
+        }
     secret_scope = f"Microsoft.KeyVault/vaults/{platform.azure.key_vault.name}/secrets/x"
     azure.resources[f"{base}/providers/{ROLE_ASSIGNMENT}/deployer-grant".lower()] = {
         "type": ROLE_ASSIGNMENT,
@@ -194,6 +204,11 @@ def test_prune_deletes_only_what_the_build_dropped(
     )
     for kept in ("users-own", "other-env-api", "byhand", "deployer-grant", "above"):
         assert kept not in "\n".join(azure_listed)
+    assert f"{cache} old-cache is no longer in the build; kept" in preview.text
+    assert f"--ids {base}/providers/{cache}/old-cache".lower() in preview.text.lower()
+    assert "their-cache" not in preview.text
+    # Nothing else of the build is reported as dropped (the declared ones all match).
+    assert preview.text.count("is no longer in the build; kept") == 1, preview.text
     assert _deletes(azure) == []
 
     declined = run(
@@ -228,6 +243,7 @@ def test_prune_deletes_only_what_the_build_dropped(
     assert f"{pool_base}/agentpools/byhand".lower() in azure.resources
     assert f"{pool_base}/agentpools/oldsys".lower() in azure.resources
     assert f"{base}/providers/{ROLE_ASSIGNMENT}/deployer-grant".lower() in azure.resources
+    assert f"{base}/providers/{cache}/old-cache".lower() in azure.resources
     # Every grant the build still declares is still there.
     still = [k for k, b in before.items() if b.get("type") == ROLE_ASSIGNMENT]
     assert all(k in azure.resources for k in still if k not in expected_grants)
