@@ -161,9 +161,21 @@ class AzurePruneStep(Step):
 
     key, title = "azure-prune", "Azure identities, grants and node pools the build dropped"
 
+    def __init__(self, skipped_targets: list[str] | None = None) -> None:
+        #: Targets this run leaves out; the step then only says why it does nothing.
+        self.skipped_targets = list(skipped_targets or [])
+
     def run(self, ctx: Context, confirm: Confirm) -> StepPlan:
         """List leftovers (every page), then confirm and delete them, grants first."""
         plan = StepPlan(self.key)
+        if self.skipped_targets:
+            plan.notes.append(
+                f"skipped: this run leaves out {', '.join(self.skipped_targets)}, which may "
+                "still use what it would delete (a pod pinned to a dropped pool, an API "
+                "signing in as a dropped identity); rerun apply --prune with every target"
+            )
+            show_plan(ctx, plan)
+            return plan
         templates = ctx.build.templates()
         if not templates:
             plan.notes.append("the build has no Azure templates")

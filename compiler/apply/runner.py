@@ -64,8 +64,11 @@ def steps_for(build: Build, targets: tuple[str, ...], prune: bool = False) -> li
     if "apim" in wanted:
         steps.append(ArmStep("apim", "API Management objects and policies", "apim"))
     if prune and "azure" in wanted:
-        # Last: once no pod, API or grant of the build needs what it deletes.
-        steps.append(AzurePruneStep())
+        # Last: once no pod, API or grant of the build needs what it deletes. Only when
+        # the Kubernetes and API Management steps ran too: a pod of a moved API still
+        # pinned to a dropped pool would be evicted with nowhere to go.
+        skipped = sorted(set(TARGETS) - wanted)
+        steps.append(AzurePruneStep(skipped))
     return steps
 
 

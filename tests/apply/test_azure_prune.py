@@ -224,6 +224,15 @@ def test_prune_deletes_only_what_the_build_dropped(
     assert "deletion not confirmed" in str(declined.error), declined.text
     assert not any(ROLE_ASSIGNMENT in d or IDENTITY in d for d in _deletes(azure))
 
+    # One target alone: the Kubernetes step may still run pods that use the identity or
+    # pool, so Azure prune says why it does nothing.
+    partial = _apply(azure, tls, env_dir, vault, prune=True, targets=("azure",))
+    assert partial.error is None, partial.text
+    assert "azure-prune" in partial.text and "rerun apply --prune with every target" in (
+        partial.text
+    )
+    assert not any(ROLE_ASSIGNMENT in d or IDENTITY in d for d in _deletes(azure))
+
     azure.reset_log()
     pruned = _apply(azure, tls, env_dir, vault, prune=True)
     assert pruned.error is None, pruned.text
